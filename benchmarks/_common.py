@@ -1,0 +1,142 @@
+"""Helpers shared by the benchmark scripts: the BabyAI dataset, the machine record, timing.
+
+The scripts import this module as ``_common`` (they are run as ``python benchmarks/X.py``, so
+their own folder is on ``sys.path``). Nothing here imports minari or gato at module level:
+``use_data_dir`` must set ``MINARI_DATASETS_PATH`` before any minari-using code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager, redirect_stdout
+
+DATASET_ID = "babyai/GoToLocal-bot-v0"
+LEVEL = "GoToLocal"
+ENV_ID = "BabyAI-GoToLocal-v0"
+
+
+def log(*parts) -> None:
+    """Progress and info go to stderr; stdout holds only the final JSON."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def use_data_dir(data_dir: str | None) -> tuple[str, bool]:
+    """Point ``MINARI_DATASETS_PATH`` at ``data_dir`` (or a new temporary folder).
+
+    Returns (folder, created): ``created`` is True when the folder is a temporary one that the
+    caller should delete at the end (see :func:`cleanup`).
+    """
+    created = data_dir is None
+    folder = tempfile.mkdtemp(prefix="gato-bench-minari-") if created else os.path.abspath(data_dir)
+    os.makedirs(folder, exist_ok=True)
+    os.environ["MINARI_DATASETS_PATH"] = folder
+    return folder, created
+
+
+def ensure_babyai(episodes: int, workers: int = 2) -> dict:
+    """Generate the BabyAI GoToLocal bot dataset in ``$MINARI_DATASETS_PATH`` unless it is there.
+
+    ``generate_babyai`` spawns worker processes: call this from under
+    ``if __name__ == "__main__":`` only.
+    """
+    from gato.data.writer import local_dataset_exists
+
+    if local_dataset_exists(DATASET_ID):
+        log(f"using existing {DATASET_ID} in {os.environ['MINARI_DATASETS_PATH']}")
+        return {"dataset_id": DATASET_ID, "generated": False}
+    from gato.data.babyai import generate_babyai
+
+    log(f"generating {episodes} {LEVEL} bot episodes into {os.environ['MINARI_DATASETS_PATH']} ...")
+    report = generate_babyai(LEVEL, episodes, dataset_id=DATASET_ID, workers=workers,
+                             reference_episodes=20, progress=False)
+    if report.episodes_written == 0:
+        raise RuntimeError(f"the BabyAI bot wrote no episodes ({dict(report.skip_reasons)})")
+    log(f"wrote {report.episodes_written} episodes in {report.seconds:.1f}s")
+    return {"dataset_id": DATASET_ID, "generated": True, "episodes": report.episodes_written}
+
+
+def cleanup(folder: str, created: bool) -> None:
+    """Remove the temporary dataset folder made by :func:`use_data_dir`."""
+    if created:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given (0 or None: keep torch's default).
+
+    On a machine shared with other busy processes, fewer threads than cores is often much
+    faster: oversubscribed intra-op threads wait on each other at every operator.
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def machine_info(device: str) -> dict:
+    """What the numbers were measured on."""
+    import torch
+
+    info = {
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    if device.startswith("cuda"):
+        info["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda_version"] = torch.version.cuda
+    return info
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so that wall-clock timings are whole."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(torch.device(device))
+
+
+@contextmanager
+def timed(device: str, out: dict, key: str = "seconds"):
+    """``with timed(device, d): ...`` stores the block's wall-clock seconds in ``d[key]``,
+    synchronising the GPU before and after on cuda."""
+    sync(device)
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        sync(device)
+        out[key] = time.perf_counter() - start
+
+
+def check_device(device: str) -> None:
+    """Fail early, with a clear message, on a device that torch cannot use."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch {torch.__version__} sees no CUDA device")
+
+
+@contextmanager
+def stdout_to_stderr():
+    """Send whatever is printed on stdout inside the block to stderr (minigrid prints
+    "Sampling rejected ..." while making levels), so that stdout holds only the JSON."""
+    with redirect_stdout(sys.stderr):
+        yield
+
+
+def emit(result: dict) -> None:
+    """Print the final JSON object on stdout."""
+    print(json.dumps(result, indent=2), flush=True)

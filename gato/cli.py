@@ -1,0 +1,217 @@
+"""The ``gato`` command: data, inspect, train, eval.
+
+    gato data babyai --level GoToLocal --episodes 5000   write a BabyAI bot dataset (Minari)
+    gato inspect babyai/GoToLocal-bot-v0                per-field token layout of a dataset or env
+    gato train                                          the main job: BabyAI GoToLocal, ~20 min
+    gato eval runs/NAME/checkpoint                      evaluate a checkpoint, write JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+# minigrid re-registers its envs if imported after gymnasium's plugin hook did; the
+# resulting 'Overriding environment' warnings say nothing to a user.
+warnings.filterwarnings("ignore", message=".*Overriding environment.*")
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows of equal keys as an aligned text table."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    cells = [[str(k) for k in keys]] + [[_fmt(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def cmd_data(ns) -> int:
+    from gato.data.babyai import babyai_levels, generate_babyai
+
+    if ns.recipe == "list":
+        print("recipes:\n  babyai   any BabyAI level, BabyAI bot expert (--level, e.g. " + ", ".join(babyai_levels()[:6]) + ", ...)")
+        return 0
+    report = generate_babyai(ns.level, ns.episodes, dataset_id=ns.dataset_id, seed=ns.seed, workers=ns.workers,
+                             episode_timeout_s=ns.episode_timeout, overwrite=ns.overwrite)
+    if not report.episodes_written:
+        print(f"no episode succeeded ({dict(report.skip_reasons)}); nothing was written", file=sys.stderr)
+        return 1
+    print(f"wrote {report.dataset_id}: {report.episodes_written} episodes, {report.episodes_skipped} skipped "
+          f"{dict(report.skip_reasons) or ''} in {report.seconds:.1f}s")
+    print(f"expert return {report.expert_mean_return:.3f} +- {report.expert_std_return:.3f}, "
+          f"random {report.random_mean_return:.3f} +- {report.random_std_return:.3f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def cmd_inspect(ns) -> int:
+    import gymnasium as gym
+
+    from gato.codec import SpaceCodec
+    from gato.data.writer import local_dataset_exists
+    from gato.vocab import Vocab
+
+    overrides = json.loads(ns.field_overrides) if ns.field_overrides else None
+    budget = None
+    if local_dataset_exists(ns.name):
+        from gato.data.episodes import RawEpisodes, load_minari
+
+        dataset = load_minari(ns.name)
+        obs_space, act_space = dataset.observation_space, dataset.action_space
+        probe = SpaceCodec(obs_space, act_space, Vocab(), ns.patch_size, overrides)
+        budget = RawEpisodes.read(dataset, ns.name).text_budget(probe.obs_fields, probe.vocab.tokenizer)
+        source = f"dataset {ns.name} ({dataset.total_episodes} episodes)"
+    else:
+        try:
+            env = gym.make(ns.name)
+        except gym.error.Error as e:
+            print(f"{ns.name!r} is neither a local Minari dataset nor a Gymnasium env id ({e})", file=sys.stderr)
+            return 2
+        obs_space, act_space = env.observation_space, env.action_space
+        source = f"env {ns.name} (text budgets are defaults; a dataset measures its longest string)"
+    codec = SpaceCodec(obs_space, act_space, Vocab(), ns.patch_size, overrides, budget)
+    print(source)
+    print(format_table(codec.layout()))
+    print(f"\ntokens per timestep: {codec.tokens_per_step}")
+    for ctx in ns.context_len:
+        print(f"timesteps in a {ctx}-token context: {codec.timesteps_in(ctx)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def cmd_train(ns) -> int:
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    args = TrainingArgs.from_namespace(ns)
+    trainer = build_trainer(args)
+    tasks = trainer.tasks
+    for task in tasks:
+        print(f"task {task.name}: {len(task.episodes.lengths)} episodes, {task.tokens_per_timestep} tokens per timestep")
+    n_params = sum(p.numel() for p in trainer.policy.parameters())
+    print(f"policy: {n_params / 1e6:.2f}M parameters; outputs in {trainer.run_dir}")
+    results = trainer.train()
+    if trainer.accelerator.is_main_process:
+        print()
+        print(format_table(_score_rows(results)))
+        print(f"\ncheckpoint: {trainer.run_dir / 'checkpoint'}\nlearning curve: {trainer.run_dir / 'learning_curve.png'}"
+              f"\ntensorboard: tensorboard --logdir {trainer.run_dir / 'logs'}")
+    return 0
+
+
+def _score_rows(results: dict) -> list[dict]:
+    rows = []
+    for name, m in results.items():
+        row = {"task": name, "episodes": int(m["episodes"]), "success": m["success_rate"],
+               "return": f"{m['mean_return']:.3f} +- {m['std_return']:.3f}", "length": m["mean_episode_len"]}
+        if "normalized_score" in m:
+            row["normalized"] = m["normalized_score"]
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def cmd_eval(ns) -> int:
+    from gato.policy.gato_policy import GatoPolicy
+    from gato.tasks.registry import build_task
+    from gato.training.trainer import TASKS_FILE
+
+    checkpoint = Path(ns.checkpoint)
+    policy = GatoPolicy.from_pretrained(checkpoint, device=ns.device)
+    tasks_file = checkpoint / TASKS_FILE
+    if not tasks_file.is_file():
+        print(f"{tasks_file} is missing: this checkpoint does not say which tasks it was trained on", file=sys.stderr)
+        return 2
+    results = {}
+    for spec in json.loads(tasks_file.read_text()):
+        task = build_task(spec)
+        results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
+                                           promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
+    print(format_table(_score_rows(results)))
+    out = Path(ns.out) if ns.out else checkpoint.parent / "eval.json"
+    out.write_text(json.dumps({"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results}, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``gato`` command."""
+    from gato.training.arguments import TrainingArgs
+
+    parser = argparse.ArgumentParser(prog="gato", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="write an expert dataset locally (Minari format)")
+    data.add_argument("recipe", choices=["babyai", "list"], help="dataset recipe, or 'list'")
+    data.add_argument("--level", default="GoToLocal", help="BabyAI level (e.g. GoToLocal, GoToRedBall)")
+    data.add_argument("--episodes", type=int, default=5000, help="successful episodes to write")
+    data.add_argument("--dataset_id", default=None, help="Minari id (default babyai/LEVEL-bot-v0)")
+    data.add_argument("--seed", type=int, default=0, help="first episode seed")
+    data.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    data.add_argument("--episode_timeout", type=float, default=5.0, help="seconds before a bot episode is abandoned")
+    data.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
+    data.set_defaults(func=cmd_data)
+
+    inspect = sub.add_parser("inspect", help="token layout of a dataset's or env's spaces")
+    inspect.add_argument("name", help="local Minari dataset id or Gymnasium env id")
+    inspect.add_argument("--patch_size", type=int, default=4, help="image patch side")
+    inspect.add_argument("--context_len", type=int, nargs="*", default=[512, 1024], help="contexts to count timesteps for")
+    inspect.add_argument("--field_overrides", default="", help='JSON {field path: kind or spec}')
+    inspect.set_defaults(func=cmd_inspect)
+
+    train = sub.add_parser("train", help="train a policy (no flags: the BabyAI main job)")
+    TrainingArgs.add_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on its tasks; writes JSON")
+    ev.add_argument("checkpoint", help="checkpoint directory (holds config.json, model.safetensors, tasks.json)")
+    ev.add_argument("--episodes", type=int, default=100, help="episodes per task")
+    ev.add_argument("--envs", type=int, default=16, help="environments stepped together")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
+    ev.add_argument("--prompt", action="store_true", help="prompt with an expert episode's end (NEKO style)")
+    ev.add_argument("--device", default="cpu", help="torch device")
+    ev.add_argument("--out", default="", help="JSON output path (default: next to the checkpoint)")
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``gato`` command; user errors print one clear line instead of a traceback."""
+    ns = build_parser().parse_args(argv)
+    from gato.errors import USER_ERRORS
+
+    try:
+        return ns.func(ns)
+    except USER_ERRORS as e:
+        print(f"gato {ns.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

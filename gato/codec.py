@@ -1,0 +1,597 @@
+"""SpaceCodec: the token layout of one timestep, for any Gymnasium space.
+
+A timestep is ``[observation tokens] [separator] [action tokens]``. The codec walks the
+observation and action spaces once (Dict and Tuple to any depth) and gives every leaf a field
+codec that turns a batch of values into a fixed number of tokens:
+
+=====================================  ==================  ====================================
+leaf space                             tokens              how
+=====================================  ==================  ====================================
+Discrete(n)                            1                   discrete id ``value - start``
+MultiDiscrete(nvec) / MultiBinary(n)   len(nvec) / n       one discrete id each
+Box vector (or any non-image Box)      prod(shape)         observations: mu-law then bins;
+                                                           actions: scaled by finite bounds
+Box image (H,W) (H,W,C) (C,H,W)        patches             padded to the patch size, embedded
+                                                           from pixels by the model
+Text, or any space sampling strings    a text budget       the vocabulary's text tokenizer
+=====================================  ==================  ====================================
+
+``FieldSpec`` overrides how one field is read, e.g. ``{"image": "image"}`` or
+``{"image": {"kind": "discrete"}}``. Paths are dotted (``"a.b"``, ``"0"`` for a Tuple item);
+errors print them as ``obs["a"]["b"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, asdict
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from gato.vocab import Vocab
+
+DEFAULT_TEXT_TOKENS = 16
+"""Text budget of a string field when neither the caller nor the data says otherwise."""
+
+
+class UnsupportedSpaceError(ValueError):
+    """A space (or one field of it) that the codec cannot turn into tokens."""
+
+
+class DatasetValueError(ValueError):
+    """A value in the data that does not belong to its space (NaN, out of range, ...)."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How to read one leaf field. ``kind`` is "discrete", "continuous", "image" or "text".
+
+    ``low``/``high`` replace a Box's bounds for scaling (e.g. a symbolic grid whose values
+    stop far below its declared 255); ``channels_first`` forces the image layout; ``tokens``
+    sets a text budget.
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    channels_first: bool | None = None
+    tokens: int | None = None
+
+    @classmethod
+    def parse(cls, value: "FieldSpec | str | dict") -> "FieldSpec":
+        """Accept a FieldSpec, a kind name, or a dict of FieldSpec fields."""
+        if isinstance(value, FieldSpec):
+            spec = value
+        elif isinstance(value, str):
+            spec = cls(kind=value)
+        elif isinstance(value, dict):
+            spec = cls(**value)
+        else:
+            raise TypeError(f"a field override must be a kind name, dict or FieldSpec, got {value!r}")
+        if spec.kind not in ("discrete", "continuous", "image", "text"):
+            raise ValueError(
+                f"unknown field kind {spec.kind!r}; use 'discrete', 'continuous', 'image' or 'text'"
+            )
+        return spec
+
+    def to_dict(self) -> dict:
+        """JSON-able form (None fields dropped)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def display_path(root: str, path: tuple) -> str:
+    """``('a', 0)`` -> ``obs["a"][0]``."""
+    return root + "".join(f"[{p}]" if isinstance(p, int) else f'["{p}"]' for p in path)
+
+
+def dotted(path: tuple) -> str:
+    """``('a', 0)`` -> ``"a.0"``, the form used for overrides."""
+    return ".".join(str(p) for p in path)
+
+
+def is_string_space(space: spaces.Space) -> bool:
+    """True for Text and for any other space whose samples are strings (MissionSpace)."""
+    if isinstance(space, spaces.Text):
+        return True
+    if type(space).__module__.startswith("gymnasium.spaces"):
+        return False
+    try:
+        return isinstance(space.sample(), str)
+    except Exception:  # a custom space that cannot sample is simply not a string space
+        return False
+
+
+def _image_layout(space: spaces.Box, spec: FieldSpec | None) -> tuple[int, int, int, bool] | None:
+    """(C, H, W, channels_first) if the Box reads as an image, else None."""
+    shape = space.shape
+    if spec is not None and spec.kind != "image":
+        return None
+    if len(shape) == 2:
+        if spec is None and min(shape) < 8:  # a small matrix of features, not a picture
+            return None
+        return 1, shape[0], shape[1], False
+    if len(shape) != 3:
+        if spec is not None:
+            raise UnsupportedSpaceError(f"an image field needs a 2-D or 3-D Box, got shape {shape}")
+        return None
+    first = spec.channels_first if spec is not None else None
+    if first is None:  # the channel axis is the short one
+        first = shape[0] < shape[2] and shape[0] <= min(shape[1], shape[2])
+    if first:
+        return shape[0], shape[1], shape[2], True
+    return shape[2], shape[0], shape[1], False
+
+
+# ----------------------------------------------------------------------------- field codecs
+
+
+class Field:
+    """One leaf of a space: a fixed number of tokens per timestep."""
+
+    kind = ""
+    n_tokens = 0
+    n_patches = 0
+
+    def __init__(self, path: tuple, space: spaces.Space, root: str):
+        self.path = path
+        self.space = space
+        self.name = display_path(root, path)
+
+    def encode(self, values, vocab: Vocab) -> np.ndarray:
+        """(N, n_tokens) int64 global ids for a batch of N values."""
+        raise NotImplementedError
+
+    def decode(self, tokens: np.ndarray, vocab: Vocab):
+        """Batch of N values from (N, n_tokens) ids (action fields only)."""
+        raise UnsupportedSpaceError(f"{self.name}: a {self.kind} field cannot be an action")
+
+    def token_ranges(self, vocab: Vocab) -> list[tuple[int, int]]:
+        """For each token: the [lo, hi) id range a valid value can take."""
+        raise NotImplementedError
+
+    def check(self, values) -> str | None:
+        """A message if ``values`` hold something outside the space, else None."""
+        return None
+
+    def describe(self) -> str:
+        """Short description of how the field is tokenised."""
+        return self.kind
+
+
+class DiscreteField(Field):
+    """Discrete, MultiDiscrete, MultiBinary, or an integer Box read as discrete values."""
+
+    kind = "discrete"
+
+    def __init__(self, path, space, root, vocab: Vocab, spec: FieldSpec | None = None):
+        super().__init__(path, space, root)
+        if isinstance(space, spaces.Discrete):
+            self.shape, start, nvec = (), np.array([space.start]), np.array([space.n])
+        elif isinstance(space, spaces.MultiDiscrete):
+            self.shape, start, nvec = space.shape, space.start.ravel(), space.nvec.ravel()
+        elif isinstance(space, spaces.MultiBinary):
+            self.shape = space.shape
+            nvec = np.full(int(np.prod(space.shape)), 2)
+            start = np.zeros_like(nvec)
+        elif isinstance(space, spaces.Box):
+            low = np.broadcast_to(space.low if spec.low is None else spec.low, space.shape).ravel()
+            high = np.broadcast_to(space.high if spec.high is None else spec.high, space.shape).ravel()
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                raise UnsupportedSpaceError(f"{self.name}: a Box read as discrete needs finite bounds")
+            self.shape, start, nvec = space.shape, low.astype(np.int64), (high - low).astype(np.int64) + 1
+        else:
+            raise UnsupportedSpaceError(f"{self.name}: {space} cannot be read as discrete values")
+        self.start, self.nvec = start.astype(np.int64), nvec.astype(np.int64)
+        self.n_tokens = len(self.nvec)
+        if self.nvec.max() > vocab.discrete_tokens:
+            raise UnsupportedSpaceError(
+                f"{self.name}: {space} has {int(self.nvec.max())} values but the vocabulary has "
+                f"{vocab.discrete_tokens} discrete tokens; raise discrete_tokens"
+            )
+
+    def _flat(self, values) -> np.ndarray:
+        v = np.asarray(values)
+        return v.reshape(v.shape[0], -1).astype(np.int64) if self.shape else v.reshape(-1, 1).astype(np.int64)
+
+    def encode(self, values, vocab):
+        ids = np.clip(self._flat(values) - self.start, 0, self.nvec - 1)
+        return ids + vocab.discrete_offset
+
+    def decode(self, tokens, vocab):
+        local = np.clip(tokens - vocab.discrete_offset, 0, self.nvec - 1) + self.start
+        return local.reshape((len(tokens),) + self.shape) if self.shape else local[:, 0]
+
+    def token_ranges(self, vocab):
+        return [(vocab.discrete_offset, vocab.discrete_offset + int(n)) for n in self.nvec]
+
+    def check(self, values):
+        v = np.asarray(values)
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            return f"{self.name} holds NaN or inf"
+        local = self._flat(values) - self.start
+        bad = (local < 0) | (local >= self.nvec)
+        if bad.any():
+            row = int(np.argwhere(bad)[0, 0])
+            return f"{self.name} holds {self._flat(values)[row].tolist()} at step {row}, outside {self.space}"
+        return None
+
+    def describe(self):
+        return f"discrete ({int(self.nvec.max())} values)" if self.n_tokens == 1 else f"discrete x{self.n_tokens}"
+
+
+class ContinuousField(Field):
+    """A Box of real values: mu-law for observations, scaled by bounds for actions."""
+
+    kind = "continuous"
+
+    def __init__(self, path, space: spaces.Box, root, is_action: bool, spec: FieldSpec | None = None):
+        super().__init__(path, space, root)
+        self.shape = space.shape
+        self.n_tokens = int(np.prod(space.shape)) if space.shape else 1
+        low = np.broadcast_to(space.low if spec is None or spec.low is None else spec.low, space.shape)
+        high = np.broadcast_to(space.high if spec is None or spec.high is None else spec.high, space.shape)
+        self.low = low.astype(np.float64).ravel()
+        self.high = high.astype(np.float64).ravel()
+        # Actions with finite bounds are scaled into [-1, 1]; everything else goes through mu-law.
+        self.bounded = is_action & np.isfinite(self.low) & np.isfinite(self.high) & (self.high > self.low)
+        self.is_action = is_action
+
+    def _to_unit(self, x: np.ndarray, vocab: Vocab) -> np.ndarray:
+        span = np.where(self.bounded, self.high - self.low, 1.0)
+        scaled = 2.0 * (x - np.where(self.bounded, self.low, 0.0)) / span - 1.0
+        mulaw = np.sign(x) * np.log1p(np.abs(x) * vocab.mu) / math.log1p(vocab.M * vocab.mu)
+        return np.clip(np.where(self.bounded, scaled, mulaw), -1.0, 1.0)
+
+    def _from_unit(self, y: np.ndarray, vocab: Vocab) -> np.ndarray:
+        low = np.where(self.bounded, self.low, 0.0)  # keeps inf out of the discarded branch
+        scaled = low + (y + 1.0) / 2.0 * np.where(self.bounded, self.high - self.low, 0.0)
+        mulaw = np.sign(y) * np.expm1(np.abs(y) * math.log1p(vocab.M * vocab.mu)) / vocab.mu
+        return np.where(self.bounded, scaled, mulaw)
+
+    def encode(self, values, vocab):
+        x = np.asarray(values, dtype=np.float64).reshape(-1, self.n_tokens)
+        y = self._to_unit(np.nan_to_num(x), vocab)
+        bins = np.floor((y + 1.0) / 2.0 * vocab.continuous_tokens).astype(np.int64)
+        return np.clip(bins, 0, vocab.continuous_tokens - 1) + vocab.continuous_offset
+
+    def decode(self, tokens, vocab):
+        bins = np.clip(tokens - vocab.continuous_offset, 0, vocab.continuous_tokens - 1)
+        y = (bins + 0.5) / vocab.continuous_tokens * 2.0 - 1.0
+        x = self._from_unit(y, vocab).astype(self.space.dtype)
+        return x.reshape((len(tokens),) + self.shape)
+
+    def token_ranges(self, vocab):
+        return [(vocab.continuous_offset, vocab.continuous_offset + vocab.continuous_tokens)] * self.n_tokens
+
+    def check(self, values):
+        x = np.asarray(values, dtype=np.float64).reshape(-1, self.n_tokens)
+        if not np.isfinite(x).all():
+            row = int(np.argwhere(~np.isfinite(x))[0, 0])
+            return f"{self.name} holds NaN or inf at step {row}"
+        if self.is_action:
+            tol = 1e-5 * np.maximum(1.0, np.abs(self.high - self.low))
+            bad = np.isfinite(self.low) & (x < self.low - tol) | np.isfinite(self.high) & (x > self.high + tol)
+            if bad.any():
+                row = int(np.argwhere(bad)[0, 0])
+                return f"{self.name} holds {x[row].tolist()} at step {row}, outside {self.space}"
+        return None
+
+    def describe(self):
+        how = "scaled by bounds" if self.bounded.all() else "mu-law"
+        return f"continuous x{self.n_tokens} ({how})"
+
+
+class ImageField(Field):
+    """A Box image cut into patch_size x patch_size patches after padding to a multiple."""
+
+    kind = "image"
+
+    def __init__(self, path, space: spaces.Box, root, patch_size: int, layout, spec: FieldSpec | None):
+        super().__init__(path, space, root)
+        self.channels, self.height, self.width, self.channels_first = layout
+        self.patch_size = patch_size
+        self.rows = -(-self.height // patch_size)
+        self.cols = -(-self.width // patch_size)
+        self.n_tokens = self.n_patches = self.rows * self.cols
+        low = space.low if spec is None or spec.low is None else spec.low
+        high = space.high if spec is None or spec.high is None else spec.high
+        self.low = float(np.min(low))
+        self.high = float(np.max(high))
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low):
+            # Unbounded float images: assume they are already roughly in [0, 1].
+            self.low, self.high = 0.0, 1.0
+
+    def patches(self, values) -> np.ndarray:
+        """(N, n_patches, C, P, P) raw patches, row-major over the patch grid."""
+        x = np.asarray(values)
+        n = x.shape[0]
+        if x.ndim == 3:
+            x = x[:, None]
+        elif not self.channels_first:
+            x = np.moveaxis(x, -1, 1)
+        p = self.patch_size
+        ph, pw = self.rows * p - self.height, self.cols * p - self.width
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=self.low)
+        x = x.reshape(n, self.channels, self.rows, p, self.cols, p)
+        return x.transpose(0, 2, 4, 1, 3, 5).reshape(n, self.n_patches, self.channels, p, p)
+
+    def encode(self, values, vocab):
+        return np.full((len(values), self.n_tokens), vocab.pad, dtype=np.int64)
+
+    def check(self, values):
+        x = np.asarray(values)
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            return f"{self.name} holds NaN or inf"
+        return None
+
+    def describe(self):
+        return f"image {self.channels}x{self.height}x{self.width} -> {self.rows}x{self.cols} patches"
+
+
+class TextField(Field):
+    """A string, tokenised and cut or padded to a fixed budget of text tokens."""
+
+    kind = "text"
+
+    def __init__(self, path, space, root, budget: int):
+        super().__init__(path, space, root)
+        self.n_tokens = budget
+
+    def encode(self, values, vocab):
+        tok = vocab.tokenizer
+        out = np.full((len(values), self.n_tokens), tok.pad_id, dtype=np.int64)
+        for i, s in enumerate(values):
+            ids = tok.encode(as_str(s))[: self.n_tokens]
+            out[i, : len(ids)] = ids
+        return out
+
+    def describe(self):
+        return f"text ({self.n_tokens} tokens)"
+
+
+def as_str(value) -> str:
+    """A string from str, bytes or a 0-d array of either (Minari stores Text as bytes)."""
+    if isinstance(value, np.ndarray):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- the codec
+
+
+def _leaves(space: spaces.Space, path: tuple = ()):
+    """(path, leaf space) pairs in a fixed order: Dict keys as the space orders them."""
+    if isinstance(space, spaces.Dict):
+        for key, child in space.spaces.items():
+            yield from _leaves(child, path + (key,))
+    elif isinstance(space, spaces.Tuple):
+        for i, child in enumerate(space.spaces):
+            yield from _leaves(child, path + (i,))
+    else:
+        yield path, space
+
+
+def _get(value, path: tuple):
+    for p in path:
+        value = value[p]
+    return value
+
+
+def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budget):
+    name = display_path(root, path)
+    if spec is not None and spec.kind == "text" or spec is None and is_string_space(space):
+        if is_action:
+            raise UnsupportedSpaceError(f"{name}: text actions ({space}) are not supported")
+        budget = (spec.tokens if spec is not None and spec.tokens else None) or text_budget.get(dotted(path))
+        if budget is None:
+            budget = min(space.max_length, DEFAULT_TEXT_TOKENS) if isinstance(space, spaces.Text) else DEFAULT_TEXT_TOKENS
+        return TextField(path, space, root, budget)
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        if spec is not None and spec.kind != "discrete":
+            raise UnsupportedSpaceError(f"{name}: {space} can only be read as discrete values")
+        return DiscreteField(path, space, root, vocab)
+    if isinstance(space, spaces.Box):
+        if spec is not None and spec.kind == "discrete":
+            return DiscreteField(path, space, root, vocab, spec)
+        layout = None if (spec is not None and spec.kind == "continuous") else _image_layout(space, spec)
+        if layout is not None:
+            if is_action:
+                raise UnsupportedSpaceError(f"{name}: image actions ({space}) are not supported")
+            return ImageField(path, space, root, patch_size, layout, spec)
+        return ContinuousField(path, space, root, is_action, spec)
+    raise UnsupportedSpaceError(
+        f"{name}: {type(space).__name__} spaces are not supported ({space}). Supported: Discrete, "
+        "MultiDiscrete, MultiBinary, Box, Text (or any space of strings), and Dict/Tuple of these. "
+        "Wrap the env to map this field into one of those."
+    )
+
+
+def _build_fields(space, root, vocab, patch_size, overrides, is_action, text_budget):
+    overrides = {k: FieldSpec.parse(v) for k, v in (overrides or {}).items()}
+    fields = []
+    for path, leaf in _leaves(space):
+        spec = overrides.pop(dotted(path), None)
+        fields.append(_make_field(path, leaf, root, vocab, patch_size, spec, is_action, text_budget))
+    if overrides:
+        known = ", ".join(repr(dotted(f.path)) for f in fields)
+        raise ValueError(f"field overrides name unknown fields {sorted(overrides)}; the fields are: {known}")
+    return fields
+
+
+class SpaceCodec:
+    """Token layout and encoding of one task's observation and action spaces.
+
+    Args:
+        observation_space, action_space: the env's spaces.
+        vocab: the shared vocabulary (text tokenizer, discrete and continuous ranges).
+        patch_size: side of the square image patches.
+        overrides: {dotted field path: FieldSpec | kind | dict} for observation fields.
+        text_budget: {dotted field path: tokens} for string fields (e.g. the longest mission
+            in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``.
+    """
+
+    def __init__(self, observation_space, action_space, vocab: Vocab | None = None, patch_size: int = 4,
+                 overrides: dict | None = None, text_budget: dict | None = None):
+        self.vocab = vocab or Vocab()
+        self.patch_size = patch_size
+        self.observation_space = observation_space
+        self.action_space = action_space
+        text_budget = text_budget or {}
+        self.obs_fields = _build_fields(observation_space, "obs", self.vocab, patch_size, overrides, False, text_budget)
+        self.action_fields = _build_fields(action_space, "action", self.vocab, patch_size, None, True, {})
+        self.obs_tokens = sum(f.n_tokens for f in self.obs_fields)
+        self.action_tokens = sum(f.n_tokens for f in self.action_fields)
+        self.tokens_per_step = self.obs_tokens + 1 + self.action_tokens
+        images = [f for f in self.obs_fields if isinstance(f, ImageField)]
+        self.patches_per_step = sum(f.n_patches for f in images)
+        self.image_channels = max((f.channels for f in images), default=0)
+        # Per patch slot of a timestep: its scaling and its (row, col) in its image.
+        self.patch_low = np.concatenate([np.full(f.n_patches, f.low) for f in images] or [np.zeros(0)])
+        self.patch_high = np.concatenate([np.full(f.n_patches, f.high) for f in images] or [np.zeros(0)])
+        rowcol = [np.stack(np.divmod(np.arange(f.n_patches), f.cols), -1) for f in images]
+        self.patch_rowcol = np.concatenate(rowcol) if rowcol else np.zeros((0, 2), np.int64)
+        # Which of a timestep's observation tokens are patches.
+        is_patch = [np.full(f.n_tokens, isinstance(f, ImageField)) for f in self.obs_fields]
+        self.obs_is_patch = np.concatenate(is_patch) if is_patch else np.zeros(0, bool)
+        self.action_ranges = np.array(
+            [r for f in self.action_fields for r in f.token_ranges(self.vocab)], dtype=np.int64
+        ).reshape(-1, 2)
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def encode_observations(self, obs, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (n, obs_tokens) int64 and raw patches (n, patches_per_step, C, P, P).
+
+        ``obs`` is a batch of n observations as Gymnasium batches them (dicts of arrays,
+        tuples of strings) or as Minari stores them.
+        """
+        tokens, patches = [], []
+        for f in self.obs_fields:
+            values = _get(obs, f.path)
+            tokens.append(f.encode(values, self.vocab))
+            if isinstance(f, ImageField):
+                p = f.patches(values)
+                if p.shape[2] < self.image_channels:  # pad channels so all images stack
+                    pad = self.image_channels - p.shape[2]
+                    p = np.pad(p, ((0, 0), (0, 0), (0, pad), (0, 0), (0, 0)), constant_values=f.low)
+                patches.append(p)
+        tok = np.concatenate(tokens, axis=1) if tokens else np.zeros((n, 0), np.int64)
+        P = self.patch_size
+        pat = np.concatenate(patches, axis=1) if patches else np.zeros((n, 0, 0, P, P), np.uint8)
+        return tok, pat
+
+    def encode_actions(self, actions, n: int) -> np.ndarray:
+        """Tokens (n, action_tokens) int64 for a batch of n actions."""
+        return np.concatenate([f.encode(_get(actions, f.path), self.vocab) for f in self.action_fields], axis=1)
+
+    def decode_actions(self, tokens: np.ndarray):
+        """A batch of actions, structured like the action space (dicts/tuples of arrays)."""
+        tokens = np.asarray(tokens)
+        out, i = {}, 0
+        for f in self.action_fields:
+            out[f.path] = f.decode(tokens[:, i : i + f.n_tokens], self.vocab)
+            i += f.n_tokens
+        return _assemble(self.action_space, (), out)
+
+    def normalize_patches(self, patches: np.ndarray) -> np.ndarray:
+        """Raw patches (..., patches_per_step, C, P, P) -> float32 in [-1, 1]."""
+        low = self.patch_low.reshape(-1, 1, 1, 1)
+        span = (self.patch_high - self.patch_low).reshape(-1, 1, 1, 1)
+        return ((patches.astype(np.float32) - low) / span * 2.0 - 1.0).astype(np.float32)
+
+    def check(self, observations, actions) -> str | None:
+        """A message naming the first value outside its space, or None if all are valid."""
+        for f in self.obs_fields:
+            msg = f.check(_get(observations, f.path))
+            if msg:
+                return msg
+        for f in self.action_fields:
+            msg = f.check(_get(actions, f.path))
+            if msg:
+                return msg
+        return None
+
+    # -- description ---------------------------------------------------------------------
+
+    def layout(self) -> list[dict]:
+        """One row per field: name, space, how it is read, tokens per timestep."""
+        rows = [{"field": f.name, "space": str(f.space), "read as": f.describe(), "tokens": f.n_tokens}
+                for f in self.obs_fields]
+        rows.append({"field": "separator", "space": "", "read as": "separator", "tokens": 1})
+        rows += [{"field": f.name, "space": str(f.space), "read as": f.describe(), "tokens": f.n_tokens}
+                 for f in self.action_fields]
+        return rows
+
+    def timesteps_in(self, context_len: int) -> int:
+        """How many whole timesteps fit in a context of ``context_len`` tokens."""
+        return context_len // self.tokens_per_step
+
+    def config(self) -> dict:
+        """JSON-able arguments that rebuild this codec (with the same spaces and vocab)."""
+        return {
+            "patch_size": self.patch_size,
+            "text_budget": {dotted(f.path): f.n_tokens for f in self.obs_fields if isinstance(f, TextField)},
+        }
+
+
+def _assemble(space, path, leaves):
+    if isinstance(space, spaces.Dict):
+        return {k: _assemble(s, path + (k,), leaves) for k, s in space.spaces.items()}
+    if isinstance(space, spaces.Tuple):
+        return tuple(_assemble(s, path + (i,), leaves) for i, s in enumerate(space.spaces))
+    return leaves[path]
+
+
+def tokens_per_space(space: spaces.Space, patch_size: int = 4, overrides: dict | None = None,
+                     text_budget: dict | None = None, vocab: Vocab | None = None) -> int:
+    """Tokens one value of ``space`` takes per timestep (Dict/Tuple: the sum of the fields).
+
+    >>> tokens_per_space(spaces.Dict(direction=spaces.Discrete(4),
+    ...     image=spaces.Box(0, 255, (7, 7, 3), np.uint8)))
+    5
+    """
+    vocab = vocab or Vocab()
+    fields = _build_fields(space, "space", vocab, patch_size, overrides, False, text_budget or {})
+    return sum(f.n_tokens for f in fields)
+
+
+def space_mismatch(expected: spaces.Space, actual: spaces.Space, root: str, path: tuple = ()) -> str | None:
+    """Where two spaces disagree, as a message naming the field; None if they match.
+
+    Strings match strings (a dataset stores minigrid's MissionSpace as Text), Boxes match on
+    shape, discrete spaces on their sizes.
+    """
+    name = display_path(root, path)
+    if is_string_space(expected) and is_string_space(actual):
+        return None
+    if isinstance(expected, spaces.Dict) and isinstance(actual, spaces.Dict):
+        if set(expected.spaces) != set(actual.spaces):  # Minari sorts keys on load: order is not compared
+            return f"{name}: keys {sorted(expected.spaces)} vs {sorted(actual.spaces)}"
+        for k in expected.spaces:
+            msg = space_mismatch(expected[k], actual[k], root, path + (k,))
+            if msg:
+                return msg
+        return None
+    if isinstance(expected, spaces.Tuple) and isinstance(actual, spaces.Tuple):
+        if len(expected.spaces) != len(actual.spaces):
+            return f"{name}: {len(expected.spaces)} items vs {len(actual.spaces)}"
+        for i, (a, b) in enumerate(zip(expected.spaces, actual.spaces)):
+            msg = space_mismatch(a, b, root, path + (i,))
+            if msg:
+                return msg
+        return None
+    if type(expected) is not type(actual):
+        return f"{name}: {expected} vs {actual}"
+    if isinstance(expected, spaces.Box) and expected.shape != actual.shape:
+        return f"{name}: shape {expected.shape} vs {actual.shape}"
+    if isinstance(expected, spaces.Discrete) and (expected.n, expected.start) != (actual.n, actual.start):
+        return f"{name}: {expected} vs {actual}"
+    if isinstance(expected, (spaces.MultiDiscrete, spaces.MultiBinary)) and expected != actual:
+        return f"{name}: {expected} vs {actual}"
+    return None

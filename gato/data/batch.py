@@ -1,0 +1,122 @@
+"""Packed training batches: (B, L) token streams with their patches, positions and targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """A batch of token streams, right-padded to one length L.
+
+    tokens (B, L) int64; in_step_pos (B, L) int64, the position inside its timestep;
+    patch_mask (B, L) bool, True where the position is an image patch; targets (B, L) bool,
+    True where the token is to be predicted; patches (N, C, P, P) float32 in [-1, 1] for the
+    N patch positions in row-major order; patch_rowcol (N, 2) int64, each patch's grid place.
+    Causal attention makes right-padding harmless: no real token ever attends to it.
+    """
+
+    tokens: np.ndarray
+    in_step_pos: np.ndarray
+    patch_mask: np.ndarray
+    targets: np.ndarray
+    patches: np.ndarray
+    patch_rowcol: np.ndarray
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def to_torch(self, device="cpu") -> dict:
+        """The stream dict that GatoPolicy takes."""
+        return {
+            "tokens": torch.from_numpy(self.tokens).to(device),
+            "in_step_pos": torch.from_numpy(self.in_step_pos).to(device),
+            "patch_mask": torch.from_numpy(self.patch_mask).to(device),
+            "targets": torch.from_numpy(self.targets).to(device),
+            "patches": torch.from_numpy(self.patches).to(device),
+            "patch_rowcol": torch.from_numpy(self.patch_rowcol).to(device),
+        }
+
+    @staticmethod
+    def concat(batches: list["Batch"]) -> "Batch":
+        """Stack batches of one length (from several tasks); images get the most channels."""
+        batches = [b for b in batches if len(b)]
+        patch_sets = [b.patches for b in batches if b.patches.shape[0]]
+        if patch_sets:
+            C = max(p.shape[1] for p in patch_sets)
+            patch_sets = [np.pad(p, ((0, 0), (0, C - p.shape[1]), (0, 0), (0, 0)), constant_values=-1.0)
+                          for p in patch_sets]
+            if len({p.shape[2:] for p in patch_sets}) > 1:
+                raise ValueError("tasks in one batch use different patch sizes; give every task the same patch_size")
+            patches = np.concatenate(patch_sets)
+        else:
+            patches = batches[0].patches
+        return Batch(
+            tokens=np.concatenate([b.tokens for b in batches]),
+            in_step_pos=np.concatenate([b.in_step_pos for b in batches]),
+            patch_mask=np.concatenate([b.patch_mask for b in batches]),
+            targets=np.concatenate([b.targets for b in batches]),
+            patches=patches,
+            patch_rowcol=np.concatenate([b.patch_rowcol for b in batches]),
+        )
+
+
+def pack(segments: list[list[tuple[np.ndarray, np.ndarray]]], layout, length: int, pad_id: int) -> Batch:
+    """Pack samples into a Batch.
+
+    Each sample is a list of segments; a segment is (step_tokens (k, S) int, step_patches
+    (k, n_patches, C, P, P) float32) for k consecutive timesteps laid out by ``layout`` (a
+    :class:`StepLayout`). Samples longer than ``length`` tokens are an internal error.
+    """
+    B, S = len(segments), layout.tokens_per_step
+    tokens = np.full((B, length), pad_id, dtype=np.int64)
+    in_step = np.zeros((B, length), dtype=np.int64)
+    is_patch = np.zeros((B, length), dtype=bool)
+    targets = np.zeros((B, length), dtype=bool)
+    patches, rowcol = [], []
+    for b, sample in enumerate(segments):
+        steps = sum(len(t) for t, _ in sample)
+        n = steps * S
+        assert n <= length, f"sample of {n} tokens does not fit {length}"
+        tokens[b, :n] = np.concatenate([t for t, _ in sample]).reshape(-1)
+        in_step[b, :n] = np.tile(np.arange(S), steps)
+        is_patch[b, :n] = np.tile(layout.is_patch, steps)
+        targets[b, :n] = np.tile(layout.is_target, steps)
+        if layout.patches_per_step:
+            patches.extend(p.reshape((-1,) + p.shape[2:]) for _, p in sample)
+            rowcol.append(np.tile(layout.patch_rowcol, (steps, 1)))
+    if patches:
+        patch_arr = np.concatenate(patches).astype(np.float32, copy=False)
+        rowcol_arr = np.concatenate(rowcol).astype(np.int64)
+    else:
+        patch_arr = np.zeros((0, 1, 1, 1), np.float32)
+        rowcol_arr = np.zeros((0, 2), np.int64)
+    return Batch(tokens, in_step, is_patch, targets, patch_arr, rowcol_arr)
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """Which positions of a timestep are patches and which are targets (actions)."""
+
+    tokens_per_step: int
+    is_patch: np.ndarray
+    is_target: np.ndarray
+    patch_rowcol: np.ndarray
+
+    @property
+    def patches_per_step(self) -> int:
+        """Image patches in one timestep."""
+        return int(self.is_patch.sum())
+
+    @classmethod
+    def of(cls, codec) -> "StepLayout":
+        """The layout of a SpaceCodec's timestep: observation, separator, action."""
+        S = codec.tokens_per_step
+        is_patch = np.zeros(S, bool)
+        is_patch[: codec.obs_tokens] = codec.obs_is_patch
+        is_target = np.zeros(S, bool)
+        is_target[codec.obs_tokens + 1 :] = True
+        return cls(S, is_patch, is_target, codec.patch_rowcol.astype(np.int64))

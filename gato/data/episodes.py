@@ -1,0 +1,121 @@
+"""Minari datasets read once into memory, and encoded into timestep rows for a codec."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from gato.codec import DatasetValueError, SpaceCodec, TextField, as_str, dotted, _get
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset id with no local copy."""
+
+
+def load_minari(dataset_id: str):
+    """``minari.load_dataset`` restricted to local data, with an error that says what to do."""
+    import minari
+
+    try:
+        return minari.load_dataset(dataset_id, download=False)
+    except FileNotFoundError:
+        local = sorted(minari.list_local_datasets())
+        where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+        hint = f"local datasets: {', '.join(local[:8])}" if local else "there are no local datasets"
+        raise DatasetNotFoundError(
+            f"dataset {dataset_id!r} is not in {where} ({hint}). neko-gato never downloads: make it with "
+            "`gato data babyai --level LEVEL` or point MINARI_DATASETS_PATH at the folder that holds it."
+        ) from None
+
+
+@dataclass
+class RawEpisodes:
+    """Episodes as read from the dataset: observations (T+1 per episode), actions, rewards."""
+
+    observations: list
+    actions: list
+    rewards: list
+    ids: list
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @classmethod
+    def read(cls, dataset, name: str) -> "RawEpisodes":
+        """Read every episode of a MinariDataset; an empty dataset is an error."""
+        obs, act, rew, ids = [], [], [], []
+        for ep in dataset.iterate_episodes():
+            if len(ep.actions) == 0:
+                continue
+            ids.append(ep.id)
+            obs.append(ep.observations)
+            act.append(ep.actions)
+            rew.append(np.asarray(ep.rewards, dtype=np.float64))
+        if not act:
+            raise DatasetValueError(f"dataset {name!r} holds no episodes with at least one step; regenerate it")
+        return cls(obs, act, rew, ids)
+
+    def text_budget(self, codec_fields, tokenizer) -> dict:
+        """{dotted path: longest tokenised string} for the string fields."""
+        budget = {}
+        for f in codec_fields:
+            if isinstance(f, TextField):
+                seen = {as_str(s) for o in self.observations for s in _get(o, f.path)}
+                budget[dotted(f.path)] = max(1, max(len(tokenizer.encode(s)) for s in seen))
+        return budget
+
+
+@dataclass
+class EncodedEpisodes:
+    """Every timestep of every episode as one row of tokens, episodes back to back.
+
+    steps (total, S) int64: [observation tokens, separator, action tokens];
+    patches (total, n_patches, C, P, P) in the images' own dtype (normalised when sampled);
+    starts (E+1,) row offsets; returns (E,).
+    """
+
+    steps: np.ndarray
+    patches: np.ndarray
+    starts: np.ndarray
+    returns: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Timesteps per episode."""
+        return np.diff(self.starts)
+
+    @classmethod
+    def encode(cls, raw: RawEpisodes, codec: SpaceCodec, name: str) -> "EncodedEpisodes":
+        """Encode all episodes; a value outside its space raises DatasetValueError."""
+        steps, patches = [], []
+        sep = np.array([[codec.vocab.separator]])
+        for i, obs, act in zip(raw.ids, raw.observations, raw.actions):
+            T = len(act)
+            obs_t = _first(obs, T)
+            problem = codec.check(obs_t, act)
+            if problem:
+                raise DatasetValueError(
+                    f"dataset {name!r}, episode {i}: {problem}. Fix or drop that episode and rewrite the dataset."
+                )
+            tok, pat = codec.encode_observations(obs_t, T)
+            act_tok = codec.encode_actions(act, T)
+            steps.append(np.concatenate([tok, np.repeat(sep, T, 0), act_tok], axis=1))
+            patches.append(pat)
+        lengths = np.array([len(a) for a in raw.actions])
+        return cls(
+            steps=np.concatenate(steps),
+            patches=np.concatenate(patches),
+            starts=np.concatenate([[0], np.cumsum(lengths)]),
+            returns=np.array([r.sum() for r in raw.rewards]),
+        )
+
+
+def _first(obs, T: int):
+    """The first T entries of a (possibly nested) batch of observations."""
+    if isinstance(obs, dict):
+        return {k: _first(v, T) for k, v in obs.items()}
+    if isinstance(obs, tuple):
+        return tuple(_first(v, T) for v in obs)
+    return obs[:T]

@@ -1,0 +1,337 @@
+"""Write a local Minari dataset from whole, already-collected episodes.
+
+``minari.DataCollector`` (and ``EpisodeBuffer.add_step_data``) import jax to
+stack per-step observations. This module avoids that: it stacks the episodes
+itself and hands fully built ``minari.data_collector.EpisodeBuffer`` objects to
+``minari.create_dataset_from_buffers``. Importing it does not import jax.
+
+Where things are stored:
+
+* Datasets go under ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``);
+  minari resolves that itself, nothing here hardcodes a path.
+* ``ref_min_score`` / ``ref_max_score`` (read by ``minari.get_normalized_score``)
+  are passed to ``create_dataset_from_buffers`` when an ``env_id`` is given.
+  Minari silently drops them when the dataset has no env spec, so without an
+  ``env_id`` they are written with ``storage.update_metadata`` instead; either
+  way they end up as top-level keys of the dataset's ``metadata.json``.
+* ``create_dataset_from_buffers`` has no argument for arbitrary metadata.
+  ``extra_metadata`` is therefore merged into the same ``metadata.json`` right
+  after creation via ``dataset.storage.update_metadata`` (a public, supported
+  MinariStorage method that accepts any JSON-serialisable keys). Read it back
+  with ``minari.load_dataset(id).storage.metadata[key]``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import minari
+from minari.data_collector.episode_buffer import EpisodeBuffer
+from minari.storage.datasets_root_dir import get_dataset_path
+
+__all__ = ["write_dataset", "validate_dataset_id", "local_dataset_exists"]
+
+# Minari's own id grammar (minari.dataset.minari_dataset.DATASET_ID_RE), but with
+# the version made mandatory: parse_dataset_id crashes on ids without "-vN".
+_DATASET_ID_RE = re.compile(
+    r"^(?:(?P<namespace>[-_\w][-_\w/]*[-_\w]+)/)?(?P<dataset>[-_\w]+?)-v(?P<version>\d+)$"
+)
+
+# Keys minari itself writes into metadata.json; extra_metadata must not shadow them.
+_RESERVED_METADATA_KEYS = frozenset(
+    {
+        "dataset_id",
+        "total_episodes",
+        "total_steps",
+        "data_format",
+        "jpeg_encoding",
+        "observation_space",
+        "action_space",
+        "env_spec",
+        "eval_env_spec",
+        "code_permalink",
+        "author",
+        "author_email",
+        "algorithm_name",
+        "description",
+        "minari_version",
+        "ref_min_score",
+        "ref_max_score",
+        "num_episodes_average_score",
+        "requirements",
+        "dataset_size",
+        "combined_datasets",
+    }
+)
+
+# Advisory warnings minari emits for optional metadata left empty; pure noise here.
+_NOISY_WARNINGS = (
+    r"`(code_permalink|author|author_email|algorithm_name|description|eval_env)` is set to None.*"
+)
+
+
+def validate_dataset_id(dataset_id: str) -> None:
+    """Raise ``ValueError`` unless ``dataset_id`` is a valid, versioned Minari id.
+
+    Valid ids look like ``(namespace/)name-vN``, e.g. ``babyai/GoToLocal-bot-v0``.
+    """
+    if not isinstance(dataset_id, str) or not _DATASET_ID_RE.fullmatch(dataset_id):
+        raise ValueError(
+            f"Invalid Minari dataset id {dataset_id!r}: use '(namespace/)name-vN' with "
+            "letters, digits, '-' or '_' only and a version suffix, e.g. 'babyai/GoToLocal-bot-v0'."
+        )
+
+
+def local_dataset_exists(dataset_id: str) -> bool:
+    """Whether a dataset (or any directory) already occupies ``dataset_id`` locally.
+
+    Looks under ``$MINARI_DATASETS_PATH`` (or minari's default root).
+    """
+    return get_dataset_path(dataset_id).exists()
+
+
+def _stack(values: Sequence[Any], space: gym.Space, what: str) -> Any:
+    """Turn a per-step list into the nested, stacked layout Minari's storage expects.
+
+    Dict -> dict of stacked children, Tuple -> tuple of stacked children,
+    Text -> list of str (stored as variable-length UTF-8), anything else -> one
+    numpy array with a leading time axis.
+    """
+    if isinstance(space, gym.spaces.Dict):
+        for v in values:
+            if not isinstance(v, Mapping):
+                raise TypeError(f"{what}: expected a dict per step for a Dict space, got {type(v).__name__}")
+        return {
+            key: _stack([v[key] for v in values], sub, f"{what}[{key!r}]")
+            for key, sub in space.spaces.items()
+        }
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(
+            _stack([v[i] for v in values], sub, f"{what}[{i}]")
+            for i, sub in enumerate(space.spaces)
+        )
+    if isinstance(space, gym.spaces.Text):
+        return [str(v) for v in values]
+    dtype = getattr(space, "dtype", None)
+    return np.asarray(values, dtype=dtype)
+
+
+def _is_stacked(values: Any) -> bool:
+    """Per-step input is a list/tuple of steps; stacked input is a dict or ndarray."""
+    return isinstance(values, (Mapping, np.ndarray))
+
+
+def _to_buffer(
+    index: int,
+    episode: Mapping[str, Any],
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    validate: bool,
+) -> EpisodeBuffer:
+    """Check one episode dict and convert it to an EpisodeBuffer."""
+    missing = {"observations", "actions", "rewards", "terminations", "truncations"} - set(episode)
+    if missing:
+        raise ValueError(f"episode {index}: missing keys {sorted(missing)}")
+    observations, actions = episode["observations"], episode["actions"]
+    n_steps = len(episode["rewards"])
+    if n_steps < 1:
+        raise ValueError(f"episode {index}: has no steps")
+    for key in ("actions", "terminations", "truncations"):
+        if not isinstance(episode[key], Mapping) and len(episode[key]) != n_steps:
+            raise ValueError(
+                f"episode {index}: len({key})={len(episode[key])} but len(rewards)={n_steps}"
+            )
+    if not _is_stacked(observations):
+        # Minari stores the final observation too: T actions need T+1 observations.
+        if len(observations) != n_steps + 1:
+            raise ValueError(
+                f"episode {index}: needs len(observations) == len(actions) + 1 "
+                f"(got {len(observations)} observations for {n_steps} steps)"
+            )
+        if validate:
+            for t, obs in enumerate(observations):
+                if not observation_space.contains(obs):
+                    raise ValueError(
+                        f"episode {index}, step {t}: observation {obs!r} is not in the "
+                        f"dataset observation_space {observation_space}"
+                    )
+        observations = _stack(observations, observation_space, "observations")
+    if not _is_stacked(actions):
+        if validate:
+            for t, act in enumerate(actions):
+                if not action_space.contains(act):
+                    raise ValueError(
+                        f"episode {index}, step {t}: action {act!r} is not in action_space {action_space}"
+                    )
+        actions = _stack(actions, action_space, "actions")
+    seed = episode.get("seed")
+    return EpisodeBuffer(
+        id=None,  # storage assigns sequential ids
+        seed=None if seed is None else int(seed),
+        options=episode.get("options"),
+        observations=observations,
+        actions=actions,
+        rewards=np.asarray(episode["rewards"], dtype=np.float64).tolist(),
+        terminations=np.asarray(episode["terminations"], dtype=bool).tolist(),
+        truncations=np.asarray(episode["truncations"], dtype=bool).tolist(),
+        infos=None,
+    )
+
+
+def _check_extra_metadata(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Reject extra keys that would clobber minari's keys or are not JSON-serialisable."""
+    if not extra:
+        return {}
+    extra = dict(extra)
+    clash = _RESERVED_METADATA_KEYS.intersection(extra)
+    if clash:
+        raise ValueError(
+            f"extra_metadata may not set minari's own keys {sorted(clash)}; "
+            "use the dedicated write_dataset arguments or rename the keys."
+        )
+    try:
+        json.dumps(extra, allow_nan=True)
+    except TypeError as err:
+        raise ValueError(
+            f"extra_metadata must be JSON-serialisable (use plain int/float/str/list/dict): {err}"
+        ) from err
+    return extra
+
+
+def write_dataset(
+    dataset_id: str,
+    episodes: Iterable[Mapping[str, Any]],
+    *,
+    env_id: str | None,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    description: str | None = None,
+    algorithm_name: str | None = None,
+    author: str | None = None,
+    author_email: str | None = None,
+    code_permalink: str | None = None,
+    requirements: list[str] | None = None,
+    num_episodes_average_score: int | None = None,
+    extra_metadata: Mapping[str, Any] | None = None,
+    jpeg_encoding: bool = False,
+    overwrite: bool = False,
+    validate: bool = True,
+) -> minari.MinariDataset:
+    """Write whole episodes as a local Minari dataset (hdf5 backend) and return it.
+
+    Args:
+        dataset_id: Minari id ``(namespace/)name-vN``. Written under
+            ``$MINARI_DATASETS_PATH`` (minari's default root if unset).
+        episodes: iterable of dicts with keys ``observations`` (T+1 per-step
+            observations, or already stacked: a dict of arrays / an array),
+            ``actions`` (T), ``rewards`` (T), ``terminations`` (T),
+            ``truncations`` (T), and optionally ``seed`` (int, stored as the
+            episode's seed attribute) and ``options`` (dict).
+        env_id: registered gymnasium id used to collect the data (stored as the
+            env spec so ``dataset.recover_environment()`` works), or None.
+        observation_space: space the stored observations live in. Required
+            because an env's own space may not be storable (e.g. minigrid's
+            MissionSpace must be replaced by ``gymnasium.spaces.Text``).
+        action_space: space of the stored actions.
+        ref_min_score: reference (random-policy) return for
+            ``minari.get_normalized_score``. Give it together with
+            ``ref_max_score``: if only ``ref_max_score`` is given and ``env_id``
+            is set, minari itself estimates ``ref_min_score`` by rolling out a
+            random policy for ``num_episodes_average_score`` episodes.
+        ref_max_score: reference (expert) return.
+        description, algorithm_name, author, author_email, code_permalink,
+        requirements: passed to minari's metadata unchanged (``requirements`` are
+            pip-style pins checked by ``recover_environment``).
+        num_episodes_average_score: how many episodes the reference scores were
+            averaged over (stored by minari next to them; default 100).
+        extra_metadata: further JSON-serialisable top-level keys for
+            ``metadata.json`` (e.g. return stds); stored via
+            ``dataset.storage.update_metadata`` because ``create_dataset_from_buffers``
+            has no parameter for them. May not reuse minari's own keys.
+        jpeg_encoding: False (default) stores image observations losslessly as
+            raw uint8 arrays; True lets minari JPEG-encode them (lossy).
+        overwrite: if a dataset with this id exists, delete it first
+            (``minari.delete_dataset``) instead of raising.
+        validate: check every observation/action against its space before
+            writing (catches e.g. mission strings with characters outside a
+            Text charset, which minari would store but which would violate the
+            declared space).
+
+    Returns:
+        The freshly written ``minari.MinariDataset``.
+
+    Raises:
+        FileExistsError: the id exists locally and ``overwrite`` is False.
+        ValueError: malformed id, malformed episodes, no episodes, or bad
+            ``extra_metadata``. Nothing is left on disk when writing fails.
+    """
+    validate_dataset_id(dataset_id)
+    extra = _check_extra_metadata(extra_metadata)
+    if env_id is not None:
+        gym.spec(env_id)  # fail fast (gymnasium's NameNotFound) before touching the disk
+    if local_dataset_exists(dataset_id):
+        if not overwrite:
+            raise FileExistsError(
+                f"Minari dataset {dataset_id!r} already exists at {get_dataset_path(dataset_id)}; "
+                "pass overwrite=True to replace it, choose another id, or bump its -vN version."
+            )
+        minari.delete_dataset(dataset_id)
+
+    # Convert eagerly so that malformed input is reported before anything is written.
+    buffers = [
+        _to_buffer(i, ep, observation_space, action_space, validate)
+        for i, ep in enumerate(episodes)
+    ]
+    if not buffers:
+        raise ValueError(f"No episodes to write for dataset {dataset_id!r}.")
+
+    # Minari only records ref scores when the dataset has an env spec; otherwise we add them.
+    refs_via_minari = env_id is not None and ref_max_score is not None
+    kwargs: dict[str, Any] = {}
+    if refs_via_minari:
+        kwargs.update(ref_min_score=ref_min_score, ref_max_score=ref_max_score)
+        if num_episodes_average_score is not None:
+            kwargs["num_episodes_average_score"] = int(num_episodes_average_score)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NOISY_WARNINGS, category=UserWarning)
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id,
+                buffers,
+                env=env_id,
+                algorithm_name=algorithm_name,
+                author=author,
+                author_email=author_email,
+                code_permalink=code_permalink,
+                action_space=action_space,
+                observation_space=observation_space,
+                description=description,
+                requirements=requirements,
+                jpeg_encoding=jpeg_encoding,
+                **kwargs,
+            )
+        late: dict[str, Any] = dict(extra)
+        if not refs_via_minari:
+            for key, value in (("ref_min_score", ref_min_score), ("ref_max_score", ref_max_score)):
+                if value is not None:
+                    late[key] = float(value)
+            if ref_min_score is not None or ref_max_score is not None:
+                late["num_episodes_average_score"] = int(num_episodes_average_score or 100)
+        if late:
+            dataset.storage.update_metadata(late)
+    except BaseException:
+        # Do not leave a half-written dataset that would block the next attempt.
+        if local_dataset_exists(dataset_id):
+            minari.delete_dataset(dataset_id)
+        raise
+    return dataset
+

@@ -1,0 +1,319 @@
+"""GatoPolicy: embeds a token stream, runs the causal transformer, predicts next tokens.
+
+The policy knows token streams, never environments. A stream is a dict of tensors (see
+:class:`gato.data.batch.Batch`): ``tokens`` and ``in_step_pos`` (B, T), ``patch_mask`` (B, T),
+``patches`` (N, C, P, P) and ``patch_rowcol`` (N, 2) for the image patches, and for training
+``targets`` (B, T), True where a token is to be predicted (actions, text).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gato.policy.embedding import GatoEmbedding
+from gato.policy.transformer import KVCache, Transformer, init_weights
+from gato.vocab import Vocab
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, or does not fit the model."""
+
+
+@dataclass
+class PolicyConfig:
+    """Everything needed to rebuild a GatoPolicy (saved as config.json)."""
+
+    embed_dim: int = 128
+    layers: int = 4
+    heads: int = 4
+    dropout: float = 0.1
+    mu: float = 100.0
+    M: float = 256.0
+    patch_size: int = 4
+    resid_mid_channels: int = 32
+    continuous_tokens: int = 1024
+    discrete_tokens: int = 1024
+    context_len: int = 512
+    use_patch_pos_encoding: bool = True
+    use_pos_encoding: bool = True
+    activation_fn: str = "gelu"
+    flash: bool = True
+    tokenizer_model_name: str | None = None
+    pad_seq: bool = False
+    image_channels: int = 4
+
+
+class GatoPolicy(nn.Module):
+    """A Gato-style policy over the shared token vocabulary.
+
+    Every keyword of NEKO's GatoPolicy is accepted. ``pretrained_lm`` names a local Hugging Face
+    GPT-2 checkpoint directory whose transformer weights initialise ours (its size wins over
+    embed_dim/layers/heads; RoPE replaces its learned positions). ``flash`` lets SDPA pick its
+    fused kernels (False forces the plain math kernel). ``pad_seq`` pads every batch to the
+    full context instead of trimming trailing padding. ``image_channels`` is the most image
+    channels the patch encoder takes (fewer are padded).
+    """
+
+    def __init__(self, device="cpu", embed_dim=128, layers=4, heads=4, dropout=0.1, mu=100, M=256,
+                 patch_size=4, resid_mid_channels=32, continuous_tokens=1024, discrete_tokens=1024,
+                 context_len=512, use_patch_pos_encoding=True, use_pos_encoding=True,
+                 activation_fn="gelu", pretrained_lm=None, flash=True, tokenizer_model_name=None,
+                 pad_seq=False, image_channels=4):
+        super().__init__()
+        lm = _read_gpt2_config(pretrained_lm) if pretrained_lm else None
+        if lm is not None:
+            embed_dim, layers, heads = lm["n_embd"], lm["n_layer"], lm["n_head"]
+        self.config = PolicyConfig(
+            embed_dim=embed_dim, layers=layers, heads=heads, dropout=dropout, mu=float(mu), M=float(M),
+            patch_size=patch_size, resid_mid_channels=resid_mid_channels,
+            continuous_tokens=continuous_tokens, discrete_tokens=discrete_tokens, context_len=context_len,
+            use_patch_pos_encoding=use_patch_pos_encoding, use_pos_encoding=use_pos_encoding,
+            activation_fn=activation_fn, flash=flash, tokenizer_model_name=tokenizer_model_name,
+            pad_seq=pad_seq, image_channels=image_channels,
+        )
+        self.vocab = Vocab(tokenizer_model_name, discrete_tokens, continuous_tokens, float(mu), float(M))
+        self.embed_dim = embed_dim
+        self.context_len = context_len
+        self.patch_size = patch_size
+        self.embedding = GatoEmbedding(self.vocab.size, embed_dim, context_len, patch_size, image_channels,
+                                       resid_mid_channels, use_pos_encoding, use_patch_pos_encoding)
+        self.transformer = Transformer(embed_dim, layers, heads, dropout, activation_fn, flash)
+        init_weights(self.transformer, layers)
+        nn.init.normal_(self.embedding.tokens.weight, 0.0, 0.02)
+        if lm is not None:
+            _load_gpt2_weights(self.transformer, pretrained_lm)
+        self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live."""
+        return self.embedding.tokens.weight.device
+
+    # -- training ------------------------------------------------------------------------
+
+    def _trim(self, stream: dict) -> dict:
+        """Drop trailing columns that are padding in every row (unless pad_seq)."""
+        if self.config.pad_seq:
+            return stream
+        real = (stream["tokens"] != self.vocab.pad) | stream["patch_mask"]
+        last = int(real.any(0).nonzero().max()) + 1 if real.any() else 1
+        if last == stream["tokens"].shape[1]:
+            return stream
+        out = dict(stream)
+        for key in ("tokens", "in_step_pos", "patch_mask", "targets"):
+            if key in out:
+                out[key] = out[key][:, :last]
+        return out
+
+    def hidden_states(self, stream: dict, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T, D) final hidden states of a stream (continuing ``cache`` if given)."""
+        x = self.embedding(stream["tokens"], stream["in_step_pos"], stream["patch_mask"],
+                           stream["patches"], stream["patch_rowcol"])
+        return self.transformer(x, cache)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole vocabulary; the output head shares the token table."""
+        return hidden @ self.embedding.tokens.weight.t()
+
+    def forward(self, stream: dict, compute_loss: bool = True):
+        """Returns (logits, loss) at the predicted positions only.
+
+        Logits are computed only where the next token is a target, so the head never runs on
+        observation positions: (N, vocab) for the N targets in the batch.
+        """
+        if stream["tokens"].shape[1] > self.context_len:
+            raise ValueError(f"stream of {stream['tokens'].shape[1]} tokens exceeds context_len {self.context_len}")
+        stream = self._trim(stream)
+        hidden = self.hidden_states(stream)
+        predict = stream["targets"][:, 1:]
+        logits = self.logits(hidden[:, :-1][predict])
+        loss = None
+        if compute_loss:
+            target_ids = stream["tokens"][:, 1:][predict]
+            loss = F.cross_entropy(logits.float(), target_ids) if len(target_ids) else logits.sum() * 0.0
+        return logits, loss
+
+    # -- cached inference ----------------------------------------------------------------
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for :meth:`extend` and :meth:`generate`."""
+        return self.transformer.new_cache()
+
+    @torch.no_grad()
+    def extend(self, cache: KVCache, stream: dict) -> torch.Tensor:
+        """Feed a stream chunk through the cache; returns the last position's hidden (B, D).
+
+        When the cache would outgrow the context, its oldest tokens are dropped first.
+        """
+        if stream["tokens"].shape[1] > self.context_len:
+            raise ValueError(f"a chunk of {stream['tokens'].shape[1]} tokens cannot fit context_len {self.context_len}")
+        overflow = cache.length + stream["tokens"].shape[1] - self.context_len
+        if overflow > 0:
+            cache.drop_oldest(overflow)
+        return self.hidden_states(stream, cache)[:, -1]
+
+    @torch.no_grad()
+    def generate(self, cache: KVCache, stream: dict, ranges: torch.Tensor, first_pos: int,
+                 deterministic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Feed ``stream`` (ending where the first new token goes), then produce one token per
+        row of ``ranges`` ((K, 2) [lo, hi) id ranges), each restricted to its range and fed
+        back in. The last produced token is not fed: pass it at the start of the next stream.
+
+        Returns (B, K) token ids. ``first_pos`` is the in-timestep position of the first one.
+        """
+        hidden = self.extend(cache, stream)
+        B = hidden.shape[0]
+        out = torch.empty(B, len(ranges), dtype=torch.long, device=hidden.device)
+        ids = torch.arange(self.vocab.size, device=hidden.device)
+        for j, (lo, hi) in enumerate(ranges.tolist()):
+            logits = self.logits(hidden).float()
+            logits = logits.masked_fill((ids < lo) | (ids >= hi), float("-inf"))
+            if deterministic:
+                tok = logits.argmax(-1)
+            else:
+                tok = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)[:, 0]
+            out[:, j] = tok
+            if j + 1 < len(ranges):
+                hidden = self.extend(cache, single_token_stream(tok, first_pos + j, self.device))
+        return out
+
+    # -- saving --------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write config.json and model.safetensors (plus ``extra`` JSON files, name -> data)
+        into ``directory`` atomically: a crash leaves the old checkpoint or the new, never half."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_FILE))
+            (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+            for name, data in (extra or {}).items():
+                (tmp / name).write_text(json.dumps(data, indent=2))
+            old = directory.with_name(directory.name + ".old")
+            if directory.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device="cpu", **overrides) -> "GatoPolicy":
+        """Rebuild a policy saved by :meth:`save_pretrained` (safetensors only, nothing unpickled)."""
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise CheckpointError(
+                f"no checkpoint at {directory}: {CONFIG_FILE} is missing. Pass the directory that "
+                "GatoPolicy.save_pretrained or `gato train` wrote (it holds config.json and model.safetensors)."
+            )
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{config_path} is not valid JSON ({e}); the checkpoint is damaged") from e
+        known = set(PolicyConfig.__dataclass_fields__)
+        unknown = set(config) - known
+        if unknown:
+            raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; it is not a neko-gato checkpoint")
+        config.update(overrides)
+        model = cls(device=device, **config)
+        model.load_weights(directory)
+        return model
+
+    def load_weights(self, directory: str | os.PathLike) -> None:
+        """Load model.safetensors from ``directory`` into this policy, checking every shape."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(directory) / WEIGHTS_FILE
+        if not path.is_file():
+            raise CheckpointError(f"no weights at {path}; the checkpoint is incomplete")
+        try:
+            state = load_file(str(path), device=str(self.device))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} cannot be read ({e}); the file is truncated or damaged. "
+                                  "Re-save or re-train the checkpoint.") from e
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            detail = "; ".join(
+                f"{label}: {names[:4]}{' ...' if len(names) > 4 else ''}"
+                for label, names in (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong))
+                if names
+            )
+            raise CheckpointError(
+                f"{path} was saved from a different model configuration ({detail}). "
+                "Load it with GatoPolicy.from_pretrained(dir), which uses the saved config.json."
+            )
+        self.load_state_dict(state)
+
+
+def single_token_stream(tok: torch.Tensor, pos: int, device) -> dict:
+    """A one-token stream (B, 1) of ids at in-timestep position ``pos``."""
+    B = tok.shape[0]
+    return {
+        "tokens": tok.view(B, 1).to(device),
+        "in_step_pos": torch.full((B, 1), pos, dtype=torch.long, device=device),
+        "patch_mask": torch.zeros(B, 1, dtype=torch.bool, device=device),
+        "patches": torch.zeros(0, 1, 1, 1, device=device),
+        "patch_rowcol": torch.zeros(0, 2, dtype=torch.long, device=device),
+    }
+
+
+def _read_gpt2_config(path) -> dict:
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise ValueError(
+            f"pretrained_lm {str(path)!r} is not a local directory with a config.json. neko-gato never "
+            "downloads at run time: save a GPT-2 checkpoint with save_pretrained(dir) on a machine with "
+            "internet and pass that directory."
+        )
+    config = json.loads((directory / "config.json").read_text())
+    if config.get("model_type") != "gpt2":
+        raise ValueError(f"pretrained_lm {path}: only GPT-2 checkpoints are supported, got {config.get('model_type')!r}")
+    return config
+
+
+def _load_gpt2_weights(transformer: Transformer, path) -> None:
+    """Copy a Hugging Face GPT-2 checkpoint's blocks into ours (its Conv1D weights are
+    stored transposed). Token and position tables are not used: our vocabulary differs and
+    positions come from RoPE."""
+    from safetensors.torch import load_file
+
+    file = Path(path) / "model.safetensors"
+    if not file.is_file():
+        raise ValueError(f"pretrained_lm {path}: model.safetensors is missing (pytorch_model.bin is not read: it would need unpickling)")
+    src = {k.removeprefix("transformer."): v for k, v in load_file(str(file)).items()}
+    names = {"ln_1": "ln_1", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "ln_2": "ln_2",
+             "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj"}
+    with torch.no_grad():
+        for i, block in enumerate(transformer.blocks):
+            params = dict(block.named_parameters())
+            for theirs, ours in names.items():
+                for kind in ("weight", "bias"):
+                    w = src[f"h.{i}.{theirs}.{kind}"]
+                    if kind == "weight" and theirs.startswith(("attn", "mlp")):
+                        w = w.t()
+                    params[f"{ours}.{kind}"].copy_(w)
+        transformer.ln_f.weight.copy_(src["ln_f.weight"])
+        transformer.ln_f.bias.copy_(src["ln_f.bias"])

@@ -1,0 +1,172 @@
+"""A GPT-style causal transformer with rotary positions and a key/value cache.
+
+Rotary position embeddings (RoPE) make attention depend only on the distance between tokens,
+so a rollout can drop the oldest cached timesteps when its context is full and keep going
+without recomputing anything: the remaining keys stay valid.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
+    """cos and sin (T, head_dim/2) for integer ``positions`` (T,)."""
+    inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[:, None] * inv[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, D) queries or keys by their positions."""
+    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    return out.to(x.dtype)
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys and values (B, H, T, D) of everything fed so far, and its positions."""
+
+    keys: list
+    values: list
+    next_position: int = 0
+
+    @property
+    def length(self) -> int:
+        """Number of cached tokens."""
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def drop_oldest(self, n: int) -> None:
+        """Forget the ``n`` oldest tokens (RoPE keeps the others valid)."""
+        n = min(n, self.length)
+        if n > 0:
+            self.keys = [k[:, :, n:] for k in self.keys]
+            self.values = [v[:, :, n:] for v in self.values]
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention through PyTorch's scaled_dot_product_attention."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"embed_dim {dim} must be divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x, cos, sin, cache: KVCache | None, layer: int):
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        causal = True
+        if cache is not None:
+            if cache.keys[layer] is not None:
+                k = torch.cat([cache.keys[layer], k], dim=2)
+                v = torch.cat([cache.values[layer], v], dim=2)
+                # New queries see every cached key; among themselves they are causal.
+                causal = False
+            cache.keys[layer], cache.values[layer] = k, v
+        if causal or T == 1:
+            mask = None
+        else:
+            S = k.shape[2]
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and T > 1,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class MLP(nn.Module):
+    """Feed-forward block, 'gelu' or 'geglu' (a gated GELU unit)."""
+
+    def __init__(self, dim: int, activation: str):
+        super().__init__()
+        if activation not in ("gelu", "geglu"):
+            raise ValueError(f"activation_fn must be 'gelu' or 'geglu', got {activation!r}")
+        self.gated = activation == "geglu"
+        hidden = 4 * dim
+        self.fc = nn.Linear(dim, 2 * hidden if self.gated else hidden)
+        self.proj = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        h = self.fc(x)
+        if self.gated:
+            a, b = h.chunk(2, dim=-1)
+            h = a * F.gelu(b)
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.proj(h)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (the GPT-2 layout, so GPT-2 weights load into it)."""
+
+    def __init__(self, dim, heads, dropout, activation):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, activation)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, cos, sin, cache, layer):
+        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, cache, layer))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class Transformer(nn.Module):
+    """Stack of blocks plus a final LayerNorm. Input and output: (B, T, D) embeddings."""
+
+    def __init__(self, dim: int, layers: int, heads: int, dropout: float, activation: str, flash: bool = True):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout, activation) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(dim)
+        self.head_dim = dim // heads
+        self.flash = flash
+        self.drop = nn.Dropout(dropout)
+
+    def new_cache(self) -> KVCache:
+        """An empty cache for :meth:`forward`."""
+        n = len(self.blocks)
+        return KVCache([None] * n, [None] * n)
+
+    def _kernels(self):
+        if self.flash:
+            return nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D). With a cache, ``x`` continues what was fed before."""
+        start = cache.next_position if cache is not None else 0
+        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        cos, sin = rope_tables(positions, self.head_dim)
+        x = self.drop(x)
+        with self._kernels():
+            for i, block in enumerate(self.blocks):
+                x = block(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.next_position += x.shape[1]
+        return self.ln_f(x)
+
+
+def init_weights(module: nn.Module, layers: int) -> None:
+    """GPT-2 style initialisation: N(0, 0.02), residual projections scaled by depth."""
+    for name, p in module.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * layers) if name.endswith("proj.weight") else 0.02
+            nn.init.normal_(p, 0.0, std)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)

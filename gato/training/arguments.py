@@ -1,0 +1,146 @@
+"""TrainingArgs: every knob of a run, with NEKO's field names, each documented where declared.
+
+The defaults are the main job (``gato train`` with no flags): a 4-layer, 128-wide policy
+trained by behaviour cloning on BabyAI GoToLocal bot data for about 20 minutes on a laptop CPU.
+Every field becomes a ``gato train`` flag whose help is its ``help`` metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainingArgs:
+    """Arguments of a training run (see each field's help)."""
+
+    # data and tasks
+    control_datasets: list = _f(["babyai/GoToLocal-bot-v0"], "Minari dataset ids to train on (local; `gato data` makes them)")
+    task_weights: list = _f([], "sampling weight per dataset, in order (default: uniform over tasks)")
+    data_episodes: int = _f(5000, "episodes to generate when a default BabyAI dataset is missing")
+    field_overrides: str = _f("", 'JSON {field path: kind or spec} applied to every control task, e.g. {"image": "discrete"}')
+    # model
+    embed_dim: int = _f(128, "transformer width")
+    layers: int = _f(4, "transformer blocks")
+    heads: int = _f(4, "attention heads")
+    dropout: float = _f(0.1, "dropout on embeddings, attention and residual branches")
+    activation_fn: str = _f("gelu", "feed-forward activation: gelu or geglu")
+    patch_size: int = _f(4, "side of the square image patches")
+    resid_mid_channels: int = _f(32, "channels inside the per-patch ResNet block")
+    image_channels: int = _f(4, "most image channels the patch encoder takes (fewer are padded)")
+    mu: float = _f(100.0, "mu-law mu for continuous values")
+    M: float = _f(256.0, "mu-law M for continuous values")
+    discrete_tokens: int = _f(1024, "size of the discrete-value token range")
+    continuous_tokens: int = _f(1024, "number of bins for continuous values")
+    sequence_length: int = _f(256, "context length in tokens (training windows and rollouts)")
+    disable_patch_pos_encoding: bool = _f(False, "turn off the patch row/column position encodings")
+    disable_inner_pos_encoding: bool = _f(False, "turn off the in-timestep position encodings")
+    pretrained_lm: str = _f("", "local Hugging Face GPT-2 checkpoint directory to initialise the transformer")
+    flash: bool = _f(True, "let SDPA use its fused (flash / memory-efficient) kernels")
+    tokenizer_model_name: str = _f("", "local tokenizer directory (tokenizer.json); empty: the built-in tokenizer")
+    pad_seq: bool = _f(False, "pad every batch to the full context instead of the longest sequence")
+    # optimisation
+    training_steps: int = _f(20000, "optimizer steps (a time budget may stop earlier)")
+    max_minutes: float = _f(20.0, "wall-clock budget for training in minutes (0: none); the schedule follows it")
+    batch_size: int = _f(32, "sequences per optimizer step (across accumulation steps)")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    learning_rate: float = _f(1e-3, "peak learning rate")
+    init_lr: float = _f(1e-5, "learning rate at the start of warm-up")
+    warmup_steps: int = _f(100, "linear warm-up steps")
+    min_factor: float = _f(0.1, "final learning rate as a fraction of the peak (cosine decay)")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    beta_1: float = _f(0.9, "AdamW beta1")
+    beta_2: float = _f(0.95, "AdamW beta2")
+    adam_eps: float = _f(1e-8, "AdamW epsilon")
+    grad_norm_clip: float = _f(1.0, "clip the gradient norm to this")
+    disable_grad_clip: bool = _f(False, "do not clip gradients")
+    mixed_precision: str = _f("no", "accelerate mixed precision: no, bf16 or fp16")
+    seed: int = _f(0, "random seed")
+    device: str = _f("", "device (empty: accelerate's choice; 'cpu' forces the CPU)")
+    # prompting (NEKO's names)
+    prompt_ep_proportion: float = _f(0.0, "share of training windows preceded by a prompt (NEKO: 0.25)")
+    prompt_len_proportion: float = _f(0.5, "share of the context a prompt takes")
+    unique_prompt_episodes: bool = _f(False, "prompt from another episode instead of the window's own")
+    prompt_type: str = _f("end", "part of the prompt episode used: start, end or uniform")
+    top_k: int = _f(0, "take prompt episodes from the k best by return (0: all)")
+    # evaluation and logging
+    eval_episodes: int = _f(50, "episodes per task at each evaluation")
+    eval_envs: int = _f(16, "environments stepped together in evaluation")
+    eval_mode: str = _f("deterministic", "deterministic (argmax) or stochastic (sampled) actions")
+    promptless_eval: bool = _f(True, "evaluate without a prompt")
+    log_eval_freq: int = _f(0, "evaluate every N steps (0: at each 20% of the time budget)")
+    log_every: int = _f(20, "write training metrics every N steps")
+    # saving
+    save_model: bool = _f(True, "save the policy")
+    save_mode: str = _f("checkpoint", "checkpoint: save at every evaluation; last: only at the end")
+    save_dir: str = _f("runs", "folder for checkpoints, logs and plots")
+    exp_name: str = _f("", "run name (default: derived from the datasets and time)")
+
+    def to_dict(self) -> dict:
+        """JSON-able copy."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field, ``--name``; booleans take true/false."""
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            help_ = f"{f.metadata['help']} (default: {default})"
+            if isinstance(default, bool):
+                parser.add_argument(f"--{f.name}", type=_bool, nargs="?", const=True, default=default, help=help_)
+            elif isinstance(default, list):
+                parser.add_argument(f"--{f.name}", nargs="*", default=default, help=help_,
+                                    type=float if f.name == "task_weights" else str)
+            else:
+                parser.add_argument(f"--{f.name}", type=type(default), default=default, help=help_)
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> "TrainingArgs":
+        """The fields of ``ns`` that belong to TrainingArgs."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        args = cls(**{k: v for k, v in vars(ns).items() if k in names})
+        args.validate()
+        return args
+
+    def validate(self) -> None:
+        """Raise ValueError for values that cannot work, naming the flag."""
+        checks = [
+            (self.eval_mode in ("deterministic", "stochastic"), "--eval_mode must be deterministic or stochastic"),
+            (self.save_mode in ("checkpoint", "last"), "--save_mode must be checkpoint or last"),
+            (self.prompt_type in ("start", "end", "uniform"), "--prompt_type must be start, end or uniform"),
+            (self.mixed_precision in ("no", "bf16", "fp16"), "--mixed_precision must be no, bf16 or fp16"),
+            (self.batch_size >= self.gradient_accumulation_steps >= 1,
+             "--batch_size must be at least --gradient_accumulation_steps (>= 1)"),
+            (not self.task_weights or len(self.task_weights) == len(self.control_datasets),
+             "--task_weights needs one weight per dataset in --control_datasets"),
+            (self.training_steps > 0, "--training_steps must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def overrides(self) -> dict:
+        """The parsed --field_overrides JSON."""
+        if not self.field_overrides:
+            return {}
+        try:
+            return json.loads(self.field_overrides)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--field_overrides is not valid JSON ({e}): {self.field_overrides!r}") from None
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "y", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

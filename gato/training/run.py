@@ -1,0 +1,83 @@
+"""Assemble a run from TrainingArgs: data, tasks, policy, optimizer, accelerator, trainer."""
+
+from __future__ import annotations
+
+import re
+import time
+from argparse import Namespace
+
+from gato.training.arguments import TrainingArgs
+
+_DEFAULT_BABYAI = re.compile(r"^babyai/(?P<level>[A-Za-z0-9]+)-bot-v0$")
+
+
+def ensure_dataset(dataset_id: str, episodes: int) -> None:
+    """Generate a missing BabyAI bot dataset (ids ``babyai/LEVEL-bot-v0``); other ids must exist."""
+    from gato.data.writer import local_dataset_exists
+
+    match = _DEFAULT_BABYAI.match(dataset_id)
+    if match and not local_dataset_exists(dataset_id):
+        from gato.data.babyai import generate_babyai
+
+        print(f"dataset {dataset_id} not found locally: generating {episodes} BabyAI bot episodes")
+        report = generate_babyai(match["level"], episodes, dataset_id=dataset_id)
+        print(f"wrote {report.episodes_written} episodes ({report.episodes_skipped} skipped) in {report.seconds:.0f}s")
+
+
+def build_tasks(args: TrainingArgs) -> list:
+    """One ControlTask per dataset in ``args.control_datasets``."""
+    from gato.tasks.control_task import ControlTask
+
+    tasks = []
+    for dataset_id in args.control_datasets:
+        ensure_dataset(dataset_id, args.data_episodes)
+        tasks.append(ControlTask(
+            dataset_id.split("/")[-1] if dataset_id.count("/") else dataset_id, None, dataset_id,
+            args.sequence_length, Namespace(patch_size=args.patch_size),
+            training_prompt_len_proportion=args.prompt_len_proportion,
+            share_prompt_episodes=not args.unique_prompt_episodes,
+            top_k_prompting=args.top_k or None,
+            prompt_ep_proportion=args.prompt_ep_proportion,
+            prompt_type=args.prompt_type,
+            field_overrides=args.overrides() or None,
+            eval_envs=args.eval_envs,
+        ))
+    return tasks
+
+
+def build_policy(args: TrainingArgs, device):
+    """A GatoPolicy with the sizes in ``args``."""
+    from gato.policy.gato_policy import GatoPolicy
+
+    return GatoPolicy(
+        device=device, embed_dim=args.embed_dim, layers=args.layers, heads=args.heads, dropout=args.dropout,
+        mu=args.mu, M=args.M, patch_size=args.patch_size, resid_mid_channels=args.resid_mid_channels,
+        continuous_tokens=args.continuous_tokens, discrete_tokens=args.discrete_tokens,
+        context_len=args.sequence_length, use_patch_pos_encoding=not args.disable_patch_pos_encoding,
+        use_pos_encoding=not args.disable_inner_pos_encoding, activation_fn=args.activation_fn,
+        pretrained_lm=args.pretrained_lm or None, flash=args.flash,
+        tokenizer_model_name=args.tokenizer_model_name or None, pad_seq=args.pad_seq,
+        image_channels=args.image_channels,
+    )
+
+
+def build_trainer(args: TrainingArgs, tasks=None):
+    """A ready Trainer for ``args`` (tasks built from ``args`` unless given)."""
+    import torch
+    from accelerate import Accelerator
+
+    from gato.training.schedule import warmup_cosine
+    from gato.training.trainer import Trainer, make_optimizer
+
+    torch.manual_seed(args.seed)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu")
+    tasks = tasks if tasks is not None else build_tasks(args)
+    model = build_policy(args, accelerator.device)
+    optimizer = make_optimizer(model, args)
+    exp_name = args.exp_name or "-".join(t.name for t in tasks)[:60] + time.strftime("-%Y%m%d-%H%M%S")
+    trainer = Trainer(model=model, optimizer=optimizer, scheduler=None, accelerator=accelerator, tasks=tasks,
+                      exp_name=exp_name, args=args)
+    trainer.scheduler = warmup_cosine(optimizer, args.warmup_steps, args.training_steps, args.learning_rate,
+                                      args.init_lr, args.min_factor, args.max_minutes * 60,
+                                      clock=lambda: trainer.train_seconds)
+    return trainer

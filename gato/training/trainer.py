@@ -1,0 +1,208 @@
+"""Trainer: behaviour cloning over any set of tasks, on Hugging Face Accelerate.
+
+The trainer knows the Task protocol only (``sample_batch``, ``evaluate``, ``spec``, ``name``):
+it mixes tasks in each batch by weight, steps the optimizer, logs to TensorBoard, evaluates
+every ``log_eval_freq`` steps and saves checkpoints atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gato.data.batch import Batch
+from gato.training.arguments import TrainingArgs
+
+TASKS_FILE = "tasks.json"
+ARGS_FILE = "training_args.json"
+HISTORY_FILE = "history.json"
+
+
+class Trainer:
+    """Train ``model`` on ``tasks``; the keyword names are NEKO's.
+
+    Args:
+        model: a GatoPolicy.
+        optimizer, scheduler: a torch optimizer and LR scheduler (stepped once per optimizer
+            step; see ``gato.training.schedule.warmup_cosine``).
+        accelerator: an ``accelerate.Accelerator`` (one process or many).
+        tasks: objects following ``gato.tasks.task.Task``.
+        exp_name: run name; outputs go to ``args.save_dir/exp_name``.
+        args: TrainingArgs (or any object with its fields).
+        task_weights: sampling weight per task (default ``args.task_weights``, else uniform).
+    """
+
+    def __init__(self, model, optimizer, scheduler, accelerator, tasks, exp_name, args, task_weights=None):
+        self.accelerator = accelerator
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.scheduler = scheduler
+        self.tasks = list(tasks)
+        if not self.tasks:
+            raise ValueError("Trainer needs at least one task")
+        self.exp_name = exp_name
+        self.args = args
+        weights = np.asarray(task_weights or getattr(args, "task_weights", None) or [1.0] * len(self.tasks), float)
+        if len(weights) != len(self.tasks) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"task_weights {weights.tolist()} must be {len(self.tasks)} non-negative numbers, not all zero")
+        self.weights = weights / weights.sum()
+        self.run_dir = Path(args.save_dir) / exp_name
+        self.rng = np.random.default_rng(getattr(args, "seed", 0) + 1000 * accelerator.process_index)
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        self.step = 0
+
+    @property
+    def policy(self):
+        """The bare policy (unwrapped from Accelerate/DDP)."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def sample_batch(self, batch_size: int) -> Batch:
+        """A batch mixing tasks by weight: each sequence's task is drawn independently."""
+        counts = self.rng.multinomial(batch_size, self.weights)
+        policy = self.policy
+        parts = [task.sample_batch(int(n), policy.vocab, policy.context_len, self.rng)
+                 for task, n in zip(self.tasks, counts) if n]
+        return Batch.concat(parts)
+
+    def train_step(self) -> dict:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
+        args = self.args
+        accum = max(1, args.gradient_accumulation_steps)
+        micro = args.batch_size // accum
+        self.model.train()
+        total_loss, tokens = 0.0, 0
+        for _ in range(accum):
+            batch = self.sample_batch(micro)
+            stream = batch.to_torch(self.accelerator.device)
+            with self.accelerator.autocast():
+                _, loss = self.model(stream)
+            self.accelerator.backward(loss / accum)
+            total_loss += float(loss.detach()) / accum
+            tokens += int((batch.tokens != self.policy.vocab.pad).sum() + batch.patch_mask.sum())
+        if not args.disable_grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), args.grad_norm_clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": total_loss, "tokens": tokens}
+
+    def evaluate(self) -> dict:
+        """Evaluate every task (main process only); returns {task name: metrics}."""
+        results = {}
+        if self.accelerator.is_main_process:
+            for task in self.tasks:
+                results[task.name] = task.evaluate(
+                    self.policy, n_iterations=self.args.eval_episodes,
+                    deterministic=self.args.eval_mode == "deterministic",
+                    promptless_eval=self.args.promptless_eval,
+                    n_envs=getattr(self.args, "eval_envs", None),
+                )
+        self.accelerator.wait_for_everyone()
+        return results
+
+    def _eval_due(self, last_eval_seconds: float) -> bool:
+        args = self.args
+        if args.log_eval_freq:
+            return self.step % args.log_eval_freq == 0
+        budget = args.max_minutes * 60
+        if budget:
+            return self.train_seconds - last_eval_seconds >= budget / 5
+        return self.step % max(1, args.training_steps // 5) == 0
+
+    def _out_of_time(self) -> bool:
+        budget = self.args.max_minutes * 60
+        return bool(budget) and self.train_seconds >= budget
+
+    def train(self) -> dict:
+        """Run to ``training_steps`` or the time budget; returns the last evaluation."""
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm.auto import tqdm
+
+        args = self.args
+        main = self.accelerator.is_main_process
+        writer = SummaryWriter(str(self.run_dir / "logs")) if main else None
+        total = args.training_steps
+        bar = tqdm(total=total, desc=f"training {self.exp_name}", unit="step", disable=not main, dynamic_ncols=True)
+        last_eval_seconds, window_tokens, window_start = 0.0, 0, self.train_seconds
+        last = {}
+        while self.step < total and not self._out_of_time():
+            t0 = time.monotonic()
+            out = self.train_step()
+            self.train_seconds += time.monotonic() - t0
+            self.step += 1
+            window_tokens += out["tokens"]
+            bar.update(1)
+            if not math.isfinite(out["loss"]):
+                raise FloatingPointError(f"loss became {out['loss']} at step {self.step}; lower --learning_rate "
+                                         "or enable gradient clipping")
+            if self.step % args.log_every == 0 and main:
+                rate = window_tokens / max(1e-9, self.train_seconds - window_start)
+                lr = self.optimizer.param_groups[0]["lr"]
+                writer.add_scalar("train/loss", out["loss"], self.step)
+                writer.add_scalar("train/lr", lr, self.step)
+                writer.add_scalar("train/tokens_per_s", rate, self.step)
+                bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", min=f"{self.train_seconds / 60:.1f}")
+                self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "loss": out["loss"]})
+                window_tokens, window_start = 0, self.train_seconds
+            if self._eval_due(last_eval_seconds):
+                last_eval_seconds = self.train_seconds
+                last = self._evaluate_and_save(writer, bar)
+        bar.close()
+        if not self.history or "eval" not in self.history[-1] or self.history[-1]["step"] != self.step:
+            last = self._evaluate_and_save(writer, None, final=True)
+        if writer is not None:
+            writer.close()
+        return last
+
+    def _evaluate_and_save(self, writer, bar, final: bool = False) -> dict:
+        results = self.evaluate()
+        if self.accelerator.is_main_process:
+            for name, metrics in results.items():
+                for key, value in metrics.items():
+                    writer.add_scalar(f"eval/{name}/{key}", value, self.step)
+            self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "eval": results})
+            summary = "  ".join(f"{n}: success {m['success_rate']:.2f} return {m['mean_return']:.2f}"
+                                for n, m in results.items())
+            (bar.write if bar is not None else print)(f"step {self.step} ({self.train_seconds / 60:.1f} min)  {summary}")
+            if self.args.save_model and (final or self.args.save_mode == "checkpoint"):
+                self.save()
+        self.accelerator.wait_for_everyone()
+        return results
+
+    def save(self) -> Path:
+        """Write the checkpoint (policy, task specs, args, history) and the learning curve."""
+        directory = self.run_dir / "checkpoint"
+        args = self.args.to_dict() if hasattr(self.args, "to_dict") else dict(vars(self.args))
+        self.policy.save_pretrained(directory, extra={
+            TASKS_FILE: [task.spec() for task in self.tasks],
+            ARGS_FILE: args,
+            HISTORY_FILE: self.history,
+        })
+        from gato.evaluation.plots import plot_learning_curve
+
+        plot_learning_curve(self.history, self.run_dir / "learning_curve.png", title=self.exp_name)
+        return directory
+
+
+def load_history(checkpoint: str | Path) -> list:
+    """The training history saved with a checkpoint."""
+    path = Path(checkpoint) / HISTORY_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def make_optimizer(model, args: TrainingArgs) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on norms, biases or position tables)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and "in_step" not in name and "patch_row" not in name and "patch_col" not in name
+         else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.beta_1, args.beta_2), eps=args.adam_eps)

@@ -1,0 +1,522 @@
+"""GatoPolicy: the loss mask, causality, the KV cache (chunked, token by token, eviction),
+constrained generation, kernels and activations, checkpoints, NEKO's keywords, GPT-2 init."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gato.data.batch import StepLayout
+from gato.evaluation.rollout import observation_stream
+from gato.policy.gato_policy import GatoPolicy, single_token_stream
+
+STREAM_KEYS = ("tokens", "in_step_pos", "patch_mask", "patches", "patch_rowcol")
+
+
+def batch_of(task, model, n=3, seed=0, context_len=None):
+    return task.sample_batch(n, model.vocab, context_len=context_len, rng=np.random.default_rng(seed))
+
+
+def as_stream(batch, model, trim=True) -> dict:
+    """Batch -> policy stream, trailing all-padding columns removed (as forward does)."""
+    s = batch.to_torch()
+    if trim:
+        real = (s["tokens"] != model.vocab.pad) | s["patch_mask"]
+        last = int(real.any(0).nonzero().max()) + 1
+        s = slice_stream(s, 0, last)
+    return s
+
+
+def slice_stream(stream: dict, t0: int, t1: int) -> dict:
+    """Columns [t0, t1) of a stream, with exactly the patches that fall inside them."""
+    mask = stream["patch_mask"]
+    index = torch.full(mask.shape, -1, dtype=torch.long)
+    index[mask] = torch.arange(int(mask.sum()))
+    keep = index[:, t0:t1][mask[:, t0:t1]]
+    out = {k: stream[k][:, t0:t1] for k in ("tokens", "in_step_pos", "patch_mask")}
+    if "targets" in stream:
+        out["targets"] = stream["targets"][:, t0:t1]
+    out["patches"] = stream["patches"][keep]
+    out["patch_rowcol"] = stream["patch_rowcol"][keep]
+    return out
+
+
+def cat_streams(a: dict, b: dict) -> dict:
+    """Join two streams column-wise (patches are row-major over (B, T): regroup them by row)."""
+    out = {k: torch.cat([a[k], b[k]], 1) for k in ("tokens", "in_step_pos", "patch_mask")}
+    for key in ("patches", "patch_rowcol"):
+        pa = torch.split(a[key], a["patch_mask"].sum(1).tolist())
+        pb = torch.split(b[key], b["patch_mask"].sum(1).tolist())
+        parts = []
+        for x, y in zip(pa, pb):
+            parts += [x, y.reshape((-1,) + x.shape[1:]).to(x.dtype)]
+        out[key] = torch.cat(parts)
+    return out
+
+
+# --------------------------------------------------------------------------- (a) loss mask
+
+
+@pytest.mark.parametrize("task_name", ["cartpole_task", "babyai_task"])
+def test_targets_are_exactly_the_action_tokens(task_name, request, tiny_policy):
+    task = request.getfixturevalue(task_name)
+    model = tiny_policy()
+    codec = task.codec_for(model.vocab)
+    S, n_obs, n_act = codec.tokens_per_step, codec.obs_tokens, codec.action_tokens
+    assert S == n_obs + 1 + n_act
+    batch = batch_of(task, model, n=6)
+    B, L = batch.tokens.shape
+    assert L == task.context_len
+    is_action = np.r_[np.zeros(n_obs + 1, bool), np.ones(n_act, bool)]
+    for b in range(B):
+        real = (batch.tokens[b] != model.vocab.pad) | batch.patch_mask[b]
+        n = int(real.nonzero()[0].max()) + 1
+        assert n % S == 0 and real[:n].all()
+        steps = n // S
+        np.testing.assert_array_equal(batch.targets[b, :n], np.tile(is_action, steps))
+        assert not batch.targets[b, n:].any(), "a pad position is a target"
+        assert (batch.tokens[b, n:] == model.vocab.pad).all()
+        np.testing.assert_array_equal(batch.patch_mask[b, :n], np.tile(np.r_[codec.obs_is_patch, np.zeros(1 + n_act, bool)], steps))
+        np.testing.assert_array_equal(batch.in_step_pos[b, :n], np.tile(np.arange(S), steps))
+        step_tokens = batch.tokens[b, :n].reshape(steps, S)
+        assert (step_tokens[:, n_obs] == model.vocab.separator).all()
+        acts = step_tokens[:, n_obs + 1 :]
+        assert ((acts >= codec.action_ranges[:, 0]) & (acts < codec.action_ranges[:, 1])).all()
+    assert batch.patches.shape[0] == batch.patch_mask.sum() == batch.patch_rowcol.shape[0]
+
+
+@pytest.mark.parametrize("task_name", ["cartpole_task", "babyai_task"])
+def test_loss_is_cross_entropy_over_exactly_the_action_tokens(task_name, request, tiny_policy):
+    task = request.getfixturevalue(task_name)
+    model = tiny_policy()
+    codec = task.codec_for(model.vocab)
+    batch = batch_of(task, model, n=4, seed=1)
+    stream = batch.to_torch()
+    logits, loss = model(stream)
+
+    # Positions to predict, from the codec's layout alone (not from Batch.targets).
+    S, first_action = codec.tokens_per_step, codec.obs_tokens + 1
+    with torch.no_grad():
+        full = model.logits(model.hidden_states(stream))
+    terms, rows = [], []
+    for b in range(len(batch)):
+        real = (batch.tokens[b] != model.vocab.pad) | batch.patch_mask[b]
+        n = int(real.nonzero()[0].max()) + 1
+        for t in range(1, n):
+            if t % S >= first_action:
+                rows.append(full[b, t - 1])
+                terms.append(F.cross_entropy(full[b, t - 1][None].float(), stream["tokens"][b, t][None]))
+    assert logits.shape == (len(rows), model.vocab.size)
+    torch.testing.assert_close(logits.detach(), torch.stack(rows), atol=1e-5, rtol=1e-5)
+    manual = torch.stack(terms).mean()
+    torch.testing.assert_close(loss.detach(), manual, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(loss)
+    # pad_seq (no trimming of trailing padding) computes the same loss
+    padded = tiny_policy(pad_seq=True)
+    torch.testing.assert_close(padded(stream)[1].detach(), manual, atol=1e-5, rtol=1e-5)
+
+
+def test_prompted_batches_keep_the_mask(cartpole_dataset, tiny_policy):
+    from argparse import Namespace
+
+    from gato.tasks.control_task import ControlTask
+
+    task = ControlTask("cartpole", gym.make("CartPole-v1"), cartpole_dataset, 60, Namespace(patch_size=4),
+                       prompt_ep_proportion=1.0, share_prompt_episodes=False, prompt_type="uniform")
+    model = tiny_policy()
+    layout = StepLayout.of(task.codec_for(model.vocab))
+    batch = batch_of(task, model, n=5, seed=3)
+    S = layout.tokens_per_step
+    for b in range(5):
+        n = int((batch.tokens[b] != model.vocab.pad).sum())
+        np.testing.assert_array_equal(batch.targets[b, :n], np.tile(layout.is_target, n // S))
+        assert not batch.targets[b, n:].any()
+    assert torch.isfinite(model(batch.to_torch())[1])
+
+
+# --------------------------------------------------------------------------- (b) causality
+
+
+def test_later_tokens_and_patches_never_change_earlier_positions(babyai_task, tiny_policy):
+    model = tiny_policy()
+    stream = as_stream(batch_of(babyai_task, model, n=2, seed=2), model)
+    T = stream["tokens"].shape[1]
+    with torch.no_grad():
+        base = model.hidden_states(stream)
+        base_logits = model.logits(base)
+
+    # a later (non-patch) token: the action token of row 0's fourth timestep
+    codec = babyai_task.codec_for(model.vocab)
+    k = 4 * codec.tokens_per_step - 1
+    assert k < T and not stream["patch_mask"][0, k]
+    changed = dict(stream, tokens=stream["tokens"].clone())
+    changed["tokens"][0, k] = (changed["tokens"][0, k] + 1 - codec.action_ranges[0, 0]) % 7 + codec.action_ranges[0, 0]
+    with torch.no_grad():
+        out = model.hidden_states(changed)
+    torch.testing.assert_close(out[0, :k], base[0, :k], atol=0, rtol=0)
+    torch.testing.assert_close(model.logits(out)[0, :k], base_logits[0, :k], atol=0, rtol=0)
+    assert not torch.allclose(out[0, k], base[0, k])
+    torch.testing.assert_close(out[1], base[1], atol=0, rtol=0)  # rows never see each other
+
+    # a later patch: the first patch of row 0's third timestep
+    positions = stream["patch_mask"][0].nonzero()[:, 0]
+    j = 2 * codec.patches_per_step
+    k = int(positions[j])
+    changed = dict(stream, patches=stream["patches"].clone())
+    changed["patches"][j] = -changed["patches"][j]
+    with torch.no_grad():
+        out = model.hidden_states(changed)
+    torch.testing.assert_close(out[0, :k], base[0, :k], atol=0, rtol=0)
+    assert not torch.allclose(out[0, k], base[0, k])
+
+
+# --------------------------------------------------------------------------- (c) the cache
+
+
+@pytest.mark.parametrize("flash", [True, False])
+def test_cached_chunks_and_single_tokens_equal_the_full_pass(babyai_task, tiny_policy, flash):
+    model = tiny_policy(flash=flash)
+    stream = as_stream(batch_of(babyai_task, model, n=2, seed=4), model)
+    T = stream["tokens"].shape[1]
+    assert stream["patches"].shape[0] > 0
+    with torch.no_grad():
+        full = model.hidden_states(stream)
+
+        cuts = [0, 1, 7, 30, 31, 64, T]
+        cache = model.new_cache()
+        chunks = [model.hidden_states(slice_stream(stream, a, b), cache) for a, b in zip(cuts, cuts[1:]) if b > a]
+        assert cache.length == T and cache.next_position == T
+        torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-5, rtol=1e-5)
+
+        cache = model.new_cache()
+        singles = [model.hidden_states(slice_stream(stream, t, t + 1), cache) for t in range(T)]
+        torch.testing.assert_close(torch.cat(singles, 1), full, atol=1e-5, rtol=1e-5)
+
+        cache = model.new_cache()
+        last = [model.extend(cache, slice_stream(stream, a, b)) for a, b in ((0, 40), (40, T))]
+        torch.testing.assert_close(last[-1], full[:, -1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(last[0], full[:, 39], atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- (d) eviction
+
+
+def test_extend_drops_the_oldest_tokens_when_the_context_is_full(cartpole_task, tiny_policy):
+    model = tiny_policy(context_len=32)
+    stream = as_stream(batch_of(cartpole_task, model, n=2, seed=5, context_len=60), model)
+    T = stream["tokens"].shape[1]
+    assert T > 40
+    cache = model.new_cache()
+    fed = 0
+    for a in range(0, T, 6):
+        chunk = slice_stream(stream, a, min(a + 6, T))
+        before = [k.clone() for k in cache.keys] if cache.keys[0] is not None else None
+        hidden = model.extend(cache, chunk)
+        fed += chunk["tokens"].shape[1]
+        assert torch.isfinite(hidden).all()
+        assert cache.length == min(fed, 32)
+        assert cache.next_position == fed  # positions keep counting past evictions
+        if before is not None:
+            kept = cache.length - chunk["tokens"].shape[1]
+            for old, new in zip(before, cache.keys):
+                # what is kept is the newest part of what was there, untouched
+                torch.testing.assert_close(new[:, :, :kept], old[:, :, old.shape[2] - kept :], atol=0, rtol=0)
+    # generating keeps working on a full cache, and the cache stays within the context
+    codec = cartpole_task.codec_for(model.vocab)
+    ranges = torch.as_tensor(codec.action_ranges)
+    obs_chunk = slice_stream(stream, 0, codec.obs_tokens + 1)
+    out = model.generate(cache, obs_chunk, ranges, codec.obs_tokens + 1)
+    assert out.shape == (2, 1) and ((out >= ranges[0, 0]) & (out < ranges[0, 1])).all()
+    assert cache.length == 32
+
+
+@pytest.mark.parametrize("task_name, env_id", [("cartpole_task", "CartPole-v1"),
+                                                ("babyai_task", "BabyAI-GoToRedBall-v0")])
+def test_rollout_loop_with_a_small_context_keeps_running(task_name, env_id, request, tiny_policy):
+    """A real env loop (rollout's own chunks), far past the context: observation chunks go
+    in, generated actions come out and step the envs."""
+    task = request.getfixturevalue(task_name)
+    model = tiny_policy(context_len=24)
+    codec = task.codec_for(model.vocab)
+    ranges = torch.as_tensor(codec.action_ranges)
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(2)])
+    obs, _ = envs.reset(seed=[0, 1])
+    cache, pending = model.new_cache(), None
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(12):  # 12 steps of >= 6 tokens through a 24-token context
+        chunk = observation_stream(codec, obs, 2, pending, "cpu")
+        act = model.generate(cache, chunk, ranges, codec.obs_tokens + 1, deterministic=False, generator=gen)
+        assert ((act >= ranges[:, 0]) & (act < ranges[:, 1])).all()
+        assert cache.length <= 24
+        obs, *_ = envs.step(codec.decode_actions(act.numpy()))
+        pending = act[:, -1]
+    envs.close()
+    assert cache.next_position >= 12 * codec.tokens_per_step - 1
+
+
+@pytest.mark.parametrize("task_name", ["cartpole_task", "babyai_task"])
+def test_evaluate_runs_through_cache_eviction(task_name, request, tiny_policy, monkeypatch):
+    from gato.policy.transformer import KVCache
+
+    task = request.getfixturevalue(task_name)
+    model = tiny_policy(context_len=task.context_len)
+    dropped = []
+    original = KVCache.drop_oldest
+    monkeypatch.setattr(KVCache, "drop_oldest", lambda self, n: (dropped.append(n), original(self, n))[1])
+    metrics = task.evaluate(model, n_iterations=2, n_envs=2)
+    assert metrics["episodes"] == 2.0
+    assert np.isfinite(metrics["mean_return"]) and metrics["mean_episode_len"] >= 1
+    if metrics["mean_episode_len"] * task.tokens_per_timestep > task.context_len:
+        assert dropped and min(dropped) > 0  # the context filled up and evaluation went on
+
+
+def test_extend_refuses_a_chunk_longer_than_the_context(babyai_task, tiny_policy):
+    """A single chunk that cannot fit the context is a caller error, reported clearly."""
+    model = tiny_policy(context_len=32)
+    stream = as_stream(batch_of(babyai_task, model, n=2, seed=12), model)
+    chunk = slice_stream(stream, 0, 40)
+    cache = model.new_cache()
+    with pytest.raises(ValueError, match="cannot fit context_len 32"):
+        model.extend(cache, chunk)
+    assert cache.length == 0
+
+
+def test_evaluate_with_a_model_context_shorter_than_the_tasks(babyai_task, tiny_policy):
+    model = tiny_policy(context_len=32)
+    metrics = babyai_task.evaluate(model, n_iterations=1, n_envs=1)
+    assert metrics["episodes"] == 1.0
+
+
+# --------------------------------------------------------------------------- (e) generate
+
+
+def test_generate_restricts_each_token_to_its_range(babyai_task, tiny_policy):
+    model = tiny_policy()
+    v = model.vocab
+    stream = as_stream(batch_of(babyai_task, model, n=3, seed=6), model)
+    ranges = torch.tensor([
+        [v.discrete_offset + 3, v.discrete_offset + 5],
+        [v.continuous_offset + 10, v.continuous_offset + 11],
+        [0, 7],
+        [v.separator, v.separator + 1],
+        [v.discrete_offset, v.continuous_offset + v.continuous_tokens],
+    ])
+    first_pos = 3
+    for deterministic in (True, False):
+        cache = model.new_cache()
+        gen = torch.Generator().manual_seed(1)
+        out = model.generate(cache, stream, ranges, first_pos, deterministic=deterministic, generator=gen)
+        assert out.shape == (3, len(ranges))
+        assert ((out >= ranges[:, 0]) & (out < ranges[:, 1])).all()
+        # the last token is not fed back: the cache holds the stream plus K - 1 tokens
+        assert cache.length == stream["tokens"].shape[1] + len(ranges) - 1
+
+    # deterministic = argmax of the restricted logits of the full pass, token after token
+    cache = model.new_cache()
+    out = model.generate(cache, stream, ranges, first_pos)
+    ids = torch.arange(v.size)
+    s = stream
+    for j, (lo, hi) in enumerate(ranges.tolist()):
+        with torch.no_grad():
+            logits = model.logits(model.hidden_states(s)[:, -1])
+        expected = logits.masked_fill((ids < lo) | (ids >= hi), float("-inf")).argmax(-1)
+        assert out[:, j].tolist() == expected.tolist()
+        s = cat_streams(s, single_token_stream(out[:, j], first_pos + j, "cpu"))
+
+
+# --------------------------------------------------------------------------- (f) kernels
+
+
+@pytest.mark.parametrize("activation", ["gelu", "geglu"])
+def test_activations_and_flash_give_finite_equal_outputs(babyai_task, tiny_policy, activation):
+    flash = tiny_policy(seed=7, activation_fn=activation, flash=True)
+    plain = tiny_policy(seed=7, activation_fn=activation, flash=False)
+    for (name, a), b in zip(flash.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name
+    stream = batch_of(babyai_task, flash, n=3, seed=8).to_torch()
+    with torch.no_grad():
+        la, loss_a = flash(stream)
+        lb, loss_b = plain(stream)
+        ha = flash.hidden_states(stream)
+        hb = plain.hidden_states(stream)
+    assert torch.isfinite(loss_a) and torch.isfinite(loss_b)
+    torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ha, hb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-5, rtol=1e-5)
+    # training mode with dropout: finite loss and gradients
+    model = tiny_policy(seed=7, activation_fn=activation, flash=True, dropout=0.1).train()
+    _, loss = model(stream)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.embedding.patches.stem.weight.grad is not None  # images reach the loss
+
+
+def test_unknown_activation_is_rejected(tiny_policy):
+    with pytest.raises(ValueError, match="gelu.*geglu"):
+        tiny_policy(activation_fn="relu")
+
+
+# --------------------------------------------------------------------------- (g) checkpoints
+
+
+def test_save_and_load_round_trip_exactly(tmp_path, babyai_task, tiny_policy, monkeypatch):
+    model = tiny_policy(seed=9, activation_fn="geglu", flash=False, use_patch_pos_encoding=False)
+    directory = tmp_path / "ckpt"
+    model.save_pretrained(directory)
+    assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no temporary or backup directory left
+    config = json.loads((directory / "config.json").read_text())
+    assert config["activation_fn"] == "geglu" and config["embed_dim"] == 32
+
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "model.safetensors"), "pt") as f:
+        assert set(f.keys()) == set(model.state_dict())
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("checkpoints must not be unpickled")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    loaded = GatoPolicy.from_pretrained(directory).eval()
+    assert loaded.config == model.config
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    stream = batch_of(babyai_task, model, n=2, seed=10).to_torch()
+    with torch.no_grad():
+        la, loss_a = model(stream)
+        lb, loss_b = loaded(stream)
+    assert torch.equal(la, lb) and torch.equal(loss_a, loss_b)
+
+    # saving again over the same directory replaces it cleanly
+    other = tiny_policy(seed=11, activation_fn="geglu", flash=False, use_patch_pos_encoding=False)
+    other.save_pretrained(directory)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+    reloaded = GatoPolicy.from_pretrained(directory)
+    assert torch.equal(reloaded.embedding.tokens.weight, other.embedding.tokens.weight)
+
+
+# --------------------------------------------------------------------------- (h) NEKO's keywords
+
+
+def test_accepts_every_keyword_of_nekos_notebook_call(cartpole_task):
+    torch.manual_seed(0)
+    model = GatoPolicy(
+        device="cpu",
+        embed_dim=32,
+        layers=2,
+        heads=2,
+        dropout=0.1,
+        mu=100,
+        M=256,
+        patch_size=4,
+        resid_mid_channels=16,
+        continuous_tokens=64,
+        discrete_tokens=64,
+        context_len=64,
+        use_patch_pos_encoding=True,
+        use_pos_encoding=False,
+        activation_fn="gelu",
+        pretrained_lm=None,
+        flash=False,
+        tokenizer_model_name=None,
+        pad_seq=True,
+    )
+    assert model.config.pad_seq and not model.config.use_pos_encoding
+    assert model.device == torch.device("cpu")
+    _, loss = model(batch_of(cartpole_task, model, n=2).to_torch())
+    assert torch.isfinite(loss)
+
+
+# --------------------------------------------------------------------------- (i) no downloads
+
+
+def test_hub_names_fail_fast_without_network(no_network, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./gpt2 folder to find by accident
+    with pytest.raises(ValueError, match="local directory"):
+        GatoPolicy(embed_dim=32, layers=2, heads=2, context_len=32, pretrained_lm="gpt2")
+    with pytest.raises(ValueError, match="local directory"):
+        GatoPolicy(embed_dim=32, layers=2, heads=2, context_len=32, tokenizer_model_name="gpt2")
+
+
+# --------------------------------------------------------------------------- (j) GPT-2 init
+
+
+def fake_gpt2(directory, n_embd=32, n_layer=2, n_head=2, prefix="", seed=0):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g) * 0.1  # noqa: E731
+    state = {"wte.weight": r(50, n_embd), "wpe.weight": r(16, n_embd)}
+    for i in range(n_layer):
+        h = f"h.{i}."
+        state.update({
+            h + "ln_1.weight": 1 + r(n_embd), h + "ln_1.bias": r(n_embd),
+            h + "attn.bias": torch.tril(torch.ones(1, 1, 16, 16)),  # HF's causal-mask buffer
+            h + "attn.c_attn.weight": r(n_embd, 3 * n_embd), h + "attn.c_attn.bias": r(3 * n_embd),
+            h + "attn.c_proj.weight": r(n_embd, n_embd), h + "attn.c_proj.bias": r(n_embd),
+            h + "ln_2.weight": 1 + r(n_embd), h + "ln_2.bias": r(n_embd),
+            h + "mlp.c_fc.weight": r(n_embd, 4 * n_embd), h + "mlp.c_fc.bias": r(4 * n_embd),
+            h + "mlp.c_proj.weight": r(4 * n_embd, n_embd), h + "mlp.c_proj.bias": r(n_embd),
+        })
+    state.update({"ln_f.weight": 1 + r(n_embd), "ln_f.bias": r(n_embd)})
+    directory.mkdir(parents=True)
+    save_file({prefix + k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({
+        "model_type": "gpt2", "n_embd": n_embd, "n_layer": n_layer, "n_head": n_head,
+        "vocab_size": 50, "n_positions": 16, "activation_function": "gelu_new",
+    }))
+    return state
+
+
+def gpt2_one_token(state, x, n_layer):
+    """HF GPT-2 on a single token at position 0 (no wpe): attention returns the value."""
+    d = x.shape[-1]
+    for i in range(n_layer):
+        h = f"h.{i}."
+        a = F.layer_norm(x, (d,), state[h + "ln_1.weight"], state[h + "ln_1.bias"])
+        qkv = a @ state[h + "attn.c_attn.weight"] + state[h + "attn.c_attn.bias"]  # Conv1D: x @ W + b
+        v = qkv[..., 2 * d :]
+        x = x + v @ state[h + "attn.c_proj.weight"] + state[h + "attn.c_proj.bias"]
+        m = F.layer_norm(x, (d,), state[h + "ln_2.weight"], state[h + "ln_2.bias"])
+        m = F.gelu(m @ state[h + "mlp.c_fc.weight"] + state[h + "mlp.c_fc.bias"], approximate="tanh")
+        x = x + m @ state[h + "mlp.c_proj.weight"] + state[h + "mlp.c_proj.bias"]
+    return F.layer_norm(x, (d,), state["ln_f.weight"], state["ln_f.bias"])
+
+
+@pytest.mark.parametrize("prefix", ["", "transformer."])
+def test_loads_a_local_gpt2_checkpoint(tmp_path, no_network, prefix):
+    state = fake_gpt2(tmp_path / "gpt2-tiny", prefix=prefix)
+    # the checkpoint's size wins over embed_dim / layers / heads
+    model = GatoPolicy(embed_dim=64, layers=3, heads=4, context_len=32, dropout=0.0,
+                       pretrained_lm=str(tmp_path / "gpt2-tiny")).eval()
+    assert model.embed_dim == 32 and len(model.transformer.blocks) == 2
+    assert model.config.embed_dim == 32 and model.config.layers == 2 and model.config.heads == 2
+    for i, block in enumerate(model.transformer.blocks):
+        h = f"h.{i}."
+        assert torch.equal(block.attn.qkv.weight, state[h + "attn.c_attn.weight"].t())
+        assert torch.equal(block.attn.qkv.bias, state[h + "attn.c_attn.bias"])
+        assert torch.equal(block.attn.proj.weight, state[h + "attn.c_proj.weight"].t())
+        assert torch.equal(block.mlp.fc.weight, state[h + "mlp.c_fc.weight"].t())
+        assert torch.equal(block.mlp.proj.weight, state[h + "mlp.c_proj.weight"].t())
+        assert torch.equal(block.ln_1.weight, state[h + "ln_1.weight"])
+        assert torch.equal(block.ln_2.bias, state[h + "ln_2.bias"])
+    assert torch.equal(model.transformer.ln_f.weight, state["ln_f.weight"])
+    # and it computes what GPT-2 computes (one token at position 0, where RoPE is the identity)
+    x = torch.randn(3, 1, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model.transformer(x)
+    torch.testing.assert_close(ours, gpt2_one_token(state, x, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_gpt2_directory_without_safetensors_is_refused(tmp_path):
+    fake_gpt2(tmp_path / "lm")
+    (tmp_path / "lm" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="model.safetensors"):
+        GatoPolicy(context_len=32, pretrained_lm=str(tmp_path / "lm"))
