@@ -32,8 +32,8 @@ How
       context 1024.
 
 Usage
-    python benchmarks/rollout.py                 # contexts 512 1024, envs 1 16 (~15 min on 2 CPU cores)
-    python benchmarks/rollout.py --quick         # context 256, fewer episodes (< 2 min)
+    python benchmarks/rollout.py                 # contexts 512 1024, envs 1 16 (a few minutes on 2 CPU cores)
+    python benchmarks/rollout.py --quick         # context 256, fewer episodes (< 1 min)
     python benchmarks/rollout.py --device cuda --contexts 1024 --envs 1 16 64
     python benchmarks/rollout.py --data_dir /tmp/minari   # reuse (or create) the dataset there
 
@@ -56,12 +56,12 @@ import _common as C
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="context 256, 100 data episodes (< 2 min)")
+    p.add_argument("--quick", action="store_true", help="context 256, 1 uncached round, 100 data episodes (< 2 min)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--contexts", type=int, nargs="+", default=None, help="context lengths (default 512 1024)")
     p.add_argument("--envs", type=int, nargs="+", default=None, help="envs stepped together (default 1 16)")
     p.add_argument("--cache_rounds", type=int, default=None, help="cached rounds of n_envs episodes (default 3)")
-    p.add_argument("--nocache_rounds", type=int, default=None, help="uncached rounds of n_envs episodes (default 1)")
+    p.add_argument("--nocache_rounds", type=int, default=None, help="uncached rounds of n_envs episodes (default 2; quick 1)")
     p.add_argument("--max_episode_steps", type=int, default=None,
                    help="override the env's step limit (GoToLocal: 64) to make longer episodes fill bigger contexts")
     p.add_argument("--prompt_len_proportion", type=float, default=0.5, help="share of the context the eval prompt may take")
@@ -74,7 +74,7 @@ def parse_args(argv=None):
     args.contexts = args.contexts or ([256] if quick else [512, 1024])
     args.envs = args.envs or [1, 16]
     args.cache_rounds = args.cache_rounds if args.cache_rounds is not None else 3
-    args.nocache_rounds = args.nocache_rounds if args.nocache_rounds is not None else 1
+    args.nocache_rounds = args.nocache_rounds if args.nocache_rounds is not None else (1 if quick else 2)
     args.data_episodes = args.data_episodes or (100 if quick else 200)
     if args.cache_rounds < 1 or args.nocache_rounds < 1:
         p.error("--cache_rounds and --nocache_rounds must be at least 1")
@@ -118,28 +118,11 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def _prompts_on_model_device(task, device) -> None:
-    """Workaround: ControlTask.eval_prompt builds its prompt streams on the CPU
-    (``pack(...).to_torch()`` with no device), which a policy on a GPU cannot take. Move them
-    to the model's device (a no-op once gato does it itself)."""
-    make_prompt = task.eval_prompt
-
-    def eval_prompt(*args, **kwargs):
-        make = make_prompt(*args, **kwargs)
-        return lambda n: {k: v.to(device) for k, v in make(n).items()}
-
-    task.eval_prompt = eval_prompt
-
-
 def _prompt_len(task, codec, ctx: int) -> int:
     """Tokens in the evaluation prompt (what ControlTask.evaluate feeds before each round)."""
-    import inspect
-
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    takes_context = "context_len" in inspect.signature(type(task).eval_prompt).parameters
-    make = task.eval_prompt(codec, rng, ctx) if takes_context else task.eval_prompt(codec, rng)
+    make = task.eval_prompt(codec, np.random.default_rng(0), ctx)
     return int(make(1)["tokens"].shape[1])
 
 
@@ -159,8 +142,6 @@ def bench_context(ctx: int, args) -> list[dict]:
                        training_prompt_len_proportion=args.prompt_len_proportion)
     torch.manual_seed(args.seed)
     model = GatoPolicy(device=args.device, context_len=ctx)  # untrained, default size
-    if model.device.type != "cpu":
-        _prompts_on_model_device(task, model.device)
     codec = task.codec_for(model.vocab)
     S = codec.tokens_per_step
     prompt_tokens = _prompt_len(task, codec, ctx)

@@ -29,7 +29,7 @@ How
       depends on the data) and the peak RSS.
 
 Usage
-    python benchmarks/throughput.py                    # both configs, 5 warm-up + 30 timed steps
+    python benchmarks/throughput.py                    # both configs, 5 warm-up + 20 timed steps
     python benchmarks/throughput.py --quick            # 1 warm-up + 3 timed steps (< 2 min)
     python benchmarks/throughput.py --device cuda --mixed_precision bf16
     python benchmarks/throughput.py --configs small --steps 50 --threads 2
@@ -65,8 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="1 warm-up + 3 timed steps, 100 data episodes (< 2 min)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), help="which configurations")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5; quick 2)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default 30; quick 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5; quick 1)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20; quick 3)")
     p.add_argument("--prompt_ep_proportion", type=float, default=0.0, help="share of windows with a prompt (default 0)")
     p.add_argument("--dropout", type=float, default=None,
                    help="model dropout (default: TrainingArgs' 0.1). Attention dropout > 0 makes CPU SDPA fall "
@@ -78,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
-    args.steps = args.steps if args.steps is not None else (3 if args.quick else 30)
+    args.steps = args.steps if args.steps is not None else (3 if args.quick else 20)
     args.data_episodes = args.data_episodes or (100 if args.quick else 200)
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")

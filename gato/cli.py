@@ -75,7 +75,9 @@ def cmd_inspect(ns) -> int:
         dataset = load_minari(ns.name)
         obs_space, act_space = dataset.observation_space, dataset.action_space
         probe = SpaceCodec(obs_space, act_space, Vocab(), ns.patch_size, overrides)
-        budget = RawEpisodes.read(dataset, ns.name).text_budget(probe.obs_fields, probe.vocab.tokenizer)
+        raw = RawEpisodes.read(dataset, ns.name)
+        budget = raw.text_budget(probe.obs_fields, probe.vocab.tokenizer)
+        overrides = {**raw.image_ranges(probe.obs_fields), **(overrides or {})}  # as ControlTask does
         source = f"dataset {ns.name} ({dataset.total_episodes} episodes)"
     else:
         try:
@@ -87,7 +89,8 @@ def cmd_inspect(ns) -> int:
         source = f"env {ns.name} (text budgets are defaults; a dataset measures its longest string)"
     codec = SpaceCodec(obs_space, act_space, Vocab(), ns.patch_size, overrides, budget)
     print(source)
-    print(format_table(codec.layout()))
+    rows = [{**r, "space": r["space"] if len(r["space"]) <= 48 else r["space"][:45] + "..."} for r in codec.layout()]
+    print(format_table(rows))
     print(f"\ntokens per timestep: {codec.tokens_per_step}")
     for ctx in ns.context_len:
         print(f"timesteps in a {ctx}-token context: {codec.timesteps_in(ctx)}")

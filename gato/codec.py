@@ -329,7 +329,8 @@ class ImageField(Field):
         return None
 
     def describe(self):
-        return f"image {self.channels}x{self.height}x{self.width} -> {self.rows}x{self.cols} patches"
+        return (f"image {self.channels}x{self.height}x{self.width} -> {self.rows}x{self.cols} patches, "
+                f"values {self.low:g}..{self.high:g}")
 
 
 class TextField(Field):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gato.codec import DatasetValueError, SpaceCodec, TextField, as_str, dotted, _get
+from gato.codec import DatasetValueError, ImageField, SpaceCodec, TextField, _get, as_str, dotted
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -65,6 +65,19 @@ class RawEpisodes:
                 seen = {as_str(s) for o in self.observations for s in _get(o, f.path)}
                 budget[dotted(f.path)] = max(1, max(len(tokenizer.encode(s)) for s in seen))
         return budget
+
+
+    def image_ranges(self, codec_fields) -> dict:
+        """{dotted path: FieldSpec dict} rescaling integer images whose values stay far below
+        their declared bound (a symbolic grid of object ids in a Box(0, 255)), so that their
+        patches span [-1, 1] instead of a sliver of it."""
+        fitted = {}
+        for f in codec_fields:
+            if isinstance(f, ImageField) and np.issubdtype(f.space.dtype, np.integer):
+                top = max(int(np.max(_get(o, f.path))) for o in self.observations)
+                if f.low < top < f.low + 0.25 * (f.high - f.low):
+                    fitted[dotted(f.path)] = {"kind": "image", "low": f.low, "high": float(top)}
+        return fitted
 
 
 @dataclass

@@ -63,7 +63,7 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
     ranges = torch.as_tensor(codec.action_ranges)
     result = RolloutResult()
     bar = _progress(n_episodes, progress)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     try:
         episode = 0
         while episode < n_episodes:

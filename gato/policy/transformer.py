@@ -54,14 +54,13 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head causal self-attention through PyTorch's scaled_dot_product_attention."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embed_dim {dim} must be divisible by heads {heads}")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.dropout = dropout
 
     def forward(self, x, cos, sin, cache: KVCache | None, layer: int):
         B, T, D = x.shape
@@ -80,10 +79,9 @@ class Attention(nn.Module):
         else:
             S = k.shape[2]
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and T > 1,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        # No dropout on attention weights: with it, SDPA falls back to materialising every
+        # (T, T) matrix (3x slower, 2x the memory on CPU). Dropout stays on the residual branches.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and T > 1)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -115,7 +113,7 @@ class Block(nn.Module):
     def __init__(self, dim, heads, dropout, activation):
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
+        self.attn = Attention(dim, heads)
         self.ln_2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, activation)
         self.drop = nn.Dropout(dropout)

@@ -107,6 +107,9 @@ class ControlTask:
         self._make_env = partial(_make_env_from_spec, env.spec) if env.spec is not None else partial(copy.deepcopy, env)
 
         self.raw = RawEpisodes.read(dataset, self.dataset_id)
+        # Symbolic integer grids get their observed value range; explicit overrides win.
+        probe = SpaceCodec(self.observation_space, self.action_space, Vocab(), self.patch_size, self.field_overrides)
+        self.field_overrides = {**self.raw.image_ranges(probe.obs_fields), **self.field_overrides}
         self._encoded: tuple[Vocab, SpaceCodec, EncodedEpisodes] | None = None
         self.codec = self.codec_for(Vocab())  # default vocabulary: checks spaces and context now
 
@@ -190,7 +193,7 @@ class ControlTask:
 
     # -- evaluation ----------------------------------------------------------------------
 
-    def eval_prompt(self, codec: SpaceCodec, rng: np.random.Generator, context_len: int):
+    def eval_prompt(self, codec: SpaceCodec, rng: np.random.Generator, context_len: int, device="cpu"):
         """A function n -> prompt stream: the last steps of top-k episodes (NEKO's eval prompt)."""
         S = codec.tokens_per_step
         steps = max(1, int(min(self.context_len, context_len) * self.prompt_len_proportion) // S)
@@ -203,7 +206,7 @@ class ControlTask:
         def make(n: int) -> dict:
             chosen = rng.choice(pool, size=n)
             samples = [[self._rows(codec, e, lengths[e] - k, k)] for e in chosen]
-            stream = pack(samples, layout, k * S, codec.vocab.pad).to_torch()
+            stream = pack(samples, layout, k * S, codec.vocab.pad).to_torch(device)
             stream.pop("targets")
             return stream
         return make
@@ -219,7 +222,7 @@ class ControlTask:
         codec = self.codec_for(model.vocab)
         if codec.patches_per_step and model.patch_size != self.patch_size:
             raise ValueError(f"the model's patch_size {model.patch_size} differs from the task's {self.patch_size}")
-        prompt = None if promptless_eval else self.eval_prompt(codec, np.random.default_rng(seed), model.context_len)
+        prompt = None if promptless_eval else self.eval_prompt(codec, np.random.default_rng(seed), model.context_len, model.device)
         result = rollout(model, codec, self._make_env, n_iterations, n_envs=n_envs or self.eval_envs,
                          deterministic=deterministic, prompt=prompt, seed=seed, use_cache=use_cache,
                          progress=progress)

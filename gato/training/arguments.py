@@ -77,7 +77,8 @@ class TrainingArgs:
     eval_envs: int = _f(16, "environments stepped together in evaluation")
     eval_mode: str = _f("deterministic", "deterministic (argmax) or stochastic (sampled) actions")
     promptless_eval: bool = _f(True, "evaluate without a prompt")
-    log_eval_freq: int = _f(0, "evaluate every N steps (0: at each 20% of the time budget)")
+    log_eval_freq: int = _f(0, "evaluate every N steps (0: by --eval_every_minutes)")
+    eval_every_minutes: float = _f(0.0, "evaluate every N training minutes (0: at each fifth of the budget)")
     log_every: int = _f(20, "write training metrics every N steps")
     # saving
     save_model: bool = _f(True, "save the policy")

@@ -71,6 +71,9 @@ def build_trainer(args: TrainingArgs, tasks=None):
 
     torch.manual_seed(args.seed)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu")
+    if args.device not in ("", "cpu") and torch.device(args.device) != accelerator.device:
+        raise ValueError(f"--device {args.device}: accelerate chose {accelerator.device}; select GPUs with "
+                         "CUDA_VISIBLE_DEVICES (or `accelerate launch`) and leave --device empty")
     tasks = tasks if tasks is not None else build_tasks(args)
     model = build_policy(args, accelerator.device)
     optimizer = make_optimizer(model, args)

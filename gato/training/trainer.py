@@ -110,9 +110,9 @@ class Trainer:
         args = self.args
         if args.log_eval_freq:
             return self.step % args.log_eval_freq == 0
-        budget = args.max_minutes * 60
-        if budget:
-            return self.train_seconds - last_eval_seconds >= budget / 5
+        every = getattr(args, "eval_every_minutes", 0) * 60 or args.max_minutes * 60 / 5
+        if every:
+            return self.train_seconds - last_eval_seconds >= every
         return self.step % max(1, args.training_steps // 5) == 0
 
     def _out_of_time(self) -> bool:
