@@ -2,7 +2,8 @@
 
 The default policy (TrainingArgs defaults: 4 layers, 128 wide) is trained from BabyAI bot data
 for a fixed wall-clock budget with the real Trainer, evaluated every ``--eval_every`` minutes of
-training on 100 episodes, and at the end on ``--final_episodes`` episodes (default 200). All
+training on 100 episodes, and at the end on ``--final_episodes`` episodes (default 200), with
+argmax actions ("final", what the target is judged on) and with sampled actions ("final_stochastic"). All
 evaluation seeds start at 1,000,000; the bot data uses seeds from 0, so no level is seen twice.
 Evaluation time is not counted as training time.
 
@@ -71,6 +72,8 @@ def run(train_args, final_episodes: int) -> dict:
         trainer.train()
         task = trainer.tasks[0]
         final = task.evaluate(trainer.policy, final_episodes, n_envs=train_args.eval_envs, promptless_eval=True)
+        final_stochastic = task.evaluate(trainer.policy, final_episodes, n_envs=train_args.eval_envs,
+                                         promptless_eval=True, deterministic=False)
     curve = [{"minutes": round(h["minutes"], 2), "step": h["step"], **h["eval"][task.name]}
              for h in trainer.history if "eval" in h]
     trainer.history.append({"step": trainer.step, "minutes": trainer.train_seconds / 60, "eval": {task.name: final}})
@@ -79,7 +82,7 @@ def run(train_args, final_episodes: int) -> dict:
     return {
         "level": task.name, "train_minutes": round(trainer.train_seconds / 60, 2), "steps": trainer.step,
         "episodes_in_data": int(len(task.episodes.lengths)), "tokens_per_timestep": task.tokens_per_timestep,
-        "curve": curve, "final": final, "png": str(png),
+        "curve": curve, "final": final, "final_stochastic": final_stochastic, "png": str(png),
     }
 
 

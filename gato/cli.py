@@ -46,7 +46,7 @@ def cmd_data(ns) -> int:
         print("recipes:\n  babyai   any BabyAI level, BabyAI bot expert (--level, e.g. " + ", ".join(babyai_levels()[:6]) + ", ...)")
         return 0
     report = generate_babyai(ns.level, ns.episodes, dataset_id=ns.dataset_id, seed=ns.seed, workers=ns.workers,
-                             episode_timeout_s=ns.episode_timeout, overwrite=ns.overwrite)
+                             episode_timeout_s=ns.episode_timeout, overwrite=ns.overwrite, noise=ns.noise)
     if not report.episodes_written:
         print(f"no episode succeeded ({dict(report.skip_reasons)}); nothing was written", file=sys.stderr)
         return 1
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     data.add_argument("--episode_timeout", type=float, default=5.0, help="seconds before a bot episode is abandoned")
     data.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
+    data.add_argument("--noise", type=float, default=0.0, help="probability of a random move the bot then recovers from")
     data.set_defaults(func=cmd_data)
 
     inspect = sub.add_parser("inspect", help="token layout of a dataset's or env's spaces")

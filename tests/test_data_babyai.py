@@ -171,3 +171,24 @@ def test_writer_import_does_not_pull_jax():
         cwd=Path(__file__).resolve().parents[1],
     )
     assert out.stdout.strip() == "False []"
+
+
+def test_noisy_bot_records_the_moves_it_took_and_still_succeeds():
+    """With noise the recorded actions are the ones executed (the data stays a valid
+    trajectory: replaying them reproduces the episode) and the bot recovers to succeed."""
+    clean = generate_babyai("GoToLocal", 8, dataset_id="test/clean-v0", workers=1, reference_episodes=0,
+                            progress=False)
+    noisy = generate_babyai("GoToLocal", 8, dataset_id="test/noisy-v0", workers=1, reference_episodes=0,
+                            progress=False, noise=0.5)
+    assert noisy.episodes_written == clean.episodes_written == 8
+    episodes = list(minari.load_dataset("test/noisy-v0").iterate_episodes())
+    clean_eps = list(minari.load_dataset("test/clean-v0").iterate_episodes())
+    assert sum(len(e.actions) for e in episodes) > sum(len(e.actions) for e in clean_eps)
+    assert all(e.rewards.sum() > 0 for e in episodes)
+    env = gym.make("BabyAI-GoToLocal-v0")
+    for ep, seed in zip(episodes, (m["seed"] for m in minari.load_dataset("test/noisy-v0").storage
+                                   .get_episode_metadata(range(8)))):
+        env.reset(seed=int(seed))
+        for t, action in enumerate(ep.actions):
+            obs, *_ = env.step(int(action))
+            assert np.array_equal(obs["image"], ep.observations["image"][t + 1])

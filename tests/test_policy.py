@@ -7,6 +7,8 @@ import json
 import os
 
 import gymnasium as gym
+from argparse import Namespace
+
 import numpy as np
 import pytest
 import torch
@@ -520,3 +522,42 @@ def test_gpt2_directory_without_safetensors_is_refused(tmp_path):
     (tmp_path / "lm" / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="model.safetensors"):
         GatoPolicy(context_len=32, pretrained_lm=str(tmp_path / "lm"))
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def test_packed_rows_equal_each_window_run_alone(babyai_dataset, tiny_policy):
+    """Several windows in one row, kept apart by segment_ids, give every window exactly the
+    hidden states and loss terms it gets alone in a row of its own."""
+    from gato.tasks.control_task import ControlTask
+
+    task = ControlTask("packed", None, babyai_dataset, 256, Namespace(patch_size=4), pack_windows=True)
+    model = tiny_policy(context_len=256)
+    batch = task.sample_batch(3, model.vocab, rng=np.random.default_rng(3))
+    assert batch.segment_ids is not None and (batch.segment_ids.max(1) >= 2).any()  # rows hold >1 window
+    stream = batch.to_torch()
+    hidden = model.hidden_states(stream)
+    logits, loss = model(stream)
+    terms, n_units = [], 0
+    for b in range(len(batch)):
+        seg = stream["segment_ids"][b]
+        real = (stream["tokens"][b] != model.vocab.pad) | stream["patch_mask"][b]
+        for unit in seg[real].unique():
+            cols = (seg == unit).nonzero()[:, 0]
+            t0, t1 = int(cols[0]), int(cols[-1]) + 1
+            row = {k: v[b : b + 1] for k, v in stream.items() if k not in ("patches", "patch_rowcol")}
+            row.pop("segment_ids")
+            first = int(stream["patch_mask"][:b].sum())
+            n = int(stream["patch_mask"][b].sum())
+            row["patches"] = stream["patches"][first : first + n]
+            row["patch_rowcol"] = stream["patch_rowcol"][first : first + n]
+            alone = slice_stream(row, t0, t1)
+            torch.testing.assert_close(model.hidden_states(alone)[0], hidden[b, t0:t1], atol=1e-5, rtol=1e-4)
+            unit_logits, _ = model(alone)
+            terms.append(torch.nn.functional.cross_entropy(unit_logits, alone["tokens"][:, 1:][alone["targets"][:, 1:]],
+                                                           reduction="sum"))
+            n_units += 1
+    n_targets = int(batch.targets.sum())
+    assert n_units > len(batch)
+    torch.testing.assert_close(torch.stack(terms).sum() / n_targets, loss, atol=1e-5, rtol=1e-4)

@@ -195,16 +195,25 @@ def _worker_env(env_id: str) -> gym.Env:
     return env
 
 
-def _play_bot(env: gym.Env, seed: int) -> dict[str, Any]:
-    """One bot episode; returns the episode dict in the writer's per-step format."""
+def _play_bot(env: gym.Env, seed: int, noise: float = 0.0) -> dict[str, Any]:
+    """One bot episode; returns the episode dict in the writer's per-step format.
+
+    With ``noise`` > 0, each step takes a random turn or forward move with that probability
+    (recorded as taken) and the bot, told what was taken, plans its way back: the data then
+    shows how to recover from off-course states, which plain demonstrations never visit.
+    """
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
     obs, _ = env.reset(seed=seed)
     bot = BabyAIBot(env.unwrapped)
+    rng = np.random.default_rng(seed)
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    done = False
+    done, taken = False, None
     while not done:
-        action = int(bot.replan())
+        action = int(bot.replan(taken))
+        if noise and rng.random() < noise:
+            action = int(rng.integers(3))  # left, right or forward
+        taken = action
         obs, reward, terminated, truncated, _ = env.step(action)
         observations.append(obs)
         actions.append(action)
@@ -235,14 +244,14 @@ def _play_random(env: gym.Env, seed: int) -> float:
     return total
 
 
-def _run_task(task: tuple[str, str, int, float]) -> tuple[int, str, Any]:
+def _run_task(task: tuple[str, str, int, float, float]) -> tuple[int, str, Any]:
     """Run one episode under a wall-clock alarm: ``(seed, "ok"|skip_reason, payload)``."""
-    kind, env_id, seed, timeout_s = task
+    kind, env_id, seed, timeout_s, noise = task
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
         try:
             env = _worker_env(env_id)
-            payload = _play_bot(env, seed) if kind == "bot" else _play_random(env, seed)
+            payload = _play_bot(env, seed, noise) if kind == "bot" else _play_random(env, seed)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _EpisodeTimeout:
@@ -268,7 +277,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std())
 
 
-def _run_chunk(tasks: list[tuple[str, str, int, float]]) -> list[tuple[int, str, Any]]:
+def _run_chunk(tasks: list[tuple[str, str, int, float, float]]) -> list[tuple[int, str, Any]]:
     """Run a chunk of episodes in one IPC round-trip (BabyAI episodes take ~ms each)."""
     return [_run_task(task) for task in tasks]
 
@@ -305,6 +314,7 @@ def generate_babyai(
     max_attempts: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    noise: float = 0.0,
 ) -> GenerationReport:
     """Generate ``episodes`` successful BabyAI-bot episodes and write them as a Minari dataset.
 
@@ -325,6 +335,8 @@ def generate_babyai(
         workers: worker processes (spawned; each runs one episode at a time).
         episode_timeout_s: wall-clock budget per episode, enforced by SIGALRM
             inside the worker (reset + bot planning + stepping).
+        noise: probability of a random move at each step, which the bot then recovers
+            from (see ``_play_bot``); the expert reference return is that of the noisy bot.
         reference_episodes: uniform-random-policy episodes for ``ref_min_score``
             (seeds ``seed + 10**9 + j``, disjoint from the data seeds). 0 skips the
             reference scores entirely (no ``ref_*_score`` is stored).
@@ -398,12 +410,12 @@ def generate_babyai(
     try:
         try:
             if reference_episodes:
-                tasks = [("random", env_id, s, episode_timeout_s) for s in random_seeds]
+                tasks = [("random", env_id, s, episode_timeout_s, 0.0) for s in random_seeds]
                 ref_chunk = max(1, min(16, reference_episodes // (workers * 4)))
                 for _, status, ret in _imap_with_watchdog(pool, tasks, ref_chunk, patience_s):
                     if status == "ok":
                         random_returns.append(ret)
-            tasks = (("bot", env_id, seed + i, episode_timeout_s) for i in range(max_attempts))
+            tasks = (("bot", env_id, seed + i, episode_timeout_s, noise) for i in range(max_attempts))
             for _, status, payload in _imap_with_watchdog(pool, tasks, chunksize, patience_s):
                 attempts += 1
                 if status == "ok":
@@ -469,7 +481,10 @@ def generate_babyai(
     description = (
         f"Expert demonstrations for {env_id}, generated offline by the BabyAI bot "
         f"({_BOT_NAME}, minigrid {minigrid.__version__}). Attempt i uses env.reset(seed={seed}+i) and "
-        f"follows bot.replan() until the episode ends; {attempts} attempts (seeds {seed}..{seed + attempts - 1}), "
+        f"follows bot.replan() until the episode ends"
+        + (f", taking a random left/right/forward move with probability {noise} (recorded; the bot then "
+           "recovers)" if noise else "")
+        + f"; {attempts} attempts (seeds {seed}..{seed + attempts - 1}), "
         f"{len(written)} successful episodes written, {skipped} skipped (timeout > {episode_timeout_s}s, "
         f"bot error, or return <= 0; {reasons}). Each episode's seed is stored with it. "
         "The mission is stored as a gymnasium Text space; images are stored losslessly. "
@@ -495,6 +510,7 @@ def generate_babyai(
             "seed": seed,
             "attempts": attempts,
             "episode_timeout_s": float(episode_timeout_s),
+            "noise": float(noise),
         },
     }
     if have_refs:

@@ -15,7 +15,9 @@ class Batch:
     tokens (B, L) int64; in_step_pos (B, L) int64, the position inside its timestep;
     patch_mask (B, L) bool, True where the position is an image patch; targets (B, L) bool,
     True where the token is to be predicted; patches (N, C, P, P) float32 in [-1, 1] for the
-    N patch positions in row-major order; patch_rowcol (N, 2) int64, each patch's grid place.
+    N patch positions in row-major order; patch_rowcol (N, 2) int64, each patch's grid place;
+    segment_ids (B, L) int64 or None: which packed unit each position belongs to (attention
+    stays inside a unit); None when every row is a single unit.
     Causal attention makes right-padding harmless: no real token ever attends to it.
     """
 
@@ -25,13 +27,14 @@ class Batch:
     targets: np.ndarray
     patches: np.ndarray
     patch_rowcol: np.ndarray
+    segment_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     def to_torch(self, device="cpu") -> dict:
         """The stream dict that GatoPolicy takes."""
-        return {
+        stream = {
             "tokens": torch.from_numpy(self.tokens).to(device),
             "in_step_pos": torch.from_numpy(self.in_step_pos).to(device),
             "patch_mask": torch.from_numpy(self.patch_mask).to(device),
@@ -39,6 +42,9 @@ class Batch:
             "patches": torch.from_numpy(self.patches).to(device),
             "patch_rowcol": torch.from_numpy(self.patch_rowcol).to(device),
         }
+        if self.segment_ids is not None:
+            stream["segment_ids"] = torch.from_numpy(self.segment_ids).to(device)
+        return stream
 
     @staticmethod
     def concat(batches: list["Batch"]) -> "Batch":
@@ -61,23 +67,29 @@ class Batch:
             targets=np.concatenate([b.targets for b in batches]),
             patches=patches,
             patch_rowcol=np.concatenate([b.patch_rowcol for b in batches]),
+            segment_ids=None if all(b.segment_ids is None for b in batches) else np.concatenate(
+                [b.segment_ids if b.segment_ids is not None else np.zeros_like(b.tokens) for b in batches]),
         )
 
 
-def pack(segments: list[list[tuple[np.ndarray, np.ndarray]]], layout, length: int, pad_id: int) -> Batch:
-    """Pack samples into a Batch.
+def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray]]]], layout, length: int, pad_id: int) -> Batch:
+    """Pack rows of units into a Batch.
 
-    Each sample is a list of segments; a segment is (step_tokens (k, S) int, step_patches
-    (k, n_patches, C, P, P) float32) for k consecutive timesteps laid out by ``layout`` (a
-    :class:`StepLayout`). Samples longer than ``length`` tokens are an internal error.
+    A row holds one or more units back to back; a unit (a window, with its prompt) is a list of
+    segments; a segment is (step_tokens (k, S) int, step_patches (k, n_patches, C, P, P)
+    float32) for k consecutive timesteps laid out by ``layout`` (a :class:`StepLayout`).
+    When a row holds several units, ``segment_ids`` keeps each unit's attention to itself.
+    Rows longer than ``length`` tokens are an internal error.
     """
-    B, S = len(segments), layout.tokens_per_step
+    B, S = len(rows), layout.tokens_per_step
     tokens = np.full((B, length), pad_id, dtype=np.int64)
     in_step = np.zeros((B, length), dtype=np.int64)
     is_patch = np.zeros((B, length), dtype=bool)
     targets = np.zeros((B, length), dtype=bool)
+    segment_ids = np.zeros((B, length), dtype=np.int64)
     patches, rowcol = [], []
-    for b, sample in enumerate(segments):
+    for b, units in enumerate(rows):
+        sample = [seg for unit in units for seg in unit]
         steps = sum(len(t) for t, _ in sample)
         n = steps * S
         assert n <= length, f"sample of {n} tokens does not fit {length}"
@@ -85,6 +97,9 @@ def pack(segments: list[list[tuple[np.ndarray, np.ndarray]]], layout, length: in
         in_step[b, :n] = np.tile(np.arange(S), steps)
         is_patch[b, :n] = np.tile(layout.is_patch, steps)
         targets[b, :n] = np.tile(layout.is_target, steps)
+        unit_steps = [sum(len(t) for t, _ in unit) for unit in units]
+        segment_ids[b, :n] = np.repeat(np.arange(len(units)), np.array(unit_steps) * S)
+        segment_ids[b, n:] = len(units)  # padding: a segment of its own
         if layout.patches_per_step:
             patches.extend(p.reshape((-1,) + p.shape[2:]) for _, p in sample)
             rowcol.append(np.tile(layout.patch_rowcol, (steps, 1)))
@@ -94,7 +109,8 @@ def pack(segments: list[list[tuple[np.ndarray, np.ndarray]]], layout, length: in
     else:
         patch_arr = np.zeros((0, 1, 1, 1), np.float32)
         rowcol_arr = np.zeros((0, 2), np.int64)
-    return Batch(tokens, in_step, is_patch, targets, patch_arr, rowcol_arr)
+    packed = any(len(units) > 1 for units in rows)
+    return Batch(tokens, in_step, is_patch, targets, patch_arr, rowcol_arr, segment_ids if packed else None)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 The policy knows token streams, never environments. A stream is a dict of tensors (see
 :class:`gato.data.batch.Batch`): ``tokens`` and ``in_step_pos`` (B, T), ``patch_mask`` (B, T),
 ``patches`` (N, C, P, P) and ``patch_rowcol`` (N, 2) for the image patches, and for training
-``targets`` (B, T), True where a token is to be predicted (actions, text).
+``targets`` (B, T), True where a token is to be predicted (actions, text), and optionally
+``segment_ids`` (B, T) when a row packs several sequences that must not see each other.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class GatoPolicy(nn.Module):
         if last == stream["tokens"].shape[1]:
             return stream
         out = dict(stream)
-        for key in ("tokens", "in_step_pos", "patch_mask", "targets"):
+        for key in ("tokens", "in_step_pos", "patch_mask", "targets", "segment_ids"):
             if key in out:
                 out[key] = out[key][:, :last]
         return out
@@ -121,7 +122,7 @@ class GatoPolicy(nn.Module):
         """(B, T, D) final hidden states of a stream (continuing ``cache`` if given)."""
         x = self.embedding(stream["tokens"], stream["in_step_pos"], stream["patch_mask"],
                            stream["patches"], stream["patch_rowcol"])
-        return self.transformer(x, cache)
+        return self.transformer(x, cache, stream.get("segment_ids"))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over the whole vocabulary; the output head shares the token table."""

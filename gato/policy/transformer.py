@@ -62,7 +62,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, cos, sin, cache: KVCache | None, layer: int):
+    def forward(self, x, cos, sin, cache: KVCache | None, layer: int, mask: torch.Tensor | None = None):
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -74,7 +74,9 @@ class Attention(nn.Module):
                 # New queries see every cached key; among themselves they are causal.
                 causal = False
             cache.keys[layer], cache.values[layer] = k, v
-        if causal or T == 1:
+        if mask is not None:  # packed sequences: causal inside each segment (built by Transformer)
+            causal = False
+        elif causal or T == 1:
             mask = None
         else:
             S = k.shape[2]
@@ -118,8 +120,8 @@ class Block(nn.Module):
         self.mlp = MLP(dim, activation)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, cos, sin, cache, layer):
-        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, cache, layer))
+    def forward(self, x, cos, sin, cache, layer, mask=None):
+        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, cache, layer, mask))
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
@@ -146,15 +148,24 @@ class Transformer(nn.Module):
 
         return sdpa_kernel(SDPBackend.MATH)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D). With a cache, ``x`` continues what was fed before."""
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D). With a cache, ``x`` continues what was fed before; with
+        ``segment_ids`` (B, T), a position attends only to earlier positions of its segment."""
+        mask = None
+        if segment_ids is not None:
+            if cache is not None:
+                raise ValueError("packed sequences (segment_ids) cannot be fed through a cache")
+            T = x.shape[1]
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            mask = ((segment_ids[:, :, None] == segment_ids[:, None, :]) & causal)[:, None]
         start = cache.next_position if cache is not None else 0
         positions = torch.arange(start, start + x.shape[1], device=x.device)
         cos, sin = rope_tables(positions, self.head_dim)
         x = self.drop(x)
         with self._kernels():
             for i, block in enumerate(self.blocks):
-                x = block(x, cos, sin, cache, i)
+                x = block(x, cos, sin, cache, i, mask)
         if cache is not None:
             cache.next_position += x.shape[1]
         return self.ln_f(x)

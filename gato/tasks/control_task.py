@@ -61,11 +61,13 @@ class ControlTask:
             ``{"image": {"kind": "image", "high": 10}}``. Defaults to what the dataset's
             metadata recommends (key ``gato_field_overrides``), if anything.
         eval_envs: environments stepped together in evaluation.
+        pack_windows: put as many training windows in a row as fit (each attends only to
+            itself), instead of one window per row and padding.
     """
 
     def __init__(self, env_name, env, dataset, context_len, args, training_prompt_len_proportion=0.5,
                  share_prompt_episodes=True, top_k_prompting=None, prompt_ep_proportion=0.0,
-                 prompt_type="end", field_overrides=None, eval_envs=8):
+                 prompt_type="end", field_overrides=None, eval_envs=8, pack_windows=False):
         if isinstance(dataset, str):
             dataset = load_minari(dataset)
         self.name = env_name
@@ -82,6 +84,7 @@ class ControlTask:
         self.prompt_ep_proportion = prompt_ep_proportion
         self.prompt_type = prompt_type
         self.eval_envs = eval_envs
+        self.pack_windows = pack_windows
         metadata = dataset.storage.metadata
         self.ref_min_score = metadata.get("ref_min_score")
         self.ref_max_score = metadata.get("ref_max_score")
@@ -159,37 +162,47 @@ class ControlTask:
 
     def sample_batch(self, batch_size: int, vocab: Vocab, context_len: int | None = None,
                      rng: np.random.Generator | None = None) -> Batch:
-        """``batch_size`` training windows of whole timesteps, padded to the context length.
+        """``batch_size`` rows of training windows of whole timesteps, padded to the context.
 
         Windows start at a random timestep of an episode drawn in proportion to its length;
         a share ``prompt_ep_proportion`` of them is preceded by a prompt taking
-        ``training_prompt_len_proportion`` of the context.
+        ``training_prompt_len_proportion`` of the context. With ``pack_windows``, each row
+        holds as many windows as fit, each attending only to itself (same gradients as one
+        window per row, without computing on padding).
         """
         rng = rng or np.random.default_rng()
         context_len = min(context_len or self.context_len, self.context_len)
         codec = self.codec_for(vocab)
-        layout = StepLayout.of(codec)
-        ep = self.episodes
         S = codec.tokens_per_step
         max_steps = context_len // S
         prompt_steps = min(max_steps - 1, int(context_len * self.prompt_len_proportion) // S)
-        lengths = ep.lengths
-        episodes = rng.choice(len(lengths), size=batch_size, p=lengths / lengths.sum())
-        prompted = rng.random(batch_size) < self.prompt_ep_proportion if prompt_steps > 0 else np.zeros(batch_size, bool)
+        lengths = self.episodes.lengths
+        weights = lengths / lengths.sum()
         pool = self._prompt_episode_pool()
-        samples = []
-        for e, with_prompt in zip(episodes, prompted):
-            segments = []
-            room = max_steps
-            if with_prompt:
-                p = e if self.share_prompt_episodes else int(rng.choice(pool))
-                k = min(prompt_steps, lengths[p])
-                segments.append(self._rows(codec, p, self._prompt_start(lengths[p], k, rng), k))
-                room -= k
-            k = min(lengths[e], room)
-            segments.append(self._rows(codec, e, int(rng.integers(0, lengths[e] - k + 1)), k))
-            samples.append(segments)
-        return pack(samples, layout, context_len, vocab.pad)
+        rows, row, used = [], [], 0
+        while len(rows) < batch_size:
+            unit = self._sample_unit(codec, max_steps, prompt_steps, weights, pool, rng)
+            steps = sum(len(t) for t, _ in unit)
+            if row and (not self.pack_windows or used + steps > max_steps):
+                rows.append(row)
+                row, used = [], 0
+            row.append(unit)
+            used += steps
+        return pack(rows, StepLayout.of(codec), context_len, vocab.pad)
+
+    def _sample_unit(self, codec, max_steps, prompt_steps, weights, pool, rng) -> list:
+        """One window (a list of (tokens, patches) segments), with a prompt before it or not."""
+        lengths = self.episodes.lengths
+        e = int(rng.choice(len(lengths), p=weights))
+        segments, room = [], max_steps
+        if prompt_steps > 0 and rng.random() < self.prompt_ep_proportion:
+            p = e if self.share_prompt_episodes else int(rng.choice(pool))
+            k = min(prompt_steps, lengths[p])
+            segments.append(self._rows(codec, p, self._prompt_start(lengths[p], k, rng), k))
+            room -= k
+        k = min(lengths[e], room)
+        segments.append(self._rows(codec, e, int(rng.integers(0, lengths[e] - k + 1)), k))
+        return segments
 
     # -- evaluation ----------------------------------------------------------------------
 
@@ -205,7 +218,7 @@ class ControlTask:
 
         def make(n: int) -> dict:
             chosen = rng.choice(pool, size=n)
-            samples = [[self._rows(codec, e, lengths[e] - k, k)] for e in chosen]
+            samples = [[[self._rows(codec, e, lengths[e] - k, k)]] for e in chosen]
             stream = pack(samples, layout, k * S, codec.vocab.pad).to_torch(device)
             stream.pop("targets")
             return stream
@@ -253,6 +266,7 @@ class ControlTask:
             "prompt_type": self.prompt_type,
             "field_overrides": {k: v if isinstance(v, (str, dict)) else v.to_dict() for k, v in self.field_overrides.items()},
             "eval_envs": self.eval_envs,
+            "pack_windows": self.pack_windows,
         }
 
     @classmethod

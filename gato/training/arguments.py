@@ -32,7 +32,7 @@ class TrainingArgs:
     embed_dim: int = _f(128, "transformer width")
     layers: int = _f(4, "transformer blocks")
     heads: int = _f(4, "attention heads")
-    dropout: float = _f(0.1, "dropout on embeddings, attention and residual branches")
+    dropout: float = _f(0.0, "dropout on embeddings and residual branches (0 learnt fastest on 5k BabyAI episodes)")
     activation_fn: str = _f("gelu", "feed-forward activation: gelu or geglu")
     patch_size: int = _f(4, "side of the square image patches")
     resid_mid_channels: int = _f(32, "channels inside the per-patch ResNet block")
@@ -48,6 +48,7 @@ class TrainingArgs:
     flash: bool = _f(True, "let SDPA use its fused (flash / memory-efficient) kernels")
     tokenizer_model_name: str = _f("", "local tokenizer directory (tokenizer.json); empty: the built-in tokenizer")
     pad_seq: bool = _f(False, "pad every batch to the full context instead of the longest sequence")
+    pack_sequences: bool = _f(False, "pack several training windows per row (attention kept inside each)")
     # optimisation
     training_steps: int = _f(20000, "optimizer steps (a time budget may stop earlier)")
     max_minutes: float = _f(20.0, "wall-clock budget for training in minutes (0: none); the schedule follows it")

@@ -41,6 +41,7 @@ def build_tasks(args: TrainingArgs) -> list:
             prompt_type=args.prompt_type,
             field_overrides=args.overrides() or None,
             eval_envs=args.eval_envs,
+            pack_windows=args.pack_sequences,
         ))
     return tasks
 
