@@ -51,7 +51,8 @@ class FieldSpec:
 
     ``low``/``high`` replace a Box's bounds for scaling (e.g. a symbolic grid whose values
     stop far below its declared 255); ``channels_first`` forces the image layout; ``tokens``
-    sets a text budget.
+    sets a text budget; ``one_hot`` reads an integer image's values as categories (one 0/1
+    channel per value between low and high).
     """
 
     kind: str
@@ -59,6 +60,7 @@ class FieldSpec:
     high: float | None = None
     channels_first: bool | None = None
     tokens: int | None = None
+    one_hot: bool | None = None
 
     @classmethod
     def parse(cls, value: "FieldSpec | str | dict") -> "FieldSpec":
@@ -303,9 +305,21 @@ class ImageField(Field):
         if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low):
             # Unbounded float images: assume they are already roughly in [0, 1].
             self.low, self.high = 0.0, 1.0
+        self.source_channels = self.channels
+        self.levels = 0
+        if spec is not None and spec.one_hot:
+            # Symbolic values (object ids, colours) are categories, not intensities: one
+            # 0/1 channel per value, so no layer has to decode an id from a brightness.
+            self.levels = int(self.high - self.low) + 1
+            if self.levels > 64:
+                raise UnsupportedSpaceError(f"{self.name}: one_hot needs at most 64 values per channel, got {self.levels}")
+            self.value_low = self.low
+            self.channels *= self.levels
+            self.low, self.high = 0.0, 1.0
 
     def patches(self, values) -> np.ndarray:
-        """(N, n_patches, C, P, P) raw patches, row-major over the patch grid."""
+        """(N, n_patches, C, P, P) raw patches, row-major over the patch grid (one-hot
+        expanded to C * levels channels of 0/1 when the field is read one-hot)."""
         x = np.asarray(values)
         n = x.shape[0]
         if x.ndim == 3:
@@ -315,7 +329,10 @@ class ImageField(Field):
         p = self.patch_size
         ph, pw = self.rows * p - self.height, self.cols * p - self.width
         if ph or pw:
-            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=self.low)
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=self.value_low if self.levels else self.low)
+        if self.levels:
+            onehot = (x[:, :, None] - self.value_low) == np.arange(self.levels).reshape(1, 1, -1, 1, 1)
+            x = onehot.astype(np.uint8).reshape(n, self.channels, x.shape[2], x.shape[3])
         x = x.reshape(n, self.channels, self.rows, p, self.cols, p)
         return x.transpose(0, 2, 4, 1, 3, 5).reshape(n, self.n_patches, self.channels, p, p)
 
@@ -329,6 +346,9 @@ class ImageField(Field):
         return None
 
     def describe(self):
+        if self.levels:
+            return (f"image {self.source_channels}x{self.height}x{self.width} -> {self.rows}x{self.cols} patches, "
+                    f"values {self.value_low:g}..{self.value_low + self.levels - 1:g} one-hot")
         return (f"image {self.channels}x{self.height}x{self.width} -> {self.rows}x{self.cols} patches, "
                 f"values {self.low:g}..{self.high:g}")
 

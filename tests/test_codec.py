@@ -468,3 +468,20 @@ def test_tokens_per_space_reexported_for_babyai():
     stored = spaces.Dict(direction=space["direction"], image=space["image"], mission=spaces.Text(max_length=1024))
     assert reexported(stored, patch_size=4) == 1 + 4 + 16
     env.close()
+
+
+def test_one_hot_image_reads_each_value_as_a_channel():
+    space = spaces.Box(0, 255, (5, 6, 2), np.uint8)
+    codec = SpaceCodec(space, spaces.Discrete(2), patch_size=4,
+                       overrides={"": {"kind": "image", "low": 0, "high": 3, "one_hot": True}})
+    field = codec.obs_fields[0]
+    assert field.channels == 8 and codec.image_channels == 8
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 4, size=(2, 5, 6, 2)).astype(np.uint8)
+    _, patches = codec.encode_observations(img, 2)
+    assert patches.shape == (2, 4, 8, 4, 4)
+    # patch (0, 0), pixel (row 1, col 2): channel c * 4 + v is 1 exactly when img[..., c] == v
+    for c in range(2):
+        for v in range(4):
+            assert patches[1, 0, c * 4 + v, 1, 2] == (img[1, 1, 2, c] == v)
+    assert set(np.unique(codec.normalize_patches(patches))) <= {-1.0, 1.0}

@@ -68,15 +68,17 @@ class RawEpisodes:
 
 
     def image_ranges(self, codec_fields) -> dict:
-        """{dotted path: FieldSpec dict} rescaling integer images whose values stay far below
-        their declared bound (a symbolic grid of object ids in a Box(0, 255)), so that their
-        patches span [-1, 1] instead of a sliver of it."""
+        """{dotted path: FieldSpec dict} for integer images whose values stay far below their
+        declared bound (a symbolic grid of object ids in a Box(0, 255)): they are symbols, so
+        their observed values are read one-hot (up to 16 values) or at least rescaled to
+        span [-1, 1] instead of a sliver of it."""
         fitted = {}
         for f in codec_fields:
             if isinstance(f, ImageField) and np.issubdtype(f.space.dtype, np.integer):
                 top = max(int(np.max(_get(o, f.path))) for o in self.observations)
                 if f.low < top < f.low + 0.25 * (f.high - f.low):
-                    fitted[dotted(f.path)] = {"kind": "image", "low": f.low, "high": float(top)}
+                    fitted[dotted(f.path)] = {"kind": "image", "low": f.low, "high": float(top),
+                                              "one_hot": top - f.low < 16}
         return fitted
 
 

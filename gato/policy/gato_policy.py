@@ -53,7 +53,7 @@ class PolicyConfig:
     flash: bool = True
     tokenizer_model_name: str | None = None
     pad_seq: bool = False
-    image_channels: int = 4
+    image_channels: int = 32
 
 
 class GatoPolicy(nn.Module):
@@ -71,7 +71,7 @@ class GatoPolicy(nn.Module):
                  patch_size=4, resid_mid_channels=32, continuous_tokens=1024, discrete_tokens=1024,
                  context_len=512, use_patch_pos_encoding=True, use_pos_encoding=True,
                  activation_fn="gelu", pretrained_lm=None, flash=True, tokenizer_model_name=None,
-                 pad_seq=False, image_channels=4):
+                 pad_seq=False, image_channels=32):
         super().__init__()
         lm = _read_gpt2_config(pretrained_lm) if pretrained_lm else None
         if lm is not None:

@@ -36,7 +36,7 @@ class TrainingArgs:
     activation_fn: str = _f("gelu", "feed-forward activation: gelu or geglu")
     patch_size: int = _f(4, "side of the square image patches")
     resid_mid_channels: int = _f(32, "channels inside the per-patch ResNet block")
-    image_channels: int = _f(4, "most image channels the patch encoder takes (fewer are padded)")
+    image_channels: int = _f(32, "most image channels the patch encoder takes (fewer are padded; one-hot grids need values x channels)")
     mu: float = _f(100.0, "mu-law mu for continuous values")
     M: float = _f(256.0, "mu-law M for continuous values")
     discrete_tokens: int = _f(1024, "size of the discrete-value token range")
