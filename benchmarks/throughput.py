@@ -68,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5; quick 1)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 20; quick 3)")
     p.add_argument("--prompt_ep_proportion", type=float, default=0.0, help="share of windows with a prompt (default 0)")
+    p.add_argument("--pack_sequences", type=int, default=1, help="1: pack several windows per row (the default training "
+                   "setting; rows are then mostly real tokens), 0: one window per row")
     p.add_argument("--dropout", type=float, default=None,
                    help="model dropout (default: TrainingArgs' 0.1). Attention dropout > 0 makes CPU SDPA fall "
                         "back to its math kernel, which materialises every attention matrix")
@@ -110,6 +112,7 @@ def run_config(spec: dict) -> dict:
     targs = TrainingArgs(
         control_datasets=[C.DATASET_ID], **cfg, pad_seq=True, device=device,
         mixed_precision=spec["mixed_precision"], prompt_ep_proportion=spec["prompt_ep_proportion"],
+        pack_sequences=bool(spec["pack_sequences"]),
         training_steps=total_steps, max_minutes=0.0, warmup_steps=1, seed=spec["seed"],
         save_model=False, save_dir=spec["save_dir"], exp_name="throughput-bench", **extra,
     )
@@ -174,6 +177,7 @@ def child_main(spec_json: str) -> None:
 def spawn(config: str, args, save_dir: str) -> dict:
     spec = {"config": config, "device": args.device, "warmup": args.warmup, "steps": args.steps,
             "prompt_ep_proportion": args.prompt_ep_proportion, "mixed_precision": args.mixed_precision,
+            "pack_sequences": args.pack_sequences,
             "threads": args.threads, "seed": args.seed, "save_dir": save_dir, "dropout": args.dropout}
     C.log(f"running {config} in a fresh process: {CONFIGS[config]}")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), CHILD_FLAG, json.dumps(spec)],
@@ -198,11 +202,11 @@ def main(argv=None) -> dict:
     finally:
         C.cleanup(folder, created)
     small = next((r for r in rows if r.get("config") == "small" and "error" not in r), None)
-    target = {"config": "small", "positions_per_s_min": 5000, "peak_memory_mb_max": 2048}
+    target = {"config": "small", "real_tokens_per_s_min": 5000, "peak_memory_mb_max": 2048}
     if small is not None:
         peak = small.get("cuda_peak_mem_mb", small["peak_rss_mb"])
-        target.update(positions_per_s=small["positions_per_s"], peak_memory_mb=peak,
-                      met=small["positions_per_s"] >= 5000 and peak < 2048)
+        target.update(real_tokens_per_s=small["real_tokens_per_s"], positions_per_s=small["positions_per_s"],
+                      peak_memory_mb=peak, met=small["real_tokens_per_s"] >= 5000 and peak < 2048)
     result = {
         "benchmark": "throughput",
         "what": "Trainer.train_step (build_trainer, pad_seq=True) on BabyAI GoToLocal: positions/s "
@@ -211,7 +215,8 @@ def main(argv=None) -> dict:
         "settings": {
             "quick": args.quick, "configs": args.configs, "warmup": args.warmup, "steps": args.steps,
             "prompt_ep_proportion": args.prompt_ep_proportion, "mixed_precision": args.mixed_precision,
-            "dropout": args.dropout if args.dropout is not None else "TrainingArgs default (0.1)",
+            "pack_sequences": args.pack_sequences,
+            "dropout": args.dropout if args.dropout is not None else "TrainingArgs default",
             "seed": args.seed, "dataset": data,
             "memory": "cuda: torch.cuda.max_memory_allocated over the timed steps; cpu: process peak RSS "
                       "(ru_maxrss) of the config's own subprocess",

@@ -134,3 +134,12 @@ def test_prompted_windows_hold_a_prompt_and_a_window(babyai_dataset):
     # a prompt of int(120 * 0.5) // S steps, then a window filling the rest of the context
     assert (steps == (120 // 2) // S + (120 // S - (120 // 2) // S)).all()
     assert batch.targets.sum() == 8 * steps[0]  # every timestep's action, prompt ones included
+
+
+def test_symbolic_grid_is_fitted_one_hot_and_saved_in_the_spec(babyai_task):
+    """BabyAI's grid holds small ids in a Box(0, 255): the task reads it one-hot over the
+    values it saw, and the spec (what `gato eval` rebuilds from) carries that choice."""
+    spec = babyai_task.spec()["field_overrides"]["image"]
+    assert spec["kind"] == "image" and spec["one_hot"] is True and spec["low"] == 0 and 4 <= spec["high"] < 16
+    image = babyai_task.codec.obs_fields[1]
+    assert image.channels == 3 * (int(spec["high"]) + 1)
