@@ -48,7 +48,7 @@ class TrainingArgs:
     flash: bool = _f(True, "let SDPA use its fused (flash / memory-efficient) kernels")
     tokenizer_model_name: str = _f("", "local tokenizer directory (tokenizer.json); empty: the built-in tokenizer")
     pad_seq: bool = _f(False, "pad every batch to the full context instead of the longest sequence")
-    pack_sequences: bool = _f(False, "pack several training windows per row (attention kept inside each)")
+    pack_sequences: bool = _f(True, "pack several training windows per row (attention kept inside each)")
     # optimisation
     training_steps: int = _f(20000, "optimizer steps (a time budget may stop earlier)")
     max_minutes: float = _f(20.0, "wall-clock budget for training in minutes (0: none); the schedule follows it")
