@@ -58,8 +58,10 @@ class ControlTask:
         prompt_ep_proportion: share of training windows that get a prompt.
         prompt_type: which part of the prompt episode: "start", "end" or "uniform".
         field_overrides: {dotted field path: FieldSpec | kind | dict}, e.g.
-            ``{"image": {"kind": "image", "high": 10}}``. Defaults to what the dataset's
-            metadata recommends (key ``gato_field_overrides``), if anything.
+            ``{"image": "discrete"}``. Defaults to what the dataset's metadata recommends
+            (key ``gato_field_overrides``), if anything. Integer images with small values
+            are read one-hot over the values seen (see ``RawEpisodes.image_ranges``)
+            unless an override names them.
         eval_envs: environments stepped together in evaluation.
         pack_windows: put as many training windows in a row as fit (each attends only to
             itself), instead of one window per row and padding.
@@ -106,7 +108,6 @@ class ControlTask:
                     f"(dataset vs env at {problem}). Pass the env the dataset was recorded in "
                     f"(dataset.recover_environment()) or regenerate the dataset."
                 )
-        self.env_spec = env.spec
         self._make_env = partial(_make_env_from_spec, env.spec) if env.spec is not None else partial(copy.deepcopy, env)
 
         self.raw = RawEpisodes.read(dataset, self.dataset_id)
@@ -114,7 +115,7 @@ class ControlTask:
         probe = SpaceCodec(self.observation_space, self.action_space, Vocab(), self.patch_size, self.field_overrides)
         self.field_overrides = {**self.raw.image_ranges(probe.obs_fields), **self.field_overrides}
         self._encoded: tuple[Vocab, SpaceCodec, EncodedEpisodes] | None = None
-        self.codec = self.codec_for(Vocab())  # default vocabulary: checks spaces and context now
+        self.codec_for(Vocab())  # the default vocabulary: checks the spaces and the context now
 
     # -- data ----------------------------------------------------------------------------
 
@@ -132,6 +133,11 @@ class ControlTask:
                     f"(see `gato inspect {self.dataset_id}`)."
                 )
             self._encoded = (vocab, codec, EncodedEpisodes.encode(self.raw, codec, self.dataset_id))
+        return self._encoded[1]
+
+    @property
+    def codec(self) -> SpaceCodec:
+        """The codec of the vocabulary the episodes are currently encoded for."""
         return self._encoded[1]
 
     @property
