@@ -26,7 +26,7 @@ class TrainingArgs:
     # data and tasks
     control_datasets: list = _f(["babyai/GoToLocal-bot-v0"], "Minari dataset ids to train on (local; `gato data` makes them)")
     task_weights: list = _f([], "sampling weight per dataset, in order (default: uniform over tasks)")
-    data_episodes: int = _f(20000, "episodes to generate when a default BabyAI dataset is missing")
+    data_episodes: int = _f(5000, "episodes to generate when a default BabyAI dataset is missing")
     field_overrides: str = _f("", 'JSON {field path: kind or spec} applied to every control task, e.g. {"image": "discrete"}')
     # model
     embed_dim: int = _f(128, "transformer width")
