@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, asdict
-from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 

@@ -9,7 +9,6 @@ one token per word instead of one per character.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -100,7 +99,3 @@ def load_tokenizer(name: str | None):
         "directory saved with tokenizer.save_pretrained(...)."
     )
 
-
-def tokenizer_config(tokenizer) -> dict:
-    """JSON-able description of a tokenizer, enough for :func:`load_tokenizer` to rebuild it."""
-    return json.loads(json.dumps({"name": tokenizer.name}))

@@ -7,7 +7,6 @@ every ``log_eval_freq`` steps and saves checkpoints atomically.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -188,12 +187,6 @@ class Trainer:
 
         plot_learning_curve(self.history, self.run_dir / "learning_curve.png", title=self.exp_name)
         return directory
-
-
-def load_history(checkpoint: str | Path) -> list:
-    """The training history saved with a checkpoint."""
-    path = Path(checkpoint) / HISTORY_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def make_optimizer(model, args: TrainingArgs) -> torch.optim.Optimizer:
