@@ -66,7 +66,6 @@ class RawEpisodes:
                 budget[dotted(f.path)] = max(1, max(len(tokenizer.encode(s)) for s in seen))
         return budget
 
-
     def image_ranges(self, codec_fields) -> dict:
         """{dotted path: FieldSpec dict} for integer images whose values stay far below their
         declared bound (a symbolic grid of object ids in a Box(0, 255)): they are symbols, so

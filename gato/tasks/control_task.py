@@ -189,11 +189,14 @@ class ControlTask:
         while len(rows) < batch_size:
             unit = self._sample_unit(codec, max_steps, prompt_steps, weights, pool, rng)
             steps = sum(len(t) for t, _ in unit)
-            if row and (not self.pack_windows or used + steps > max_steps):
+            if row and used + steps > max_steps:  # the packed row is full
                 rows.append(row)
                 row, used = [], 0
             row.append(unit)
             used += steps
+            if not self.pack_windows:  # one window per row: close it now, sample nothing extra
+                rows.append(row)
+                row, used = [], 0
         return pack(rows, StepLayout.of(codec), context_len, vocab.pad)
 
     def _sample_unit(self, codec, max_steps, prompt_steps, weights, pool, rng) -> list:
