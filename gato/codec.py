@@ -50,7 +50,9 @@ class FieldSpec:
     ``low``/``high`` replace a Box's bounds for scaling (e.g. a symbolic grid whose values
     stop far below its declared 255); ``channels_first`` forces the image layout; ``tokens``
     sets a text budget; ``one_hot`` reads an integer image's values as categories (one 0/1
-    channel per value between low and high).
+    channel per value between low and high); ``pool`` averages pool x pool pixel blocks before
+    cutting patches, so a large frame takes fewer tokens (an 84x84 Atari frame pooled by 3 is
+    28x28: 49 patches of 4x4 instead of 441).
     """
 
     kind: str
@@ -59,6 +61,7 @@ class FieldSpec:
     channels_first: bool | None = None
     tokens: int | None = None
     one_hot: bool | None = None
+    pool: int | None = None
 
     @classmethod
     def parse(cls, value: "FieldSpec | str | dict") -> "FieldSpec":
@@ -292,6 +295,11 @@ class ImageField(Field):
     def __init__(self, path, space: spaces.Box, root, patch_size: int, layout, spec: FieldSpec | None):
         super().__init__(path, space, root)
         self.channels, self.height, self.width, self.channels_first = layout
+        self.pool = int(spec.pool) if spec is not None and spec.pool else 1
+        if self.pool < 1:
+            raise ValueError(f"{self.name}: pool must be a positive int, got {self.pool}")
+        self.source_height, self.source_width = self.height, self.width
+        self.height, self.width = -(-self.height // self.pool), -(-self.width // self.pool)
         self.patch_size = patch_size
         self.rows = -(-self.height // patch_size)
         self.cols = -(-self.width // patch_size)
@@ -324,6 +332,8 @@ class ImageField(Field):
             x = x[:, None]
         elif not self.channels_first:
             x = np.moveaxis(x, -1, 1)
+        if self.pool > 1:
+            x = self._pooled(x)
         p = self.patch_size
         ph, pw = self.rows * p - self.height, self.cols * p - self.width
         if ph or pw:
@@ -333,6 +343,16 @@ class ImageField(Field):
             x = onehot.astype(np.uint8).reshape(n, self.channels, x.shape[2], x.shape[3])
         x = x.reshape(n, self.channels, self.rows, p, self.cols, p)
         return x.transpose(0, 2, 4, 1, 3, 5).reshape(n, self.n_patches, self.channels, p, p)
+
+    def _pooled(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) -> (N, C, H/pool, W/pool) block means, kept in the input's dtype."""
+        k = self.pool
+        n, c = x.shape[:2]
+        ph, pw = self.height * k - x.shape[2], self.width * k - x.shape[3]
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        means = x.reshape(n, c, self.height, k, self.width, k).mean(axis=(3, 5), dtype=np.float32)
+        return np.rint(means).astype(x.dtype) if x.dtype.kind in "iu" else means.astype(x.dtype)
 
     def encode(self, values, vocab):
         return np.full((len(values), self.n_tokens), vocab.pad, dtype=np.int64)
@@ -347,8 +367,9 @@ class ImageField(Field):
         if self.levels:
             return (f"image {self.source_channels}x{self.height}x{self.width} -> {self.rows}x{self.cols} patches, "
                     f"values {self.value_low:g}..{self.value_low + self.levels - 1:g} one-hot")
-        return (f"image {self.channels}x{self.height}x{self.width} -> {self.rows}x{self.cols} patches, "
-                f"values {self.low:g}..{self.high:g}")
+        pooled = f", pooled {self.pool}x{self.pool} to {self.height}x{self.width}" if self.pool > 1 else ""
+        return (f"image {self.channels}x{self.source_height}x{self.source_width}{pooled} -> {self.rows}x{self.cols} "
+                f"patches, values {self.low:g}..{self.high:g}")
 
 
 class TextField(Field):
@@ -453,18 +474,22 @@ class SpaceCodec:
         overrides: {dotted field path: FieldSpec | kind | dict} for observation fields.
         text_budget: {dotted field path: tokens} for string fields (e.g. the longest mission
             in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``.
+        task_id: if given, every observation starts with this task's token (multi-task
+            training: the model is told which task a timestep belongs to).
     """
 
     def __init__(self, observation_space, action_space, vocab: Vocab | None = None, patch_size: int = 4,
-                 overrides: dict | None = None, text_budget: dict | None = None):
+                 overrides: dict | None = None, text_budget: dict | None = None, task_id: int | None = None):
         self.vocab = vocab or Vocab()
         self.patch_size = patch_size
+        self.task_id = task_id
+        self._task_token = None if task_id is None else self.vocab.task(task_id)
         self.observation_space = observation_space
         self.action_space = action_space
         text_budget = text_budget or {}
         self.obs_fields = _build_fields(observation_space, "obs", self.vocab, patch_size, overrides, False, text_budget)
         self.action_fields = _build_fields(action_space, "action", self.vocab, patch_size, None, True, {})
-        self.obs_tokens = sum(f.n_tokens for f in self.obs_fields)
+        self.obs_tokens = sum(f.n_tokens for f in self.obs_fields) + int(task_id is not None)
         self.action_tokens = sum(f.n_tokens for f in self.action_fields)
         self.tokens_per_step = self.obs_tokens + 1 + self.action_tokens
         images = [f for f in self.obs_fields if isinstance(f, ImageField)]
@@ -476,7 +501,8 @@ class SpaceCodec:
         rowcol = [np.stack(np.divmod(np.arange(f.n_patches), f.cols), -1) for f in images]
         self.patch_rowcol = np.concatenate(rowcol) if rowcol else np.zeros((0, 2), np.int64)
         # Which of a timestep's observation tokens are patches.
-        is_patch = [np.full(f.n_tokens, isinstance(f, ImageField)) for f in self.obs_fields]
+        is_patch = [np.zeros(int(task_id is not None), bool)]
+        is_patch += [np.full(f.n_tokens, isinstance(f, ImageField)) for f in self.obs_fields]
         self.obs_is_patch = np.concatenate(is_patch) if is_patch else np.zeros(0, bool)
         self.action_ranges = np.array(
             [r for f in self.action_fields for r in f.token_ranges(self.vocab)], dtype=np.int64
@@ -490,7 +516,8 @@ class SpaceCodec:
         ``obs`` is a batch of n observations as Gymnasium batches them (dicts of arrays,
         tuples of strings) or as Minari stores them.
         """
-        tokens, patches = [], []
+        tokens = [] if self._task_token is None else [np.full((n, 1), self._task_token, np.int64)]
+        patches = []
         for f in self.obs_fields:
             values = _get(obs, f.path)
             tokens.append(f.encode(values, self.vocab))
@@ -540,8 +567,10 @@ class SpaceCodec:
 
     def layout(self) -> list[dict]:
         """One row per field: name, space, how it is read, tokens per timestep."""
-        rows = [{"field": f.name, "space": str(f.space), "read as": f.describe(), "tokens": f.n_tokens}
-                for f in self.obs_fields]
+        rows = [] if self.task_id is None else [
+            {"field": "task", "space": "", "read as": f"task id {self.task_id}", "tokens": 1}]
+        rows += [{"field": f.name, "space": str(f.space), "read as": f.describe(), "tokens": f.n_tokens}
+                 for f in self.obs_fields]
         rows.append({"field": "separator", "space": "", "read as": "separator", "tokens": 1})
         rows += [{"field": f.name, "space": str(f.space), "read as": f.describe(), "tokens": f.n_tokens}
                  for f in self.action_fields]
@@ -556,6 +585,7 @@ class SpaceCodec:
         return {
             "patch_size": self.patch_size,
             "text_budget": {dotted(f.path): f.n_tokens for f in self.obs_fields if isinstance(f, TextField)},
+            "task_id": self.task_id,
         }
 
 

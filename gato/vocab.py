@@ -5,6 +5,7 @@ Layout (ids are contiguous, in this order)::
     [0, text)                      text tokens (the tokenizer's ids, its pad id included)
     [discrete_offset, +discrete)   discrete values 0..discrete_tokens-1
     [continuous_offset, +cont.)    bins of continuous values in [-1, 1]
+    [task_offset, +task_tokens)    task ids: in multi-task training each timestep starts with its task's token
     separator                      Gato's '|' between a timestep's observation and its action
     pad                            fills a sequence after its last real token
 
@@ -28,6 +29,7 @@ class Vocab:
     continuous_tokens: int = 1024
     mu: float = 100.0
     M: float = 256.0
+    task_tokens: int = 64
     tokenizer: object = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -53,9 +55,20 @@ class Vocab:
         return self.text_tokens + self.discrete_tokens
 
     @property
+    def task_offset(self) -> int:
+        """First id of the task-id range."""
+        return self.continuous_offset + self.continuous_tokens
+
+    def task(self, task_id: int) -> int:
+        """The token of task ``task_id``."""
+        if not 0 <= task_id < self.task_tokens:
+            raise ValueError(f"task id {task_id} is outside the vocabulary's {self.task_tokens} task tokens")
+        return self.task_offset + task_id
+
+    @property
     def separator(self) -> int:
         """Id of the separator placed before each action."""
-        return self.continuous_offset + self.continuous_tokens
+        return self.task_offset + self.task_tokens
 
     @property
     def pad(self) -> int:
@@ -73,6 +86,7 @@ class Vocab:
             "tokenizer_name": self.tokenizer_name,
             "discrete_tokens": self.discrete_tokens,
             "continuous_tokens": self.continuous_tokens,
+            "task_tokens": self.task_tokens,
             "mu": self.mu,
             "M": self.M,
         }

@@ -194,16 +194,16 @@ def test_cached_chunks_and_single_tokens_equal_the_full_pass(babyai_task, tiny_p
         cache = model.new_cache()
         chunks = [model.hidden_states(slice_stream(stream, a, b), cache) for a, b in zip(cuts, cuts[1:]) if b > a]
         assert cache.length == T and cache.next_position == T
-        torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-4, rtol=1e-4)
 
         cache = model.new_cache()
         singles = [model.hidden_states(slice_stream(stream, t, t + 1), cache) for t in range(T)]
-        torch.testing.assert_close(torch.cat(singles, 1), full, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.cat(singles, 1), full, atol=1e-4, rtol=1e-4)
 
         cache = model.new_cache()
         last = [model.extend(cache, slice_stream(stream, a, b)) for a, b in ((0, 40), (40, T))]
-        torch.testing.assert_close(last[-1], full[:, -1], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(last[0], full[:, 39], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(last[-1], full[:, -1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(last[0], full[:, 39], atol=1e-4, rtol=1e-4)
 
 
 # --------------------------------------------------------------------------- (d) eviction
