@@ -9,4 +9,5 @@ USER_ERRORS: tuple = () if os.environ.get("GATO_DEBUG") else (
     FileNotFoundError,  # missing datasets
     FileExistsError,  # a dataset id that is taken
     FloatingPointError,  # a diverged loss
+    ImportError,  # a recipe's optional dependency (gato.data.recipes.MissingDependencyError)
 )

@@ -208,7 +208,7 @@ def write_dataset(
     dataset_id: str,
     episodes: Iterable[Mapping[str, Any]],
     *,
-    env_id: str | None,
+    env_id: "str | gym.envs.registration.EnvSpec | None",
     observation_space: gym.Space,
     action_space: gym.Space,
     ref_min_score: float | None = None,
@@ -235,7 +235,8 @@ def write_dataset(
             ``actions`` (T), ``rewards`` (T), ``terminations`` (T),
             ``truncations`` (T), and optionally ``seed`` (int, stored as the
             episode's seed attribute) and ``options`` (dict).
-        env_id: registered gymnasium id used to collect the data (stored as the
+        env_id: registered gymnasium id used to collect the data, or the ``EnvSpec`` of
+            the env itself when it was made with kwargs or wrappers (stored as the
             env spec so ``dataset.recover_environment()`` works), or None.
         observation_space: space the stored observations live in. Required
             because an env's own space may not be storable (e.g. minigrid's
@@ -275,7 +276,7 @@ def write_dataset(
     """
     validate_dataset_id(dataset_id)
     extra = _check_extra_metadata(extra_metadata)
-    if env_id is not None:
+    if isinstance(env_id, str):
         gym.spec(env_id)  # fail fast (gymnasium's NameNotFound) before touching the disk
     if local_dataset_exists(dataset_id):
         if not overwrite:

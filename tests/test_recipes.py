@@ -1,0 +1,91 @@
+"""Data recipes: each plays its real expert in its real env into a real Minari dataset."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+import minari
+import numpy as np
+import pytest
+
+from gato.data.recipes import RECIPES, MissingDependencyError, Recipe, generate
+from gato.tasks.control_task import ControlTask
+
+# (episodes, max_episode_steps): enough for the expert to show, short enough for CI.
+SIZES = {
+    "cartpole": (3, None),
+    "lunarlander": (3, None),
+    "lunarlander-continuous": (3, None),
+    "pendulum": (3, None),
+    "invertedpendulum": (2, None),  # trains the PPO expert once per session (~15 s)
+    "breakout": (1, 400),
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def expert_cache(tmp_path_factory):
+    """Trained experts are cached in a session folder, never in the user's home."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GATO_CACHE_DIR", str(tmp_path_factory.mktemp("gato-cache")))
+        yield
+
+
+def test_every_recipe_is_tested():
+    assert set(SIZES) == set(RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_recipe_writes_expert_data_that_beats_random(name):
+    episodes, max_steps = SIZES[name]
+    report = generate(name, episodes, reference_episodes=3, workers=1, progress=False, max_episode_steps=max_steps)
+    recipe = RECIPES[name]
+    assert report.dataset_id == recipe.dataset_id and report.episodes_written == episodes
+
+    dataset = minari.load_dataset(recipe.dataset_id)
+    meta = dataset.storage.metadata
+    assert dataset.total_episodes == episodes
+    assert meta["ref_max_score"] == pytest.approx(report.expert_mean_return)
+    assert meta["ref_min_score"] == pytest.approx(report.random_mean_return)
+    assert {"expert_std_return", "random_std_return", "recipe"} <= set(meta)
+    assert report.expert_mean_return > report.random_mean_return
+
+    # The env is recovered with its kwargs and wrappers, and episode 0 starts where seed 0 starts:
+    # observations are stored exactly (Atari frames losslessly, not JPEG).
+    env = dataset.recover_environment()
+    assert env.observation_space == dataset.observation_space and env.action_space == dataset.action_space
+    first = next(dataset.iterate_episodes([0]))
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(first.observations[0], obs)
+
+    task = ControlTask(name, None, recipe.dataset_id, 256, Namespace(patch_size=4))
+    assert task.tokens_per_timestep <= 64  # Breakout's 84x84 frames are pooled (metadata override)
+
+
+def test_continuous_lander_keeps_its_kwargs():
+    generate("lunarlander-continuous", 1, reference_episodes=1, workers=1, progress=False)
+    env = minari.load_dataset("lunarlander-continuous/heuristic-v0").recover_environment()
+    assert env.spec.kwargs["continuous"] is True and env.action_space.shape == (2,)
+
+
+def test_missing_dependency_names_the_extra():
+    recipe = Recipe("needs-missing", "CartPole-v1", "gato.data.experts.classic:CartPoleExpert", "test",
+                    requires=("surely_not_installed_module",), extra="box2d")
+    with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[box2d\]"'):
+        generate(recipe, 1, progress=False)
+
+
+def test_unknown_recipe_and_taken_id_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown recipe 'cartpol'.*gato data list"):
+        generate("cartpol", 1)
+    generate("cartpole", 1, reference_episodes=0, workers=1, progress=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        generate("cartpole", 1, workers=1, progress=False)
+
+
+def test_data_list_shows_every_recipe(capsys):
+    from gato.cli import main
+
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for recipe in RECIPES.values():
+        assert recipe.name in out and recipe.dataset_id in out
