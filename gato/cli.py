@@ -41,12 +41,23 @@ def _fmt(v) -> str:
 
 def cmd_data(ns) -> int:
     from gato.data.babyai import babyai_levels, generate_babyai
+    from gato.data.recipes import RECIPES, generate
 
     if ns.recipe == "list":
-        print("recipes:\n  babyai   any BabyAI level, BabyAI bot expert (--level, e.g. " + ", ".join(babyai_levels()[:6]) + ", ...)")
+        rows = [{"recipe": "babyai", "dataset id": "babyai/LEVEL-bot-v0", "extra": "",
+                 "what": "any BabyAI level (--level), BabyAI bot: " + ", ".join(babyai_levels()[:4]) + ", ..."}]
+        rows += [{"recipe": r.name, "dataset id": r.dataset_id, "extra": r.extra or "", "what": r.summary}
+                 for r in RECIPES.values()]
+        print(format_table(rows))
+        print("\n`gato data NAME --episodes N` writes one; `gato train --control_datasets ID ...` makes missing ones.")
         return 0
-    report = generate_babyai(ns.level, ns.episodes, dataset_id=ns.dataset_id, seed=ns.seed, workers=ns.workers,
-                             episode_timeout_s=ns.episode_timeout, overwrite=ns.overwrite, noise=ns.noise)
+    if ns.recipe == "babyai":
+        report = generate_babyai(ns.level, ns.episodes or 5000, dataset_id=ns.dataset_id, seed=ns.seed,
+                                 workers=ns.workers, episode_timeout_s=ns.episode_timeout, overwrite=ns.overwrite,
+                                 noise=ns.noise)
+    else:
+        report = generate(ns.recipe, ns.episodes, dataset_id=ns.dataset_id, seed=ns.seed, workers=ns.workers,
+                          overwrite=ns.overwrite)
     if not report.episodes_written:
         print(f"no episode succeeded ({dict(report.skip_reasons)}); nothing was written", file=sys.stderr)
         return 1
@@ -114,27 +125,29 @@ def cmd_train(ns) -> int:
     results = trainer.train()
     if trainer.accelerator.is_main_process:
         print()
-        print(format_table(_score_rows(results)))
+        print_scores(results)
         print(f"\ncheckpoint: {trainer.run_dir / 'checkpoint'}\nlearning curve: {trainer.run_dir / 'learning_curve.png'}"
               f"\ntensorboard: tensorboard --logdir {trainer.run_dir / 'logs'}")
     return 0
 
 
-def _score_rows(results: dict) -> list[dict]:
-    rows = []
-    for name, m in results.items():
-        row = {"task": name, "episodes": int(m["episodes"]), "success": m["success_rate"],
-               "return": f"{m['mean_return']:.3f} +- {m['std_return']:.3f}", "length": m["mean_episode_len"]}
-        if "normalized_score" in m:
-            row["normalized"] = m["normalized_score"]
-        rows.append(row)
-    return rows
+def print_scores(results: dict) -> dict:
+    """Print the score table and the mean / IQM of the normalised scores; return the summary."""
+    from gato.evaluation.scores import score_rows, summary
+
+    print(format_table(score_rows(results)))
+    s = summary(results)
+    if s["tasks_scored"]:
+        print(f"\nnormalised score over {s['tasks_scored']} tasks: mean {s['mean_normalized_score']:.3f}, "
+              f"IQM {s['iqm_normalized_score']:.3f}")
+    return s
 
 
 # ----------------------------------------------------------------------------- eval
 
 
 def cmd_eval(ns) -> int:
+    from gato.evaluation.scores import plot_scores
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import build_task
     from gato.training.trainer import TASKS_FILE
@@ -145,15 +158,24 @@ def cmd_eval(ns) -> int:
     if not tasks_file.is_file():
         print(f"{tasks_file} is missing: this checkpoint does not say which tasks it was trained on", file=sys.stderr)
         return 2
-    results = {}
+    results, videos = {}, {}
     for spec in json.loads(tasks_file.read_text()):
         task = build_task(spec)
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
                                            promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
-    print(format_table(_score_rows(results)))
+        if ns.video:
+            videos[task.name] = task.record_video(policy, Path(ns.video) / (task.name.replace("/", "_") + ".gif"),
+                                                  deterministic=not ns.stochastic)
+    print()
+    summary = print_scores(results)
     out = Path(ns.out) if ns.out else checkpoint.parent / "eval.json"
-    out.write_text(json.dumps({"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results}, indent=2))
-    print(f"\nwrote {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results,
+                               "summary": summary, "videos": videos}, indent=2))
+    chart = plot_scores(results, out.with_suffix(".png")) if summary["tasks_scored"] else None
+    print(f"\nwrote {out}" + (f" and {chart}" if chart else ""))
+    for name, v in videos.items():
+        print(f"video {name}: {v['path']} (return {v['return']:.2f}, {v['length']} steps)")
     return 0
 
 
@@ -162,21 +184,23 @@ def cmd_eval(ns) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gato`` command."""
+    from gato.data.recipes import RECIPES
     from gato.training.arguments import TrainingArgs
 
     parser = argparse.ArgumentParser(prog="gato", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="write an expert dataset locally (Minari format)")
-    data.add_argument("recipe", choices=["babyai", "list"], help="dataset recipe, or 'list'")
+    data.add_argument("recipe", choices=["list", "babyai", *RECIPES], help="dataset recipe, or 'list'")
     data.add_argument("--level", default="GoToLocal", help="BabyAI level (e.g. GoToLocal, GoToRedBall)")
-    data.add_argument("--episodes", type=int, default=5000, help="successful episodes to write")
-    data.add_argument("--dataset_id", default=None, help="Minari id (default babyai/LEVEL-bot-v0)")
+    data.add_argument("--episodes", type=int, default=None,
+                      help="expert episodes to write (default: babyai 5000, others per recipe, see `gato data list`)")
+    data.add_argument("--dataset_id", default=None, help="Minari id (default: the recipe's, see `gato data list`)")
     data.add_argument("--seed", type=int, default=0, help="first episode seed")
     data.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
-    data.add_argument("--episode_timeout", type=float, default=5.0, help="seconds before a bot episode is abandoned")
+    data.add_argument("--episode_timeout", type=float, default=5.0, help="babyai: seconds before a bot episode is abandoned")
     data.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
-    data.add_argument("--noise", type=float, default=0.0, help="probability of a random move the bot then recovers from")
+    data.add_argument("--noise", type=float, default=0.0, help="babyai: probability of a random move the bot then recovers from")
     data.set_defaults(func=cmd_data)
 
     inspect = sub.add_parser("inspect", help="token layout of a dataset's or env's spaces")
@@ -197,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
     ev.add_argument("--prompt", action="store_true", help="prompt with an expert episode's end (NEKO style)")
     ev.add_argument("--device", default="cpu", help="torch device")
-    ev.add_argument("--out", default="", help="JSON output path (default: next to the checkpoint)")
+    ev.add_argument("--out", default="", help="JSON output path (default: next to the checkpoint); the bar chart "
+                    "goes beside it as .png")
+    ev.add_argument("--video", default="", help="directory for one GIF rollout per task")
     ev.set_defaults(func=cmd_eval)
     return parser
 

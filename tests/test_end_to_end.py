@@ -36,11 +36,11 @@ def test_command_line_data_inspect_train_eval(tmp_path, capsys):
     assert (run_dir / "e2e" / "learning_curve.png").stat().st_size > 0
     assert list((run_dir / "e2e" / "logs").glob("events.out.tfevents.*"))
     printed = capsys.readouterr().out
-    assert "GoToRedBall-bot-v0" in printed and "success" in printed
+    assert "babyai/GoToRedBall-bot" in printed and "normalized" in printed
 
     out_json = tmp_path / "eval.json"
     assert main(["eval", str(checkpoint), "--episodes", "2", "--envs", "2", "--out", str(out_json)]) == 0
-    results = json.loads(out_json.read_text())["results"]["GoToRedBall-bot-v0"]
+    results = json.loads(out_json.read_text())["results"]["babyai/GoToRedBall-bot"]
     assert results["episodes"] == 2
     assert {"mean_return", "mean_episode_len", "success_rate", "normalized_score"} <= set(results)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -15,8 +16,9 @@ def _pyplot():
 
 
 def plot_learning_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
-    """Training loss and each task's success rate against training minutes, as a PNG."""
-    plt = _pyplot()
+    """Training loss and each task's evaluation score (normalised score where the task has
+    reference returns, else success rate) against training minutes, as a PNG."""
+    plt = pyplot()
     fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
     losses = [(h["minutes"], h["loss"]) for h in history if "loss" in h]
     if losses:
@@ -24,9 +26,10 @@ def plot_learning_curve(history: list[dict], path: str | Path, title: str = "") 
     ax_loss.set(xlabel="training minutes", ylabel="loss (action tokens)", yscale="log", title="training loss")
     evals = [h for h in history if "eval" in h]
     for name in sorted({n for h in evals for n in h["eval"]}):
-        pts = [(h["minutes"], h["eval"][name].get("success_rate", float("nan"))) for h in evals if name in h["eval"]]
+        pts = [(h["minutes"], _score(h["eval"][name])) for h in evals if name in h["eval"]]
         ax_eval.plot(*zip(*pts), marker="o", label=name)
-    ax_eval.set(xlabel="training minutes", ylabel="success rate", ylim=(-0.02, 1.02), title="evaluation")
+    ax_eval.set(xlabel="training minutes", ylabel="normalised score (else success rate)", title="evaluation")
+    ax_eval.axhline(1.0, color="k", lw=0.6, ls="--")
     if evals:
         ax_eval.legend()
     fig.suptitle(title)
@@ -36,3 +39,7 @@ def plot_learning_curve(history: list[dict], path: str | Path, title: str = "") 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _score(metrics: dict) -> float:
+    return metrics.get("normalized_score", metrics.get("success_rate", float("nan")))

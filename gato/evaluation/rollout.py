@@ -48,12 +48,13 @@ def observation_stream(codec: SpaceCodec, obs, n: int, pending: torch.Tensor | N
 @torch.no_grad()
 def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int = 8,
             deterministic: bool = True, prompt=None, seed: int = 1_000_000, use_cache: bool = True,
-            progress: bool = False) -> RolloutResult:
+            progress: bool = False, frames: list | None = None) -> RolloutResult:
     """Run ``n_episodes`` episodes of ``make_env()`` envs with ``policy``.
 
     ``prompt(n)`` returns a stream dict (n rows, one length) fed before each round, or None.
     Episode i uses seed ``seed + i``. ``use_cache=False`` re-runs the whole context at every
-    step instead (how NEKO evaluates; kept to measure the cache against).
+    step instead (how NEKO evaluates; kept to measure the cache against). With ``frames`` (a
+    list), ``render()`` of the first env is appended to it at every step of its first episode.
     """
     was_training = policy.training
     policy.eval()
@@ -75,6 +76,8 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
             if prompt is not None:
                 context.feed(prompt(n_envs))
             pending = None
+            if frames is not None and episode == 0:
+                frames.append(envs.envs[0].render())
             while not done.all():
                 chunk = observation_stream(codec, obs, n_envs, pending, device)
                 act_tokens = context.generate(chunk, ranges, codec.obs_tokens + 1, deterministic, gen)
@@ -84,6 +87,8 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
                 lengths[live] += 1
                 finished = live & (terminated | truncated)
                 done |= finished
+                if frames is not None and episode == 0 and live[0]:
+                    frames.append(envs.envs[0].render())
                 pending = act_tokens[:, -1]
             take = min(n_envs, n_episodes - episode)
             result.returns += returns[:take].tolist()

@@ -65,11 +65,13 @@ class ControlTask:
         eval_envs: environments stepped together in evaluation.
         pack_windows: put as many training windows in a row as fit (each attends only to
             itself), instead of one window per row and padding.
+        task_id: in multi-task training, the id whose task token starts each observation
+            (``Vocab.task``), so the model knows which task it acts in; None: no task token.
     """
 
     def __init__(self, env_name, env, dataset, context_len, args, training_prompt_len_proportion=0.5,
                  share_prompt_episodes=True, top_k_prompting=None, prompt_ep_proportion=0.0,
-                 prompt_type="end", field_overrides=None, eval_envs=8, pack_windows=False):
+                 prompt_type="end", field_overrides=None, eval_envs=8, pack_windows=False, task_id=None):
         if isinstance(dataset, str):
             dataset = load_minari(dataset)
         self.name = env_name
@@ -87,6 +89,7 @@ class ControlTask:
         self.prompt_type = prompt_type
         self.eval_envs = eval_envs
         self.pack_windows = pack_windows
+        self.task_id = task_id
         metadata = dataset.storage.metadata
         self.ref_min_score = metadata.get("ref_min_score")
         self.ref_max_score = metadata.get("ref_max_score")
@@ -125,7 +128,7 @@ class ControlTask:
             probe = SpaceCodec(self.observation_space, self.action_space, vocab, self.patch_size, self.field_overrides)
             budget = self.raw.text_budget(probe.obs_fields, vocab.tokenizer)
             codec = SpaceCodec(self.observation_space, self.action_space, vocab, self.patch_size,
-                               self.field_overrides, budget)
+                               self.field_overrides, budget, self.task_id)
             if codec.tokens_per_step > self.context_len:
                 raise ContextTooShortError(
                     f"context_len {self.context_len} cannot hold one timestep of {self.name!r}, which takes "
@@ -257,8 +260,25 @@ class ControlTask:
             "success_rate": float((returns > 0).mean()),
         }
         if self.ref_min_score is not None and self.ref_max_score is not None and self.ref_max_score != self.ref_min_score:
+            metrics["expert_return"] = float(self.ref_max_score)
+            metrics["random_return"] = float(self.ref_min_score)
             metrics["normalized_score"] = float((returns.mean() - self.ref_min_score) / (self.ref_max_score - self.ref_min_score))
         return metrics
+
+    def record_video(self, model, path, deterministic: bool = True, seed: int = EVAL_SEED) -> dict:
+        """Play one promptless episode (seed ``seed``) with ``render_mode="rgb_array"`` and write it
+        as a GIF at ``path``; returns the episode's return and length."""
+        from gato.evaluation.video import headless_rendering, write_gif
+
+        headless_rendering()
+        model = getattr(model, "module", model)
+        codec = self.codec_for(model.vocab)
+        spec = self.env.spec
+        make = partial(gym.make, spec, render_mode="rgb_array") if spec is not None else self._make_env
+        frames: list = []
+        result = rollout(model, codec, make, 1, n_envs=1, deterministic=deterministic, seed=seed, frames=frames)
+        write_gif(frames, path, fps=int(self.env.metadata.get("render_fps") or 30))
+        return {"return": result.returns[0], "length": result.lengths[0], "path": str(path)}
 
     def spec(self) -> dict:
         """JSON-able description; ``gato.tasks.registry.build_task`` rebuilds the task from it."""
@@ -276,6 +296,7 @@ class ControlTask:
             "field_overrides": {k: v if isinstance(v, (str, dict)) else v.to_dict() for k, v in self.field_overrides.items()},
             "eval_envs": self.eval_envs,
             "pack_windows": self.pack_windows,
+            "task_id": self.task_id,
         }
 
     @classmethod

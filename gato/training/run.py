@@ -11,28 +11,48 @@ from gato.training.arguments import TrainingArgs
 _DEFAULT_BABYAI = re.compile(r"^babyai/(?P<level>[A-Za-z0-9]+)-bot-v0$")
 
 
-def ensure_dataset(dataset_id: str, episodes: int) -> None:
-    """Generate a missing BabyAI bot dataset (ids ``babyai/LEVEL-bot-v0``); other ids must exist."""
+def ensure_dataset(dataset_id: str, babyai_episodes: int) -> None:
+    """Generate a missing dataset that a recipe makes: ``babyai/LEVEL-bot-v0`` (with
+    ``babyai_episodes`` episodes) or a recipe's default id (``cartpole/scripted-v0``, ... with the
+    recipe's default episode count; see ``gato data list``). Other ids must exist locally."""
+    from gato.data.recipes import generate, recipe_for_dataset
     from gato.data.writer import local_dataset_exists
 
+    if local_dataset_exists(dataset_id):
+        return
     match = _DEFAULT_BABYAI.match(dataset_id)
-    if match and not local_dataset_exists(dataset_id):
+    if match:
         from gato.data.babyai import generate_babyai
 
-        print(f"dataset {dataset_id} not found locally: generating {episodes} BabyAI bot episodes")
-        report = generate_babyai(match["level"], episodes, dataset_id=dataset_id)
-        print(f"wrote {report.episodes_written} episodes ({report.episodes_skipped} skipped) in {report.seconds:.0f}s")
+        print(f"dataset {dataset_id} not found locally: generating {babyai_episodes} BabyAI bot episodes")
+        report = generate_babyai(match["level"], babyai_episodes, dataset_id=dataset_id)
+    elif (recipe := recipe_for_dataset(dataset_id)) is not None:
+        print(f"dataset {dataset_id} not found locally: generating {recipe.episodes} {recipe.name} expert episodes")
+        report = generate(recipe)
+    else:
+        return  # load_minari reports it, with the fix
+    print(f"wrote {report.episodes_written} episodes ({report.episodes_skipped} skipped) in {report.seconds:.0f}s")
+
+
+def task_name(dataset_id: str) -> str:
+    """A short task name: the id without its version (``babyai/GoToLocal-bot``, ``cartpole/scripted``)."""
+    return re.sub(r"-v\d+$", "", dataset_id)
 
 
 def build_tasks(args: TrainingArgs) -> list:
-    """One ControlTask per dataset in ``args.control_datasets``."""
+    """One ControlTask per dataset in ``args.control_datasets``.
+
+    With several datasets, task ``i`` gets task id ``i``: each of its timesteps starts with that
+    task's token, so the model always knows which task it acts in (see ``ControlTask``).
+    """
     from gato.tasks.control_task import ControlTask
 
     tasks = []
-    for dataset_id in args.control_datasets:
+    multi = len(args.control_datasets) > 1
+    for i, dataset_id in enumerate(args.control_datasets):
         ensure_dataset(dataset_id, args.data_episodes)
         tasks.append(ControlTask(
-            dataset_id.split("/")[-1] if dataset_id.count("/") else dataset_id, None, dataset_id,
+            task_name(dataset_id), None, dataset_id,
             args.sequence_length, Namespace(patch_size=args.patch_size),
             training_prompt_len_proportion=args.prompt_len_proportion,
             share_prompt_episodes=not args.unique_prompt_episodes,
@@ -42,6 +62,7 @@ def build_tasks(args: TrainingArgs) -> list:
             field_overrides=args.overrides() or None,
             eval_envs=args.eval_envs,
             pack_windows=args.pack_sequences,
+            task_id=i if multi else None,
         ))
     return tasks
 

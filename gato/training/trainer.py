@@ -166,7 +166,8 @@ class Trainer:
                 for key, value in metrics.items():
                     writer.add_scalar(f"eval/{name}/{key}", value, self.step)
             self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "eval": results})
-            summary = "  ".join(f"{n}: success {m['success_rate']:.2f} return {m['mean_return']:.2f}"
+            summary = "  ".join(f"{n}: " + (f"score {m['normalized_score']:.2f}" if "normalized_score" in m
+                                             else f"success {m['success_rate']:.2f}") + f" return {m['mean_return']:.2f}"
                                 for n, m in results.items())
             (bar.write if bar is not None else print)(f"step {self.step} ({self.train_seconds / 60:.1f} min)  {summary}")
             if self.args.save_model and (final or self.args.save_mode == "checkpoint"):

@@ -1,0 +1,131 @@
+"""One model, many domains: normalised scores after a fixed CPU training budget.
+
+Makes the expert datasets (BabyAI GoToLocal bot, CartPole, LunarLander discrete and continuous,
+Pendulum, InvertedPendulum PPO and, unless --no_breakout, Breakout) with the `gato data`
+recipes, trains one GatoPolicy on all of them with the real Trainer (tasks mixed uniformly in
+every batch, each timestep led by its task token) for at most ``--minutes`` of training, then
+evaluates every task on ``--episodes`` episodes with seeds the data never used (1,000,000+).
+
+    python benchmarks/multitask.py --minutes 60       # target: normalised score >= 0.9 on the six
+
+Prints the score table on stderr and one JSON object on stdout; writes the bar chart PNG and
+the learning curve next to the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+SIX = ["babyai/GoToLocal-bot-v0", "cartpole/scripted-v0", "lunarlander/heuristic-v0",
+       "lunarlander-continuous/heuristic-v0", "pendulum/scripted-v0", "invertedpendulum/ppo-v0"]
+BREAKOUT = "breakout/scripted-v0"
+TARGET = 0.9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget (wall clock, evaluation excluded)")
+    parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per task")
+    parser.add_argument("--eval_every", type=float, default=15.0, help="minutes between intermediate evaluations")
+    parser.add_argument("--babyai_episodes", type=int, default=5000, help="BabyAI bot episodes in the data")
+    parser.add_argument("--no_breakout", action="store_true", help="leave Breakout out")
+    parser.add_argument("--data_dir", default=None, help="Minari folder to use/keep (default: a temporary one)")
+    parser.add_argument("--out", default="runs/benchmarks", help="folder for the run's outputs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="tiny data, 1 minute, 4 episodes: checks the script works")
+    parser.add_argument("--train_args", default="", help="extra `gato train` flags, e.g. '--embed_dim 192'")
+    args = parser.parse_args()
+
+    folder, created = C.use_data_dir(args.data_dir)
+    C.set_threads(args.threads)
+    datasets = SIX + ([] if args.no_breakout else [BREAKOUT])
+    if args.quick:
+        args.minutes, args.episodes, args.eval_every, args.babyai_episodes = 1.0, 4, 0.0, 200
+    try:
+        data = make_data(datasets, args.babyai_episodes, quick=args.quick)
+        result = run(datasets, args)
+    finally:
+        C.cleanup(folder, created)
+    result["data"] = data
+    six = [result["final"][_task_name(d)].get("normalized_score", float("nan")) for d in SIX]
+    result["target"] = {"normalized_score_each_of_six": TARGET, "met": all(s >= TARGET for s in six)}
+    result["machine"] = C.machine_info("cpu")
+    C.emit(result)
+
+
+def _task_name(dataset_id: str) -> str:
+    from gato.training.run import task_name
+
+    return task_name(dataset_id)
+
+
+def make_data(datasets: list[str], babyai_episodes: int, quick: bool) -> dict:
+    """Generate the datasets that are missing; returns what each recipe measured."""
+    from gato.data.babyai import generate_babyai
+    from gato.data.recipes import generate, recipe_for_dataset
+    from gato.data.writer import local_dataset_exists
+
+    made = {}
+    with C.stdout_to_stderr():
+        for dataset_id in datasets:
+            if local_dataset_exists(dataset_id):
+                C.log(f"using existing {dataset_id}")
+                continue
+            recipe = recipe_for_dataset(dataset_id)
+            if recipe is None:
+                report = generate_babyai("GoToLocal", babyai_episodes, dataset_id=dataset_id, progress=False)
+            else:
+                episodes = max(2, recipe.episodes // 20) if quick else None
+                report = generate(recipe, episodes, progress=False)
+            C.log(f"{dataset_id}: {report.episodes_written} episodes in {report.seconds:.0f}s, expert "
+                  f"{report.expert_mean_return:.2f}, random {report.random_mean_return:.2f}")
+            made[dataset_id] = {"episodes": report.episodes_written, "seconds": round(report.seconds, 1),
+                                "expert_mean_return": report.expert_mean_return,
+                                "random_mean_return": report.random_mean_return}
+    return made
+
+
+def run(datasets: list[str], args) -> dict:
+    import shlex
+
+    from gato.cli import build_parser, print_scores
+    from gato.evaluation.plots import plot_learning_curve
+    from gato.evaluation.scores import plot_scores, summary
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    ns = build_parser().parse_args(["train", "--control_datasets", *datasets, "--max_minutes", str(args.minutes),
+                                    "--eval_every_minutes", str(args.eval_every), "--eval_episodes", "10",
+                                    "--save_dir", args.out, "--exp_name", "multitask",
+                                    *shlex.split(args.train_args)])
+    train_args = TrainingArgs.from_namespace(ns)
+    with C.stdout_to_stderr():
+        trainer = build_trainer(train_args)
+        for task in trainer.tasks:
+            C.log(f"{task.name}: {len(task.episodes.lengths)} episodes, {task.tokens_per_timestep} tokens per timestep")
+        trainer.train()
+        final = {task.name: task.evaluate(trainer.policy, args.episodes, n_envs=train_args.eval_envs,
+                                          promptless_eval=True, progress=True)
+                 for task in trainer.tasks}
+        print_scores(final)
+    trainer.history.append({"step": trainer.step, "minutes": trainer.train_seconds / 60, "eval": final})
+    curve_png = plot_learning_curve(trainer.history, trainer.run_dir / "multitask_curve.png",
+                                    title="one model, many tasks: normalised score vs CPU training minutes")
+    bars_png = plot_scores(final, trainer.run_dir / "multitask_scores.png")
+    return {
+        "tasks": [t.name for t in trainer.tasks], "train_minutes": round(trainer.train_seconds / 60, 2),
+        "steps": trainer.step, "tokens_per_timestep": {t.name: t.tokens_per_timestep for t in trainer.tasks},
+        "curve": [{"minutes": round(h["minutes"], 2), **{n: m.get("normalized_score") for n, m in h["eval"].items()}}
+                  for h in trainer.history if "eval" in h],
+        "final": final, "summary": summary(final), "png": [str(curve_png), str(bars_png)],
+        "checkpoint": str(trainer.run_dir / "checkpoint"),
+    }
+
+
+if __name__ == "__main__":
+    main()

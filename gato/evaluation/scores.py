@@ -1,0 +1,75 @@
+"""The score table of a multi-task evaluation: per-task returns against the expert and random
+references, the normalised score, and its mean and interquartile mean over tasks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def interquartile_mean(values) -> float:
+    """Mean of the middle 50% of ``values`` (the lowest and highest quarter dropped, as
+    ``scipy.stats.trim_mean(values, 0.25)``): robust to one task far off the others."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    if x.size == 0:
+        return math.nan
+    k = int(0.25 * x.size)
+    return float(x[k : x.size - k].mean())
+
+
+def score_rows(results: dict) -> list[dict]:
+    """One table row per task of ``{task: metrics}`` (as ``ControlTask.evaluate`` returns them)."""
+    rows = []
+    for name, m in results.items():
+        rows.append({
+            "task": name,
+            "episodes": int(m["episodes"]),
+            "return": f"{m['mean_return']:.2f} +- {m['std_return']:.2f}",
+            "expert": _num(m.get("expert_return")),
+            "random": _num(m.get("random_return")),
+            "normalized": _num(m.get("normalized_score"), 3),
+            "success": _num(m.get("success_rate"), 3),
+        })
+    return rows
+
+
+def summary(results: dict) -> dict:
+    """Mean and interquartile mean of the normalised scores of the tasks that have one."""
+    scores = [m["normalized_score"] for m in results.values() if "normalized_score" in m]
+    return {
+        "tasks_scored": len(scores),
+        "mean_normalized_score": float(np.mean(scores)) if scores else math.nan,
+        "iqm_normalized_score": interquartile_mean(scores),
+    }
+
+
+def plot_scores(results: dict, path: str | Path, title: str = "") -> Path:
+    """Bar chart of each task's normalised score (expert = 1, random = 0), as a PNG."""
+    from gato.evaluation.plots import pyplot
+
+    plt = pyplot()
+    names = [n for n, m in results.items() if "normalized_score" in m]
+    scores = [results[n]["normalized_score"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 4))
+    bars = ax.bar(range(len(names)), scores, color=["tab:green" if s >= 0.9 else "tab:orange" for s in scores])
+    ax.bar_label(bars, labels=[f"{s:.2f}" for s in scores], padding=2)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="expert")
+    ax.axhline(0.0, color="grey", lw=0.8, label="random")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    s = summary(results)
+    ax.set(ylabel="normalised score", title=title or f"mean {s['mean_normalized_score']:.2f}, "
+                                               f"IQM {s['iqm_normalized_score']:.2f}")
+    ax.set_ylim(min(0.0, min(scores, default=0.0)) - 0.1, max(1.1, max(scores, default=1.0) + 0.15))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _num(value, digits: int = 2):
+    return "" if value is None else round(float(value), digits)

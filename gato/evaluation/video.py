@@ -1,0 +1,34 @@
+"""Rollout videos: what a person would rather watch than read."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def write_gif(frames: list, path: str | Path, fps: int = 30, max_frames: int = 1500) -> Path:
+    """Write RGB frames (H, W, 3) uint8 as an animated GIF (``imageio``, the 'video' extra).
+
+    Episodes longer than ``max_frames`` keep every k-th frame so the file stays small.
+    """
+    try:
+        import imageio.v2 as imageio
+    except ImportError as err:
+        raise ImportError('writing videos needs imageio: `.venv/bin/pip install -e ".[video]"`') from err
+    if not frames:
+        raise ValueError(f"no frames to write to {path}: the environment rendered nothing")
+    stride = max(1, -(-len(frames) // max_frames))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, [np.asarray(f, dtype=np.uint8) for f in frames[::stride]], duration=1000 * stride / fps,
+                    loop=0)
+    return path
+
+
+def headless_rendering() -> None:
+    """Render without a screen: MuJoCo through EGL and pygame (Box2D, classic control) to a dummy
+    display, unless the user chose otherwise."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
