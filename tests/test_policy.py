@@ -368,12 +368,36 @@ def test_unknown_activation_is_rejected(tiny_policy):
 # --------------------------------------------------------------------------- (g) checkpoints
 
 
+def test_policy_without_value_embedding_saves_and_loads(tmp_path, tiny_policy):
+    model = tiny_policy(value_embedding=False)
+    assert model.embedding.values is None
+    assert torch.equal(model.embedding.table(), model.embedding.tokens.weight)
+    model.save_pretrained(tmp_path / "plain")
+    assert GatoPolicy.from_pretrained(tmp_path / "plain").config.value_embedding is False
+
+
+def test_value_embedding_makes_neighbouring_bins_alike(tiny_policy):
+    """A continuous bin starts out closer to its neighbours than to far-away bins."""
+    model = tiny_policy()
+    with torch.no_grad():
+        table = torch.nn.functional.normalize(model.embedding.table(), dim=1)
+    v = model.vocab
+    c = v.continuous_offset + v.continuous_tokens // 2
+    near = (table[c] * table[c + 1]).sum()
+    far = (table[c] * table[c + v.continuous_tokens // 3]).sum()
+    assert near > far + 0.1
+
+
 def test_save_and_load_round_trip_exactly(tmp_path, babyai_task, tiny_policy, monkeypatch):
     model = tiny_policy(seed=9, activation_fn="geglu", flash=False, use_patch_pos_encoding=False)
     directory = tmp_path / "ckpt"
     model.save_pretrained(directory)
     assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"]
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no temporary or backup directory left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert directory.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
+    assert (directory / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     config = json.loads((directory / "config.json").read_text())
     assert config["activation_fn"] == "geglu" and config["embed_dim"] == 32
 

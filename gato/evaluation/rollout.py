@@ -45,7 +45,7 @@ def observation_stream(codec: SpaceCodec, obs, n: int, pending: torch.Tensor | N
     }
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int = 8,
             deterministic: bool = True, prompt=None, seed: int = 1_000_000, use_cache: bool = True,
             progress: bool = False, frames: list | None = None) -> RolloutResult:

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MAX_PATCH_GRID = 64
 """Patch position tables cover images of up to 64 x 64 patches."""
+
+VALUE_FREQUENCIES = 16
+"""Sine/cosine pairs describing a continuous bin's value, periods from 2 down to 2/256."""
+
+
+class ValueEmbedding(nn.Module):
+    """A learned, smooth function of a continuous bin's value, added to the bin's own row.
+
+    Gato gives each of the 1024 continuous bins an independent embedding, so neighbouring bins
+    only look alike once data has taught it, bin by bin; with a few hundred demonstrations most
+    bins are seen rarely and a cloned controller misreads its inputs. A projection of the bin's
+    value (and of sines and cosines of it) makes nearby values similar from the start; the table
+    rows still learn whatever is particular to a bin. It serves the output head too (the table
+    is tied), so the predicted action distribution is smooth over neighbouring bins.
+    """
+
+    def __init__(self, bins: int, dim: int):
+        super().__init__()
+        self.bins = bins
+        self.proj = nn.Linear(1 + 2 * VALUE_FREQUENCIES, dim)
+        nn.init.normal_(self.proj.weight, 0.0, 0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self) -> torch.Tensor:
+        """(bins, dim) additions for the bins in order (values -1 .. 1)."""
+        w = self.proj.weight
+        v = torch.linspace(-1.0, 1.0, self.bins, device=w.device, dtype=w.dtype)[:, None]
+        freqs = math.pi * 2.0 ** torch.linspace(0.0, 8.0, VALUE_FREQUENCIES, device=w.device, dtype=w.dtype)
+        return self.proj(torch.cat([v, torch.sin(v * freqs), torch.cos(v * freqs)], dim=1))
 
 
 class PatchEncoder(nn.Module):
@@ -44,9 +75,11 @@ class GatoEmbedding(nn.Module):
     encoder, plus learned in-timestep positions and patch (row, column) positions."""
 
     def __init__(self, vocab_size, dim, context_len, patch_size, image_channels, mid_channels,
-                 use_pos_encoding=True, use_patch_pos_encoding=True):
+                 use_pos_encoding=True, use_patch_pos_encoding=True, continuous_range: tuple[int, int] | None = None):
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, dim)
+        self.continuous_range = continuous_range
+        self.values = ValueEmbedding(continuous_range[1] - continuous_range[0], dim) if continuous_range else None
         self.patches = PatchEncoder(image_channels, patch_size, mid_channels, dim)
         self.in_step = nn.Embedding(context_len, dim) if use_pos_encoding else None
         self.patch_row = nn.Embedding(MAX_PATCH_GRID, dim) if use_patch_pos_encoding else None
@@ -56,7 +89,7 @@ class GatoEmbedding(nn.Module):
     def forward(self, tokens, in_step_pos, patch_mask, patches, patch_rowcol):
         """tokens, in_step_pos (B, T) int; patch_mask (B, T) bool; patches (N, C, P, P) float
         for the N True places of patch_mask in row-major order; patch_rowcol (N, 2)."""
-        x = self.tokens(tokens)
+        x = F.embedding(tokens, self.table())
         if patches.shape[0]:
             p = self.patches(patches.to(x.dtype))
             if self.patch_row is not None:
@@ -66,3 +99,11 @@ class GatoEmbedding(nn.Module):
         if self.in_step is not None:
             x = x + self.in_step(in_step_pos.clamp(max=self.context_len - 1))
         return x
+
+    def table(self) -> torch.Tensor:
+        """(vocab, dim) embedding of every id (the output head uses it too)."""
+        w = self.tokens.weight
+        if self.values is None:
+            return w
+        lo, hi = self.continuous_range
+        return torch.cat([w[:lo], w[lo:hi] + self.values(), w[hi:]], dim=0)

@@ -10,15 +10,24 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+@lru_cache(maxsize=16)
+def _inverse_frequencies(head_dim: int, device: torch.device, base: float) -> torch.Tensor:
+    # Computed once: a cached rollout asks for the tables at every generated token. Made outside
+    # inference mode, so a table first built during a rollout also serves training.
+    with torch.inference_mode(False):
+        return 1.0 / base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+
+
 def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
     """cos and sin (T, head_dim/2) for integer ``positions`` (T,)."""
-    inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    inv = _inverse_frequencies(head_dim, positions.device, base)
     angles = positions.float()[:, None] * inv[None, :]
     return angles.cos(), angles.sin()
 

@@ -79,7 +79,7 @@ def build_policy(args: TrainingArgs, device):
         use_pos_encoding=not args.disable_inner_pos_encoding, activation_fn=args.activation_fn,
         pretrained_lm=args.pretrained_lm or None, flash=args.flash,
         tokenizer_model_name=args.tokenizer_model_name or None, pad_seq=args.pad_seq,
-        image_channels=args.image_channels,
+        image_channels=args.image_channels, value_embedding=args.value_embedding,
     )
 
 
