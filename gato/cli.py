@@ -57,7 +57,7 @@ def cmd_data(ns) -> int:
                                  noise=ns.noise)
     else:
         report = generate(ns.recipe, ns.episodes, dataset_id=ns.dataset_id, seed=ns.seed, workers=ns.workers,
-                          overwrite=ns.overwrite)
+                          overwrite=ns.overwrite, action_noise=ns.action_noise)
     if not report.episodes_written:
         print(f"no episode succeeded ({dict(report.skip_reasons)}); nothing was written", file=sys.stderr)
         return 1
@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--episode_timeout", type=float, default=5.0, help="babyai: seconds before a bot episode is abandoned")
     data.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
     data.add_argument("--noise", type=float, default=0.0, help="babyai: probability of a random move the bot then recovers from")
+    data.add_argument("--action_noise", type=float, default=None,
+                      help="other recipes: perturb executed actions while storing the expert's (default: the recipe's)")
     data.set_defaults(func=cmd_data)
 
     inspect = sub.add_parser("inspect", help="token layout of a dataset's or env's spaces")

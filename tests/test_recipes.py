@@ -89,3 +89,27 @@ def test_data_list_shows_every_recipe(capsys):
     out = capsys.readouterr().out
     for recipe in RECIPES.values():
         assert recipe.name in out and recipe.dataset_id in out
+
+
+def test_noisy_recording_stores_the_experts_own_actions():
+    """With action_noise the env runs perturbed actions, but every stored action is what the
+    expert chose in the stored state; the reference return comes from clean expert episodes."""
+    import gymnasium as gym
+
+    from gato.data.experts.classic import PendulumExpert
+
+    report = generate("pendulum", 2, reference_episodes=2, workers=1, progress=False, action_noise=0.3,
+                      max_episode_steps=50)
+    dataset = minari.load_dataset("pendulum/scripted-v0")
+    meta = dataset.storage.metadata
+    assert meta["action_noise"] == 0.3 and meta["ref_max_score"] == pytest.approx(report.expert_mean_return)
+    assert meta["demo_mean_return"] != pytest.approx(report.expert_mean_return)
+    expert = PendulumExpert(gym.make("Pendulum-v1"))
+    for episode in dataset.iterate_episodes():
+        chosen = np.stack([expert(obs) for obs in episode.observations[:-1]])
+        np.testing.assert_allclose(chosen, episode.actions, rtol=0, atol=1e-6)
+        # ... and the states really were perturbed: replaying the stored actions diverges.
+        env = gym.make("Pendulum-v1", max_episode_steps=50)
+        obs, _ = env.reset(seed=int(episode.id))
+        replay = [obs] + [env.step(a)[0] for a in episode.actions]
+        assert not np.allclose(np.stack(replay), episode.observations, atol=1e-4)
