@@ -105,5 +105,16 @@ class GatoEmbedding(nn.Module):
         w = self.tokens.weight
         if self.values is None:
             return w
+        if torch.is_grad_enabled():
+            return self._build_table()
+        # Without gradients (rollouts) the table is reused until a parameter changes: a cached
+        # rollout asks for it at every generated token. Optimizer steps bump ``_version``.
+        key = (w._version, self.values.proj.weight._version, self.values.proj.bias._version, w.device, w.dtype)
+        if getattr(self, "_table_key", None) != key:
+            self._table, self._table_key = self._build_table(), key
+        return self._table
+
+    def _build_table(self) -> torch.Tensor:
+        w = self.tokens.weight
         lo, hi = self.continuous_range
         return torch.cat([w[:lo], w[lo:hi] + self.values(), w[hi:]], dim=0)
