@@ -47,7 +47,7 @@ def summary(results: dict) -> dict:
 
 def plot_scores(results: dict, path: str | Path, title: str = "") -> Path:
     """Bar chart of each task's normalised score (expert = 1, random = 0), as a PNG."""
-    from gato.evaluation.plots import pyplot
+    from gato.evaluation.plots import pyplot, save_figure
 
     plt = pyplot()
     names = [n for n, m in results.items() if "normalized_score" in m]
@@ -63,12 +63,7 @@ def plot_scores(results: dict, path: str | Path, title: str = "") -> Path:
                                                f"IQM {s['iqm_normalized_score']:.2f}")
     ax.set_ylim(min(0.0, min(scores, default=0.0)) - 0.1, max(1.1, max(scores, default=1.0) + 0.15))
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _num(value, digits: int = 2):
