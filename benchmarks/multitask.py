@@ -66,24 +66,19 @@ def _task_name(dataset_id: str) -> str:
 
 def make_data(datasets: list[str], babyai_episodes: int, quick: bool) -> dict:
     """Generate the datasets that are missing; returns what each recipe measured."""
-    from gato.data.babyai import generate_babyai
-    from gato.data.recipes import generate, recipe_for_dataset
-    from gato.data.writer import local_dataset_exists
+    from gato.data.recipes import recipe_for_dataset
+    from gato.training.run import ensure_dataset
 
     made = {}
     with C.stdout_to_stderr():
         for dataset_id in datasets:
-            if local_dataset_exists(dataset_id):
+            recipe = recipe_for_dataset(dataset_id)
+            episodes = max(2, recipe.episodes // 20) if quick and recipe else None
+            report = ensure_dataset(dataset_id, babyai_episodes, episodes, progress=False)
+            if report is None:
                 C.log(f"using existing {dataset_id}")
                 continue
-            recipe = recipe_for_dataset(dataset_id)
-            if recipe is None:
-                report = generate_babyai("GoToLocal", babyai_episodes, dataset_id=dataset_id, progress=False)
-            else:
-                episodes = max(2, recipe.episodes // 20) if quick else None
-                report = generate(recipe, episodes, progress=False)
-            C.log(f"{dataset_id}: {report.episodes_written} episodes in {report.seconds:.0f}s, expert "
-                  f"{report.expert_mean_return:.2f}, random {report.random_mean_return:.2f}")
+            C.log(f"{dataset_id}: expert {report.expert_mean_return:.2f}, random {report.random_mean_return:.2f}")
             made[dataset_id] = {"episodes": report.episodes_written, "seconds": round(report.seconds, 1),
                                 "expert_mean_return": report.expert_mean_return,
                                 "random_mean_return": report.random_mean_return}

@@ -270,7 +270,8 @@ def _default_dataset_id(name: str) -> str:
     return f"babyai/{name}-bot-v0"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population std of returns (NaN, NaN for none)."""
     if not values:
         return math.nan, math.nan
     arr = np.asarray(values, dtype=np.float64)
@@ -441,8 +442,8 @@ def generate_babyai(
         pool.terminate()
         pool.join()
 
-    expert_mean, expert_std = _mean_std([sum(ep["rewards"]) for ep in written])
-    random_mean, random_std = _mean_std(random_returns)
+    expert_mean, expert_std = mean_std([sum(ep["rewards"]) for ep in written])
+    random_mean, random_std = mean_std(random_returns)
     skipped = sum(skip_reasons.values())
     report = GenerationReport(
         dataset_id=dataset_id,

@@ -32,7 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gato.data.babyai import GenerationReport
+from gato.data.babyai import GenerationReport, mean_std
 
 __all__ = ["RECIPES", "MissingDependencyError", "Recipe", "generate", "recipe_for_dataset"]
 
@@ -176,8 +176,8 @@ def _play(job: tuple[str, str, int, int | None, float]) -> tuple[int, Any]:
     env, expert = _WORKER[name, max_steps]
     obs, _ = env.reset(seed=seed)
     env.action_space.seed(seed)
+    expert.reset(seed=seed)
     if kind != "demo":
-        expert.reset(seed=seed)
         total, done = 0.0, False
         while not done:
             action = env.action_space.sample() if kind == "random" else expert(obs)
@@ -185,7 +185,6 @@ def _play(job: tuple[str, str, int, int | None, float]) -> tuple[int, Any]:
             total += float(reward)
             done = terminated or truncated
         return seed, total
-    expert.reset(seed=seed)
     rng = np.random.default_rng(seed)
     episode = {"seed": seed, "observations": [obs], "actions": [], "rewards": [], "terminations": [],
                "truncations": []}
@@ -203,12 +202,6 @@ def _play(job: tuple[str, str, int, int | None, float]) -> tuple[int, Any]:
 
 
 # --------------------------------------------------------------------------- driver
-
-
-def _mean_std(values: list) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    return float(np.mean(values)), float(np.std(values))
 
 
 def generate(recipe: str | Recipe, episodes: int | None = None, *, dataset_id: str | None = None, seed: int = 0,
@@ -279,8 +272,8 @@ def generate(recipe: str | Recipe, episodes: int | None = None, *, dataset_id: s
     written = returns["demo"]
     demo_returns = [sum(ep["rewards"]) for ep in written]
     expert_returns = returns["expert"] if noise > 0 else demo_returns
-    expert_mean, expert_std = _mean_std(expert_returns)
-    random_mean, random_std = _mean_std(returns["random"])
+    expert_mean, expert_std = mean_std(expert_returns)
+    random_mean, random_std = mean_std(returns["random"])
     have_refs = bool(returns["random"]) and bool(expert_returns)
     noise_note = (
         f"While recording, the env executed the expert's action perturbed (action_noise={noise}: "
