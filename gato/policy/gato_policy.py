@@ -154,7 +154,9 @@ class GatoPolicy(nn.Module):
 
     def new_cache(self) -> KVCache:
         """An empty key/value cache for :meth:`extend` and :meth:`generate`."""
-        return self.transformer.new_cache()
+        # Room for half a context beyond a full one: live tokens move back to the front of
+        # the buffers once per half context of tokens fed.
+        return self.transformer.new_cache(capacity=self.context_len + self.context_len // 2)
 
     @torch.no_grad()
     def extend(self, cache: KVCache, stream: dict) -> torch.Tensor:

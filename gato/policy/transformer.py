@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -39,25 +38,73 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.to(x.dtype)
 
 
-@dataclass
 class KVCache:
-    """Per-layer keys and values (B, H, T, D) of everything fed so far, and its positions."""
+    """Per-layer keys and values (B, H, T, D) of everything fed so far, and its positions.
 
-    keys: list
-    values: list
-    next_position: int = 0
+    They live in preallocated buffers of ``capacity`` tokens: feeding a token writes into its
+    slot instead of copying the whole cache (what ``torch.cat`` would do at every step), and
+    dropping the oldest tokens only moves a start index. When the buffer's end is reached, the
+    live tokens are moved back to its front, once per ``capacity - context`` tokens fed.
+    """
+
+    def __init__(self, layers: int, capacity: int = 0):
+        self._k: list = [None] * layers
+        self._v: list = [None] * layers
+        self.capacity = capacity
+        self.start = self.end = 0
+        self.next_position = 0
 
     @property
     def length(self) -> int:
         """Number of cached tokens."""
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+        return self.end - self.start
+
+    @property
+    def keys(self) -> list:
+        """Per-layer cached keys (B, H, length, D), or Nones before anything was fed."""
+        return [None if k is None else k[:, :, self.start : self.end] for k in self._k]
+
+    @property
+    def values(self) -> list:
+        """Per-layer cached values (B, H, length, D), or Nones before anything was fed."""
+        return [None if v is None else v[:, :, self.start : self.end] for v in self._v]
 
     def drop_oldest(self, n: int) -> None:
         """Forget the ``n`` oldest tokens (RoPE keeps the others valid)."""
-        n = min(n, self.length)
-        if n > 0:
-            self.keys = [k[:, :, n:] for k in self.keys]
-            self.values = [v[:, :, n:] for v in self.values]
+        self.start += max(0, min(n, self.length))
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` more tokens at the end of every layer's buffer."""
+        if self._k[0] is None or self.end + n <= self._k[0].shape[2]:
+            return
+        if self.length + n <= self._k[0].shape[2]:  # move the live tokens to the front
+            for b in self._k + self._v:
+                b[:, :, : self.length] = b[:, :, self.start : self.end].clone()
+        else:  # a bigger buffer (only when a chunk outgrows the capacity asked for)
+            size = max(2 * self.length + n, self.capacity)
+            for buffers in (self._k, self._v):
+                for i, b in enumerate(buffers):
+                    grown = b.new_empty(b.shape[:2] + (size,) + b.shape[3:])
+                    grown[:, :, : self.length] = b[:, :, self.start : self.end]
+                    buffers[i] = grown
+        self.start, self.end = 0, self.length
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store this layer's new keys and values after the cached ones (room made by
+        :meth:`reserve`); returns every cached key and value of the layer, new ones included."""
+        T = k.shape[2]
+        if self._k[layer] is None:
+            size = max(self.capacity, self.end + T)
+            self._k[layer] = k.new_empty(k.shape[:2] + (size,) + k.shape[3:])
+            self._v[layer] = v.new_empty(v.shape[:2] + (size,) + v.shape[3:])
+        self._k[layer][:, :, self.end : self.end + T] = k
+        self._v[layer][:, :, self.end : self.end + T] = v
+        return self._k[layer][:, :, self.start : self.end + T], self._v[layer][:, :, self.start : self.end + T]
+
+    def advance(self, n: int) -> None:
+        """Count the ``n`` tokens every layer has just written."""
+        self.end += n
+        self.next_position += n
 
 
 class Attention(nn.Module):
@@ -75,21 +122,11 @@ class Attention(nn.Module):
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        causal = True
         if cache is not None:
-            if cache.keys[layer] is not None:
-                k = torch.cat([cache.keys[layer], k], dim=2)
-                v = torch.cat([cache.values[layer], v], dim=2)
-                # New queries see every cached key; among themselves they are causal.
-                causal = False
-            cache.keys[layer], cache.values[layer] = k, v
-        if mask is not None:  # packed sequences: causal inside each segment (built by Transformer)
-            causal = False
-        elif causal or T == 1:
-            mask = None
-        else:
-            S = k.shape[2]
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+            k, v = cache.write(layer, k, v)
+        # mask: None (plain causal), or built once by Transformer.forward for packed segments
+        # or for new queries that also see cached keys.
+        causal = mask is None
         # No dropout on attention weights: with it, SDPA falls back to materialising every
         # (T, T) matrix (3x slower, 2x the memory on CPU). Dropout stays on the residual branches.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and T > 1)
@@ -145,10 +182,9 @@ class Transformer(nn.Module):
         self.flash = flash
         self.drop = nn.Dropout(dropout)
 
-    def new_cache(self) -> KVCache:
-        """An empty cache for :meth:`forward`."""
-        n = len(self.blocks)
-        return KVCache([None] * n, [None] * n)
+    def new_cache(self, capacity: int = 0) -> KVCache:
+        """An empty cache for :meth:`forward`, preallocated for ``capacity`` tokens."""
+        return KVCache(len(self.blocks), capacity)
 
     def _kernels(self):
         if self.flash:
@@ -162,21 +198,27 @@ class Transformer(nn.Module):
         """(B, T, D) -> (B, T, D). With a cache, ``x`` continues what was fed before; with
         ``segment_ids`` (B, T), a position attends only to earlier positions of its segment."""
         mask = None
+        T = x.shape[1]
         if segment_ids is not None:
             if cache is not None:
                 raise ValueError("packed sequences (segment_ids) cannot be fed through a cache")
-            T = x.shape[1]
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             mask = ((segment_ids[:, :, None] == segment_ids[:, None, :]) & causal)[:, None]
+        if cache is not None:
+            cache.reserve(T)
+            if cache.length and T > 1:
+                # New queries see every cached key; among themselves they are causal.
+                S = cache.length + T
+                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
         start = cache.next_position if cache is not None else 0
-        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        positions = torch.arange(start, start + T, device=x.device)
         cos, sin = rope_tables(positions, self.head_dim)
         x = self.drop(x)
         with self._kernels():
             for i, block in enumerate(self.blocks):
                 x = block(x, cos, sin, cache, i, mask)
         if cache is not None:
-            cache.next_position += x.shape[1]
+            cache.advance(T)
         return self.ln_f(x)
 
 
