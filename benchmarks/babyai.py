@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=None, help="bot episodes in the dataset (default: TrainingArgs)")
     parser.add_argument("--data_dir", default=None, help="Minari folder to use/keep (default: a temporary one)")
     parser.add_argument("--out", default="runs/benchmarks", help="folder for the PNG and the run's outputs")
+    parser.add_argument("--dagger_rounds", type=int, default=0,
+                        help="DAgger rounds within the budget: the bot labels the policy's own rollouts (time counted)")
+    parser.add_argument("--dagger_episodes", type=int, default=2000, help="policy episodes labelled per DAgger round")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="1 minute, small evaluations: checks the script works")
     args = parser.parse_args()
@@ -51,7 +54,8 @@ def main() -> None:
         train_args = TrainingArgs(
             control_datasets=[dataset_id], max_minutes=minutes, eval_every_minutes=args.eval_every,
             eval_episodes=args.eval_episodes, save_dir=args.out, exp_name=f"babyai-{args.level}",
-            save_model=False, **({"data_episodes": args.episodes} if args.episodes else {}),
+            save_model=False, dagger_rounds=args.dagger_rounds, dagger_episodes=args.dagger_episodes,
+            **({"data_episodes": args.episodes} if args.episodes else {}),
         )
         result = run(train_args, args.final_episodes)
     finally:
@@ -82,6 +86,8 @@ def run(train_args, final_episodes: int) -> dict:
     return {
         "level": task.name, "train_minutes": round(trainer.train_seconds / 60, 2), "steps": trainer.step,
         "episodes_in_data": int(len(task.episodes.lengths)), "tokens_per_timestep": task.tokens_per_timestep,
+        "corrections": [{"minutes": round(h["minutes"], 2), "step": h["step"], **h["corrections"].get(task.name, {})}
+                        for h in trainer.history if "corrections" in h],
         "curve": curve, "final": final, "final_stochastic": final_stochastic, "png": str(png),
     }
 

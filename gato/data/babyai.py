@@ -62,7 +62,7 @@ MISSION_CHARSET: str = string.ascii_letters + string.digits + " ,.;:'-_!?()"
 # Longest mission seen (MiniBossLevel) is ~170 chars; BossLevel can nest more.
 MISSION_MAX_LENGTH: int = 1024
 
-_BOT_NAME = "minigrid.utils.baby_ai_bot.BabyAIBot"
+BOT_NAME = "minigrid.utils.baby_ai_bot.BabyAIBot"
 
 # Reference (random-policy) episodes use seeds far from the data seeds so the two
 # sets stay disjoint for any realistic dataset size, and do not depend on it.
@@ -481,7 +481,7 @@ def generate_babyai(
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skip_reasons.items())) or "none"
     description = (
         f"Expert demonstrations for {env_id}, generated offline by the BabyAI bot "
-        f"({_BOT_NAME}, minigrid {minigrid.__version__}). Attempt i uses env.reset(seed={seed}+i) and "
+        f"({BOT_NAME}, minigrid {minigrid.__version__}). Attempt i uses env.reset(seed={seed}+i) and "
         f"follows bot.replan() until the episode ends"
         + (f", taking a random left/right/forward move with probability {noise} (recorded; the bot then "
            "recovers)" if noise else "")
@@ -506,7 +506,7 @@ def generate_babyai(
         "skip_reasons": dict(skip_reasons),
         "generator": {
             "recipe": "gato.data.babyai.generate_babyai",
-            "bot": _BOT_NAME,
+            "bot": BOT_NAME,
             "env_id": env_id,
             "seed": seed,
             "attempts": attempts,
@@ -531,7 +531,7 @@ def generate_babyai(
         ref_max_score=expert_mean if have_refs else None,
         num_episodes_average_score=len(random_returns) if have_refs else None,
         description=description,
-        algorithm_name=_BOT_NAME,
+        algorithm_name=BOT_NAME,
         requirements=[f"minigrid=={minigrid.__version__}"],
         extra_metadata=extra,
         jpeg_encoding=False,

@@ -57,6 +57,13 @@ class RawEpisodes:
             raise DatasetValueError(f"dataset {name!r} holds no episodes with at least one step; regenerate it")
         return cls(obs, act, rew, ids)
 
+    def extend(self, other: "RawEpisodes") -> None:
+        """Append ``other``'s episodes."""
+        self.observations += other.observations
+        self.actions += other.actions
+        self.rewards += other.rewards
+        self.ids += other.ids
+
     def text_budget(self, codec_fields, tokenizer) -> dict:
         """{dotted path: longest tokenised string} for the string fields."""
         budget = {}
@@ -123,6 +130,15 @@ class EncodedEpisodes:
             patches=np.concatenate(patches),
             starts=np.concatenate([[0], np.cumsum(lengths)]),
             returns=np.array([r.sum() for r in raw.rewards]),
+        )
+
+    def concat(self, other: "EncodedEpisodes") -> "EncodedEpisodes":
+        """These episodes followed by ``other``'s (encoded with the same codec)."""
+        return EncodedEpisodes(
+            steps=np.concatenate([self.steps, other.steps]),
+            patches=np.concatenate([self.patches, other.patches]),
+            starts=np.concatenate([self.starts, self.starts[-1] + other.starts[1:]]),
+            returns=np.concatenate([self.returns, other.returns]),
         )
 
 

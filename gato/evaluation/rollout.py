@@ -48,13 +48,16 @@ def observation_stream(codec: SpaceCodec, obs, n: int, pending: torch.Tensor | N
 @torch.inference_mode()
 def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int = 8,
             deterministic: bool = True, prompt=None, seed: int = 1_000_000, use_cache: bool = True,
-            progress: bool = False, frames: list | None = None) -> RolloutResult:
+            progress: bool = False, frames: list | None = None, observer=None) -> RolloutResult:
     """Run ``n_episodes`` episodes of ``make_env()`` envs with ``policy``.
 
     ``prompt(n)`` returns a stream dict (n rows, one length) fed before each round, or None.
     Episode i uses seed ``seed + i``. ``use_cache=False`` re-runs the whole context at every
     step instead (how NEKO evaluates; kept to measure the cache against). With ``frames`` (a
     list), ``render()`` of the first env is appended to it at every step of its first episode.
+    ``observer`` (optional) sees every round: ``observer.reset(envs)`` after each reset,
+    ``observer.before_step(obs, actions, live)`` before each env step (the envs still in the
+    observed state) and ``observer.after_step(rewards, finished)`` after it.
     """
     was_training = policy.training
     policy.eval()
@@ -78,15 +81,22 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
             pending = None
             if frames is not None and episode == 0:
                 frames.append(envs.envs[0].render())
+            if observer is not None:
+                observer.reset(envs)
             while not done.all():
                 chunk = observation_stream(codec, obs, n_envs, pending, device)
                 act_tokens = context.generate(chunk, ranges, codec.obs_tokens + 1, deterministic, gen)
-                obs, reward, terminated, truncated, _ = envs.step(codec.decode_actions(act_tokens.cpu().numpy()))
+                actions = codec.decode_actions(act_tokens.cpu().numpy())
                 live = ~done
+                if observer is not None:
+                    observer.before_step(obs, actions, live)
+                obs, reward, terminated, truncated, _ = envs.step(actions)
                 returns[live] += reward[live]
                 lengths[live] += 1
                 finished = live & (terminated | truncated)
                 done |= finished
+                if observer is not None:
+                    observer.after_step(reward, finished)
                 if frames is not None and episode == 0 and live[0]:
                     frames.append(envs.envs[0].render())
                 pending = act_tokens[:, -1]

@@ -16,7 +16,10 @@ class Task(Protocol):
 
     ``name`` identifies it in logs and tables; ``sample_batch`` draws training streams of at
     most ``context_len`` tokens; ``evaluate`` runs the policy and returns metrics; ``spec``
-    is a JSON-able description from which ``gato eval`` rebuilds the task.
+    is a JSON-able description from which ``gato eval`` rebuilds the task. A task may also
+    offer ``collect_corrections(model, n_episodes, round_index)`` (DAgger: expert labels on the
+    policy's own rollouts, added to its data; ``ControlTask`` has it), which the trainer calls
+    when ``--dagger_rounds`` asks for it.
     """
 
     name: str

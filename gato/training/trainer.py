@@ -54,6 +54,7 @@ class Trainer:
         self.history: list[dict] = []
         self.train_seconds = 0.0
         self.step = 0
+        self.dagger_rounds_done = 0
 
     @property
     def policy(self):
@@ -114,6 +115,38 @@ class Trainer:
             return self.train_seconds - last_eval_seconds >= every
         return self.step % max(1, args.training_steps // 5) == 0
 
+    def _dagger_due(self) -> bool:
+        """Rounds are spread evenly: round k at k / (rounds + 1) of the budget (time, else steps)."""
+        rounds = getattr(self.args, "dagger_rounds", 0)
+        if self.dagger_rounds_done >= rounds:
+            return False
+        at = (self.dagger_rounds_done + 1) / (rounds + 1)
+        if self.args.max_minutes:
+            return self.train_seconds >= at * self.args.max_minutes * 60
+        return self.step >= at * self.args.training_steps
+
+    def collect_corrections(self, bar=None) -> dict:
+        """One DAgger round: every task that can (``collect_corrections`` in its class) adds
+        expert-labelled rollouts of the current policy to its data. The time it takes counts
+        as training time: it is part of what the policy costs to train."""
+        t0 = time.monotonic()
+        results = {}
+        n = self.accelerator.num_processes
+        for task in self.tasks:
+            collect = getattr(task, "collect_corrections", None)
+            stats = collect(self.policy, self.args.dagger_episodes,
+                            round_index=self.dagger_rounds_done * n + self.accelerator.process_index) if collect else None
+            if stats is not None:
+                results[task.name] = stats
+        self.dagger_rounds_done += 1
+        self.train_seconds += time.monotonic() - t0
+        self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "corrections": results})
+        if results and self.accelerator.is_main_process:
+            summary = "  ".join(f"{name}: +{s['episodes']} episodes, model != expert on {s['disagreement']:.0%} of steps"
+                                for name, s in results.items())
+            (bar.write if bar is not None else print)(f"step {self.step} DAgger round {self.dagger_rounds_done}: {summary}")
+        return results
+
     def _out_of_time(self) -> bool:
         budget = self.args.max_minutes * 60
         return bool(budget) and self.train_seconds >= budget
@@ -152,6 +185,8 @@ class Trainer:
             if self._eval_due(last_eval_seconds):
                 last_eval_seconds = self.train_seconds
                 last = self._evaluate_and_save(writer, bar)
+            if self._dagger_due():
+                self.collect_corrections(bar)
         bar.close()
         if not self.history or "eval" not in self.history[-1] or self.history[-1]["step"] != self.step:
             last = self._evaluate_and_save(writer, None, final=True)

@@ -1,0 +1,67 @@
+"""DAgger: the BabyAI bot labels the states a policy reaches; the labels join the task's data."""
+
+from argparse import Namespace
+
+import gymnasium as gym
+import numpy as np
+
+
+def _fresh_babyai_task(dataset):
+    from gato.tasks.control_task import ControlTask
+
+    # its own task: collecting corrections changes the task's data
+    return ControlTask("babyai", gym.make("BabyAI-GoToRedBall-v0"), dataset, context_len=128,
+                       args=Namespace(patch_size=4), eval_envs=2)
+
+
+def test_bot_labels_the_policys_states_and_they_join_the_data(babyai_dataset, tiny_policy):
+    from minigrid.utils.baby_ai_bot import BabyAIBot
+
+    from gato.tasks.control_task import CORRECTION_SEED
+
+    task = _fresh_babyai_task(babyai_dataset)
+    model = tiny_policy()
+    codec = task.codec_for(model.vocab)
+    before_eps, before_rows = len(task.raw), len(task.episodes.steps)
+
+    stats = task.collect_corrections(model, 4)
+
+    assert stats["episodes"] >= 4 and stats["steps"] > 0 and 0.0 <= stats["disagreement"] <= 1.0
+    new = task.raw.actions[before_eps:]
+    assert len(new) == stats["episodes"] and sum(len(a) for a in new) == stats["steps"]
+    assert len(task.episodes.lengths) == before_eps + stats["episodes"]
+    assert len(task.episodes.steps) == before_rows + stats["steps"]  # encoded with the same codec
+    assert task.codec is codec
+
+    # the first label of episode 0 is the bot's own first action in that level
+    env = gym.make("BabyAI-GoToRedBall-v0")
+    obs, _ = env.reset(seed=CORRECTION_SEED)
+    assert new[0][0] == int(BabyAIBot(env.unwrapped).replan())
+    first = task.raw.observations[before_eps]
+    np.testing.assert_array_equal(first["image"][0], obs["image"])
+    assert first["mission"][0] == obs["mission"]
+
+    # the added rows are ordinary training data
+    batch = task.sample_batch(8, model.vocab, 128, np.random.default_rng(0))
+    assert batch.tokens.shape[0] == 8
+
+
+def test_tasks_without_an_advising_expert_collect_nothing(cartpole_task, tiny_policy):
+    assert cartpole_task.collect_corrections(tiny_policy(), 2) is None
+
+
+def test_trainer_runs_dagger_rounds_within_its_budget(babyai_dataset, tmp_path):
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    task = _fresh_babyai_task(babyai_dataset)
+    args = TrainingArgs(training_steps=6, max_minutes=0, batch_size=4, embed_dim=32, layers=1, heads=2,
+                        resid_mid_channels=8, sequence_length=128, dagger_rounds=2, dagger_episodes=2,
+                        eval_episodes=2, eval_envs=2, save_dir=str(tmp_path), save_model=False, device="cpu")
+    trainer = build_trainer(args, tasks=[task])
+    episodes_before = len(task.raw)
+    trainer.train()
+    rounds = [h for h in trainer.history if "corrections" in h]
+    assert [h["step"] for h in rounds] == [2, 4]  # at 1/3 and 2/3 of the steps
+    added = sum(h["corrections"]["babyai"]["episodes"] for h in rounds)
+    assert added >= 4 and len(task.raw) == episodes_before + added
