@@ -17,7 +17,9 @@ class Batch:
     True where the token is to be predicted; patches (N, C, P, P) float32 in [-1, 1] for the
     N patch positions in row-major order; patch_rowcol (N, 2) int64, each patch's grid place;
     segment_ids (B, L) int64 or None: which packed unit each position belongs to (attention
-    stays inside a unit); None when every row is a single unit.
+    stays inside a unit); None when every row is a single unit. inputs (B, L) int64 or None:
+    the ids to embed where they differ from ``tokens`` (a corrupted action history, see
+    ``ControlTask``'s ``action_history_noise``); targets are always read from ``tokens``.
     Causal attention makes right-padding harmless: no real token ever attends to it.
     """
 
@@ -28,6 +30,7 @@ class Batch:
     patches: np.ndarray
     patch_rowcol: np.ndarray
     segment_ids: np.ndarray | None = None
+    inputs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -44,6 +47,8 @@ class Batch:
         }
         if self.segment_ids is not None:
             stream["segment_ids"] = torch.from_numpy(self.segment_ids).to(device)
+        if self.inputs is not None:
+            stream["input_tokens"] = torch.from_numpy(self.inputs).to(device)
         return stream
 
     @staticmethod
@@ -69,6 +74,8 @@ class Batch:
             patch_rowcol=np.concatenate([b.patch_rowcol for b in batches]),
             segment_ids=None if all(b.segment_ids is None for b in batches) else np.concatenate(
                 [b.segment_ids if b.segment_ids is not None else np.zeros_like(b.tokens) for b in batches]),
+            inputs=None if all(b.inputs is None for b in batches) else np.concatenate(
+                [b.inputs if b.inputs is not None else b.tokens for b in batches]),
         )
 
 
@@ -136,3 +143,23 @@ class StepLayout:
         is_target = np.zeros(S, bool)
         is_target[codec.obs_tokens + 1 :] = True
         return cls(S, is_patch, is_target, codec.patch_rowcol.astype(np.int64))
+
+
+def corrupt_action_inputs(batch: Batch, first_action_pos: int, action_ranges: np.ndarray, p: float,
+                          rng: np.random.Generator) -> np.ndarray:
+    """``batch.tokens`` with each action token replaced, with probability ``p``, by an id drawn
+    uniformly from its own range (``action_ranges`` (K, 2), action token j sitting at in-timestep
+    position ``first_action_pos + j``).
+
+    Why: a policy that sees its past actions learns, from smooth expert data, that the next
+    action is usually the last one, and when acting it copies its own mistakes forever (the
+    "copycat" problem). Unreliable history forces it to read the observations; the targets
+    stay clean.
+    """
+    j = batch.in_step_pos - first_action_pos
+    is_action = (j >= 0) & (j < len(action_ranges)) & ~batch.patch_mask
+    hit = is_action & (rng.random(batch.tokens.shape) < p)
+    lo, hi = action_ranges[j[hit], 0], action_ranges[j[hit], 1]
+    inputs = batch.tokens.copy()
+    inputs[hit] = rng.integers(lo, hi)
+    return inputs

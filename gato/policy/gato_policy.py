@@ -117,14 +117,16 @@ class GatoPolicy(nn.Module):
         if last == stream["tokens"].shape[1]:
             return stream
         out = dict(stream)
-        for key in ("tokens", "in_step_pos", "patch_mask", "targets", "segment_ids"):
+        for key in ("tokens", "input_tokens", "in_step_pos", "patch_mask", "targets", "segment_ids"):
             if key in out:
                 out[key] = out[key][:, :last]
         return out
 
     def hidden_states(self, stream: dict, cache: KVCache | None = None) -> torch.Tensor:
-        """(B, T, D) final hidden states of a stream (continuing ``cache`` if given)."""
-        x = self.embedding(stream["tokens"], stream["in_step_pos"], stream["patch_mask"],
+        """(B, T, D) final hidden states of a stream (continuing ``cache`` if given). The ids
+        embedded are ``input_tokens`` when the stream has them (training with a corrupted
+        action history), else ``tokens``."""
+        x = self.embedding(stream.get("input_tokens", stream["tokens"]), stream["in_step_pos"], stream["patch_mask"],
                            stream["patches"], stream["patch_rowcol"])
         return self.transformer(x, cache, stream.get("segment_ids"))
 

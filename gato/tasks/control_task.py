@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from gato.codec import SpaceCodec, UnsupportedSpaceError, space_mismatch, tokens_per_space  # noqa: F401 (re-export)
-from gato.data.batch import Batch, StepLayout, pack
+from gato.data.batch import Batch, StepLayout, corrupt_action_inputs, pack
 from gato.data.episodes import EncodedEpisodes, RawEpisodes, load_minari
 from gato.evaluation.rollout import rollout
 from gato.vocab import Vocab
@@ -26,6 +26,8 @@ from gato.vocab import Vocab
 PROMPT_TYPES = ("start", "end", "uniform")
 EVAL_SEED = 1_000_000
 """First seed of evaluation episodes; data recipes use seeds below it, so they never overlap."""
+CORRECTION_SEED = 500_000
+"""First seed of the policy rollouts that an expert labels (DAgger), apart from data and evaluation."""
 
 
 class ContextTooShortError(ValueError):
@@ -67,11 +69,15 @@ class ControlTask:
             itself), instead of one window per row and padding.
         task_id: in multi-task training, the id whose task token starts each observation
             (``Vocab.task``), so the model knows which task it acts in; None: no task token.
+        action_history_noise: probability that an action token of a training input is replaced
+            by a random one of its range (targets stay clean); fights copying the last action
+            (see ``gato.data.batch.corrupt_action_inputs``).
     """
 
     def __init__(self, env_name, env, dataset, context_len, args, training_prompt_len_proportion=0.5,
                  share_prompt_episodes=True, top_k_prompting=None, prompt_ep_proportion=0.0,
-                 prompt_type="end", field_overrides=None, eval_envs=8, pack_windows=False, task_id=None):
+                 prompt_type="end", field_overrides=None, eval_envs=8, pack_windows=False, task_id=None,
+                 action_history_noise=0.0):
         if isinstance(dataset, str):
             dataset = load_minari(dataset)
         self.name = env_name
@@ -90,9 +96,13 @@ class ControlTask:
         self.eval_envs = eval_envs
         self.pack_windows = pack_windows
         self.task_id = task_id
+        if not 0.0 <= action_history_noise <= 1.0:
+            raise ValueError(f"action_history_noise must be in [0, 1], got {action_history_noise}")
+        self.action_history_noise = action_history_noise
         metadata = dataset.storage.metadata
         self.ref_min_score = metadata.get("ref_min_score")
         self.ref_max_score = metadata.get("ref_max_score")
+        self.expert_name = metadata.get("algorithm_name")
         if field_overrides is None:
             field_overrides = _metadata_overrides(metadata)
         self.field_overrides = field_overrides or {}
@@ -137,6 +147,38 @@ class ControlTask:
                 )
             self._encoded = (vocab, codec, EncodedEpisodes.encode(self.raw, codec, self.dataset_id))
         return self._encoded[1]
+
+    def add_episodes(self, raw: RawEpisodes) -> None:
+        """Append episodes (in the dataset's spaces) to the training data, encoded with the
+        current codec so that the token layout the model learns stays the same."""
+        self.raw.extend(raw)
+        if self._encoded is not None:
+            vocab, codec, encoded = self._encoded
+            self._encoded = (vocab, codec, encoded.concat(EncodedEpisodes.encode(raw, codec, self.dataset_id)))
+
+    def collect_corrections(self, model, n_episodes: int, round_index: int = 0) -> dict | None:
+        """DAgger: run ``model`` for ``n_episodes`` episodes (argmax actions, no prompt) while the
+        dataset's expert labels every state it reaches, and add them to the training data.
+
+        Round ``r`` (``round_index``) plays seeds ``CORRECTION_SEED + r * 100_000`` on. Returns counts
+        (episodes, steps, share of steps where the model's action differed from the expert's),
+        or None when the dataset's expert cannot label states (see
+        ``gato.data.corrections.ADVISORS``)."""
+        from gato.data.corrections import advisor_for
+
+        advisor = advisor_for(self.expert_name)
+        if advisor is None:
+            return None
+        model = getattr(model, "module", model)
+        codec = self.codec_for(model.vocab)
+        rollout(model, codec, self._make_env, n_episodes, n_envs=self.eval_envs,
+                seed=CORRECTION_SEED + round_index * 100_000, observer=advisor)
+        raw = advisor.episodes()
+        if len(raw):
+            self.add_episodes(raw)
+        return {"episodes": len(raw), "steps": advisor.steps,
+                "disagreement": advisor.disagreements / max(1, advisor.steps),
+                "expert_errors": advisor.bot_errors, "total_episodes": len(self.raw)}
 
     @property
     def codec(self) -> SpaceCodec:
@@ -200,7 +242,11 @@ class ControlTask:
             if not self.pack_windows:  # one window per row: close it now, sample nothing extra
                 rows.append(row)
                 row, used = [], 0
-        return pack(rows, StepLayout.of(codec), context_len, vocab.pad)
+        batch = pack(rows, StepLayout.of(codec), context_len, vocab.pad)
+        if self.action_history_noise:
+            batch.inputs = corrupt_action_inputs(batch, codec.obs_tokens + 1, codec.action_ranges,
+                                                 self.action_history_noise, rng)
+        return batch
 
     def _sample_unit(self, codec, max_steps, prompt_steps, weights, pool, rng) -> list:
         """One window (a list of (tokens, patches) segments), with a prompt before it or not."""
@@ -297,6 +343,7 @@ class ControlTask:
             "eval_envs": self.eval_envs,
             "pack_windows": self.pack_windows,
             "task_id": self.task_id,
+            "action_history_noise": self.action_history_noise,
         }
 
     @classmethod
