@@ -119,6 +119,7 @@ def run(datasets: list[str], args) -> dict:
                   for h in trainer.history if "eval" in h],
         "final": final, "summary": summary(final), "png": [str(curve_png), str(bars_png)],
         "checkpoint": str(trainer.run_dir / "checkpoint"),
+        "train_args": train_args.to_dict(),
     }
 
 
