@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gato.data.babyai import BOT_NAME
+from gato.data.babyai import BOT_NAME, babyai_observation_space
 from gato.data.episodes import RawEpisodes
+from gato.data.writer import stack_steps
 
 
 class BabyAIBotAdvisor:
@@ -36,6 +37,7 @@ class BabyAIBotAdvisor:
         """Start one bot per environment of a freshly reset vector env."""
         from minigrid.utils.baby_ai_bot import BabyAIBot
 
+        self._space = babyai_observation_space(envs.single_observation_space)  # as stored in datasets
         self._bots = [BabyAIBot(env.unwrapped) for env in envs.envs]
         self._taken: list = [None] * len(self._bots)
         self._open = [{"obs": [], "actions": [], "rewards": []} for _ in self._bots]
@@ -71,18 +73,13 @@ class BabyAIBotAdvisor:
         one repeated, since only the first T are ever encoded)."""
         observations = []
         for ep in self._done:
-            steps = ep["obs"] + ep["obs"][-1:]
-            observations.append({k: _stack([o[k] for o in steps]) for k in steps[0]})
+            observations.append(stack_steps(ep["obs"] + ep["obs"][-1:], self._space, "observations"))
         return RawEpisodes(
             observations=observations,
             actions=[np.asarray(ep["actions"], dtype=np.int64) for ep in self._done],
             rewards=[np.asarray(ep["rewards"], dtype=np.float64) for ep in self._done],
             ids=[f"correction-{i}" for i in range(len(self._done))],
         )
-
-
-def _stack(values: list):
-    return list(values) if isinstance(values[0], str) else np.stack(values)
 
 
 ADVISORS = {BOT_NAME: BabyAIBotAdvisor}

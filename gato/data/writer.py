@@ -96,7 +96,7 @@ def local_dataset_exists(dataset_id: str) -> bool:
     return get_dataset_path(dataset_id).exists()
 
 
-def _stack(values: Sequence[Any], space: gym.Space, what: str) -> Any:
+def stack_steps(values: Sequence[Any], space: gym.Space, what: str) -> Any:
     """Turn a per-step list into the nested, stacked layout Minari's storage expects.
 
     Dict -> dict of stacked children, Tuple -> tuple of stacked children,
@@ -108,12 +108,12 @@ def _stack(values: Sequence[Any], space: gym.Space, what: str) -> Any:
             if not isinstance(v, Mapping):
                 raise TypeError(f"{what}: expected a dict per step for a Dict space, got {type(v).__name__}")
         return {
-            key: _stack([v[key] for v in values], sub, f"{what}[{key!r}]")
+            key: stack_steps([v[key] for v in values], sub, f"{what}[{key!r}]")
             for key, sub in space.spaces.items()
         }
     if isinstance(space, gym.spaces.Tuple):
         return tuple(
-            _stack([v[i] for v in values], sub, f"{what}[{i}]")
+            stack_steps([v[i] for v in values], sub, f"{what}[{i}]")
             for i, sub in enumerate(space.spaces)
         )
     if isinstance(space, gym.spaces.Text):
@@ -161,7 +161,7 @@ def _to_buffer(
                         f"episode {index}, step {t}: observation {obs!r} is not in the "
                         f"dataset observation_space {observation_space}"
                     )
-        observations = _stack(observations, observation_space, "observations")
+        observations = stack_steps(observations, observation_space, "observations")
     if not _is_stacked(actions):
         if validate:
             for t, act in enumerate(actions):
@@ -169,7 +169,7 @@ def _to_buffer(
                     raise ValueError(
                         f"episode {index}, step {t}: action {act!r} is not in action_space {action_space}"
                     )
-        actions = _stack(actions, action_space, "actions")
+        actions = stack_steps(actions, action_space, "actions")
     seed = episode.get("seed")
     return EpisodeBuffer(
         id=None,  # storage assigns sequential ids
