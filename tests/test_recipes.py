@@ -67,6 +67,28 @@ def test_continuous_lander_keeps_its_kwargs():
     assert env.spec.kwargs["continuous"] is True and env.action_space.shape == (2,)
 
 
+def test_breakout_launches_the_ball_by_itself_and_keeps_it_through_the_spec():
+    import gymnasium as gym
+
+    from gato.data.experts.breakout import make_breakout_env
+
+    env = gym.make(make_breakout_env(max_episode_steps=2000).spec)  # as evaluation rebuilds it
+    assert env.spec.additional_wrappers[-1].name == "LaunchBall"
+    ball_y = lambda: int(env.unwrapped.ale.getRAM()[101])  # noqa: E731
+    env.reset(seed=0)
+    assert ball_y() != 0
+    lives, lost, total = 5, 0, 0.0
+    for _ in range(2000):  # NOOP only, never FIRE: every life is lost, each new ball is launched for us
+        _, reward, terminated, truncated, info = env.step(0)
+        total += reward
+        if info["lives"] < lives:
+            lives, lost = info["lives"], lost + 1
+            assert terminated or ball_y() != 0
+        if terminated or truncated:
+            break
+    assert terminated and lost == 5
+
+
 def test_missing_dependency_names_the_extra():
     recipe = Recipe("needs-missing", "CartPole-v1", "gato.data.experts.classic:CartPoleExpert", "test",
                     requires=("surely_not_installed_module",), extra="box2d")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["BREAKOUT_DESCRIPTION", "BreakoutExpert", "make_breakout_env"]
+__all__ = ["BREAKOUT_DESCRIPTION", "BreakoutExpert", "LaunchBall", "make_breakout_env"]
 
 ENV_ID = "ALE/Breakout-v5"
 FRAME_SKIP = 4
@@ -45,14 +45,16 @@ BREAKOUT_DESCRIPTION = (
     "The base emulator runs with frameskip=1; gymnasium's AtariPreprocessing "
     f"repeats each action for {FRAME_SKIP} frames, max-pools the last two, "
     f"converts to greyscale and resizes to {SCREEN_SIZE}x{SCREEN_SIZE} (up to "
-    f"{NOOP_MAX} random no-ops at reset, no life-loss termination), and "
+    f"{NOOP_MAX} random no-ops at reset, no life-loss termination), "
     f"FrameStackObservation stacks the last {STACK_SIZE} frames, giving "
     f"observations of shape ({STACK_SIZE}, {SCREEN_SIZE}, {SCREEN_SIZE}) stored "
-    "losslessly as uint8. Actions come from a scripted expert that reads the "
+    "losslessly as uint8, and LaunchBall presses FIRE by itself whenever no ball is "
+    "in play (after reset and after each lost life, like the FireReset wrappers of "
+    "common Atari set-ups), so neither the expert nor a policy has to. Actions come "
+    "from a scripted expert that reads the "
     "ball and paddle positions from the emulator RAM, predicts where the ball "
     "will reach the paddle by cloning the emulator state, simulating ahead and "
-    "restoring it exactly, moves the paddle under that point, and presses FIRE "
-    "to launch a new ball after every life loss; when the score stalls it "
+    "restoring it exactly, and moves the paddle under that point; when the score stalls it "
     "shifts where on the paddle it catches the ball to break repeating rallies."
 )
 
@@ -84,7 +86,8 @@ def make_breakout_env(
 
     ``ALE/Breakout-v5`` with ``frameskip=1`` and sticky actions off in the base
     env, wrapped in ``AtariPreprocessing(frame_skip=4, screen_size=84,
-    grayscale_obs=True, noop_max=30)`` and ``FrameStackObservation(stack_size=4)``.
+    grayscale_obs=True, noop_max=30)``, ``FrameStackObservation(stack_size=4)`` and
+    :class:`LaunchBall` (FIRE whenever no ball is in play).
     Observations are ``Box(0, 255, (4, 84, 84), uint8)``, actions ``Discrete(4)``.
     The wrappers are recorded in ``env.spec.additional_wrappers`` so the env can
     be rebuilt from ``env.spec`` (e.g. by Minari).
@@ -119,7 +122,48 @@ def make_breakout_env(
         grayscale_newaxis=False,
         scale_obs=False,
     )
-    return gym.wrappers.FrameStackObservation(env, stack_size=STACK_SIZE)
+    env = gym.wrappers.FrameStackObservation(env, stack_size=STACK_SIZE)
+    return LaunchBall(env)
+
+
+class LaunchBall(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Presses FIRE by itself while no ball is in play (after reset, after a lost life).
+
+    Why: launching is one FIRE per life among thousands of steps, on frames that look like
+    the frames before and after it, so a cloned policy never learns it and waits forever.
+    Common Atari set-ups (the FireReset wrappers of baselines, SB3, CleanRL) take the same
+    step. The FIRE steps' frames and rewards are folded into the step that lost the ball.
+    """
+
+    MAX_PRESSES = 8  # the ball is in play after the first press; a bound against surprises
+
+    def __init__(self, env: gym.Env):
+        """Wrap an env made as in :func:`make_breakout_env` (its base is ALE Breakout)."""
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def _ball_in_play(self) -> bool:
+        return int(self.env.unwrapped.ale.getRAM()[_RAM_BALL_Y]) != 0
+
+    def _launch(self, obs, reward, terminated, truncated, info):
+        for _ in range(self.MAX_PRESSES):
+            if terminated or truncated or self._ball_in_play():
+                break
+            obs, r, terminated, truncated, info = self.env.step(_FIRE)
+            reward += r
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs):
+        """Reset, then launch the first ball."""
+        obs, info = self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self._launch(obs, 0.0, False, False, info)
+        if terminated or truncated:  # cannot happen in Breakout; never hand out a finished episode
+            obs, info = self.env.reset()
+        return obs, info
+
+    def step(self, action):
+        """Step, then launch a new ball if this step lost one."""
+        return self._launch(*self.env.step(action))
 
 
 class BreakoutExpert:
