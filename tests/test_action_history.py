@@ -54,3 +54,20 @@ def test_the_model_embeds_the_corrupted_inputs_and_scores_the_clean_targets(cart
 def test_noise_outside_0_1_is_refused(cartpole_dataset, noise):
     with pytest.raises(ValueError, match="action_history_noise"):
         _task(cartpole_dataset, noise)
+
+
+def test_noise_is_given_once_or_per_dataset():
+    import argparse
+
+    from gato.training.arguments import TrainingArgs
+
+    def parse(*flags):
+        parser = argparse.ArgumentParser()
+        TrainingArgs.add_arguments(parser)
+        return TrainingArgs.from_namespace(parser.parse_args(["--control_datasets", "a/x-v0", "b/y-v0", *flags]))
+
+    assert [parse().history_noise(i) for i in (0, 1)] == [0.0, 0.0]
+    assert [parse("--action_history_noise", "0.3").history_noise(i) for i in (0, 1)] == [0.3, 0.3]
+    assert [parse("--action_history_noise", "0", "1").history_noise(i) for i in (0, 1)] == [0.0, 1.0]
+    with pytest.raises(ValueError, match="--action_history_noise needs one value, or one per dataset"):
+        parse("--action_history_noise", "0", "0.5", "1")

@@ -67,7 +67,7 @@ def build_tasks(args: TrainingArgs) -> list:
             eval_envs=args.eval_envs,
             pack_windows=args.pack_sequences,
             task_id=i if multi else None,
-            action_history_noise=args.action_history_noise,
+            action_history_noise=args.history_noise(i),
         ))
     return tasks
 
