@@ -156,9 +156,7 @@ class LaunchBall(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def reset(self, **kwargs):
         """Reset, then launch the first ball."""
         obs, info = self.env.reset(**kwargs)
-        obs, _, terminated, truncated, info = self._launch(obs, 0.0, False, False, info)
-        if terminated or truncated:  # cannot happen in Breakout; never hand out a finished episode
-            obs, info = self.env.reset()
+        obs, _, _, _, info = self._launch(obs, 0.0, False, False, info)
         return obs, info
 
     def step(self, action):
