@@ -33,8 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     C.set_threads(args.threads)
 
-    import gymnasium as gym
-    import minigrid  # noqa: F401  (registers the BabyAI envs)
+    import minari
     import numpy as np
     import torch
     from minigrid.utils.baby_ai_bot import BabyAIBot
@@ -51,7 +50,7 @@ def main() -> None:
     task = build_task(babyai[0])
     codec = task.codec_for(policy.vocab)
     ranges = torch.as_tensor(codec.action_ranges)
-    env = gym.make(_env_id(task.dataset_id))
+    env = minari.load_dataset(task.dataset_id).recover_environment()
 
     def first_step(seed: int) -> tuple[bool, bool]:
         obs, _ = env.reset(seed=seed)
@@ -76,11 +75,6 @@ def main() -> None:
                         for k, v in counts.items()}
     result["machine"] = C.machine_info("cpu")
     C.emit(result)
-
-
-def _env_id(dataset_id: str) -> str:
-    """babyai/GoToLocal-bot-v0 -> BabyAI-GoToLocal-v0."""
-    return "BabyAI-" + dataset_id.split("/", 1)[1].split("-bot")[0] + "-v0"
 
 
 if __name__ == "__main__":

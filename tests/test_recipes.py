@@ -77,10 +77,9 @@ def test_breakout_launches_the_ball_by_itself_and_keeps_it_through_the_spec():
     ball_y = lambda: int(env.unwrapped.ale.getRAM()[101])  # noqa: E731
     env.reset(seed=0)
     assert ball_y() != 0
-    lives, lost, total = 5, 0, 0.0
+    lives, lost = 5, 0
     for _ in range(2000):  # NOOP only, never FIRE: every life is lost, each new ball is launched for us
-        _, reward, terminated, truncated, info = env.step(0)
-        total += reward
+        _, _, terminated, truncated, info = env.step(0)
         if info["lives"] < lives:
             lives, lost = info["lives"], lost + 1
             assert terminated or ball_y() != 0
