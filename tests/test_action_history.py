@@ -69,5 +69,6 @@ def test_noise_is_given_once_or_per_dataset():
     assert [parse().history_noise(i) for i in (0, 1)] == [0.0, 0.0]
     assert [parse("--action_history_noise", "0.3").history_noise(i) for i in (0, 1)] == [0.3, 0.3]
     assert [parse("--action_history_noise", "0", "1").history_noise(i) for i in (0, 1)] == [0.0, 1.0]
+    assert TrainingArgs(action_history_noise=0.3).history_noise(1) == 0.3  # one value from Python
     with pytest.raises(ValueError, match="--action_history_noise needs one value, or one per dataset"):
         parse("--action_history_noise", "0", "0.5", "1")

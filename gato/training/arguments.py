@@ -129,8 +129,7 @@ class TrainingArgs:
              "--batch_size must be at least --gradient_accumulation_steps (>= 1)"),
             (not self.task_weights or len(self.task_weights) == len(self.control_datasets),
              "--task_weights needs one weight per dataset in --control_datasets"),
-            (isinstance(self.action_history_noise, (int, float))
-             or len(self.action_history_noise) in (0, 1, len(self.control_datasets)),
+            (len(self.action_history_noise) in (0, 1, len(self.control_datasets)),
              "--action_history_noise needs one value, or one per dataset in --control_datasets"),
             (self.training_steps > 0, "--training_steps must be positive"),
         ]
@@ -138,11 +137,13 @@ class TrainingArgs:
             if not ok:
                 raise ValueError(message)
 
+    def __post_init__(self):
+        if isinstance(self.action_history_noise, (int, float)):  # one value given from Python
+            self.action_history_noise = [float(self.action_history_noise)]
+
     def history_noise(self, i: int) -> float:
         """The action-history noise of dataset ``i``."""
         noise = self.action_history_noise
-        if isinstance(noise, (int, float)):
-            return float(noise)
         return float(noise[i] if len(noise) > 1 else noise[0] if noise else 0.0)
 
     def overrides(self) -> dict:
