@@ -485,3 +485,25 @@ def test_one_hot_image_reads_each_value_as_a_channel():
         for v in range(4):
             assert patches[1, 0, c * 4 + v, 1, 2] == (img[1, 1, 2, c] == v)
     assert set(np.unique(codec.normalize_patches(patches))) <= {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_pooled_image_reduces_blocks(mode):
+    # A 1-pixel sprite of 90 in a dark 8x8 frame, pooled 2x2 to 4x4 (one 4x4 patch).
+    img = np.zeros((1, 8, 8), np.uint8)
+    img[0, 5, 2] = 90
+    spec = {"kind": "image", "pool": 2, **({"pool_mode": mode} if mode == "max" else {})}
+    codec = SpaceCodec(spaces.Box(0, 255, (1, 8, 8), np.uint8), spaces.Discrete(2), patch_size=4,
+                       overrides={"": spec})
+    _, patches = codec.encode_observations(img, 1)
+    assert patches.shape == (1, 1, 1, 4, 4)
+    pooled = patches[0, 0, 0]
+    assert pooled[2, 1] == (90 if mode == "max" else round(90 / 4))  # block (2, 1) holds the sprite
+    assert pooled.sum() == pooled[2, 1]
+    assert f"{mode}-pooled 2x2 to 4x4" in codec.obs_fields[0].describe()
+
+
+def test_unknown_pool_mode_is_refused():
+    with pytest.raises(ValueError, match="pool_mode must be 'mean' or 'max'"):
+        SpaceCodec(spaces.Box(0, 255, (8, 8), np.uint8), spaces.Discrete(2),
+                   overrides={"": {"kind": "image", "pool": 2, "pool_mode": "median"}})

@@ -131,7 +131,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            episodes=10, make_env="gato.data.experts.breakout:make_breakout_env",
            requires=("ale_py", "cv2"), extra="atari", reference_episodes=20,
            env_note="gato.data.experts.breakout:BREAKOUT_DESCRIPTION",
-           field_overrides={"": {"kind": "image", "pool": 3}},  # 84x84 -> 28x28: 49 patches, not 441
+           # 84x84 -> 28x28: 49 patches, not 441; max keeps the 1-2 pixel ball bright
+           field_overrides={"": {"kind": "image", "pool": 3, "pool_mode": "max"}},
            max_episode_steps=4000),  # the expert can circle for ALE's 27,000 steps without scoring
 )}
 """The built-in recipes by name (BabyAI is separate: it takes a level)."""
