@@ -8,6 +8,7 @@ import minari
 import numpy as np
 import pytest
 
+from gato.cli import main
 from gato.data.recipes import RECIPES, MissingDependencyError, Recipe, generate
 from gato.tasks.control_task import ControlTask
 
@@ -35,7 +36,7 @@ def test_every_recipe_is_tested():
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
-def test_recipe_writes_expert_data_that_beats_random(name):
+def test_recipe_writes_expert_data_that_beats_random(name, capsys):
     episodes, max_steps = SIZES[name]
     report = generate(name, episodes, reference_episodes=3, workers=1, progress=False, max_episode_steps=max_steps)
     recipe = RECIPES[name]
@@ -59,6 +60,9 @@ def test_recipe_writes_expert_data_that_beats_random(name):
 
     task = ControlTask(name, None, recipe.dataset_id, 256, Namespace(patch_size=4))
     assert task.tokens_per_timestep <= 64  # Breakout's 84x84 frames are pooled (metadata override)
+    # `gato inspect` reads the dataset as training does, recommended overrides included.
+    assert main(["inspect", recipe.dataset_id]) == 0
+    assert f"tokens per timestep: {task.tokens_per_timestep}" in capsys.readouterr().out
 
 
 def test_continuous_lander_keeps_its_kwargs():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -28,6 +29,15 @@ def load_minari(dataset_id: str):
             f"dataset {dataset_id!r} is not in {where} ({hint}). neko-gato never downloads: make it with "
             "`gato data babyai --level LEVEL` or point MINARI_DATASETS_PATH at the folder that holds it."
         ) from None
+
+
+def recommended_overrides(metadata: dict) -> dict:
+    """The field overrides a dataset recommends for reading its observations (metadata key
+    ``gato_field_overrides``, written by the recipes; e.g. Breakout's pooled frames), or {}."""
+    raw = metadata.get("gato_field_overrides")
+    if not raw:
+        return {}
+    return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
 
 @dataclass

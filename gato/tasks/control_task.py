@@ -19,7 +19,7 @@ import numpy as np
 
 from gato.codec import SpaceCodec, UnsupportedSpaceError, space_mismatch, tokens_per_space  # noqa: F401 (re-export)
 from gato.data.batch import Batch, StepLayout, corrupt_action_inputs, pack
-from gato.data.episodes import EncodedEpisodes, RawEpisodes, load_minari
+from gato.data.episodes import EncodedEpisodes, RawEpisodes, load_minari, recommended_overrides
 from gato.evaluation.rollout import rollout
 from gato.vocab import Vocab
 
@@ -104,7 +104,7 @@ class ControlTask:
         self.ref_max_score = metadata.get("ref_max_score")
         self.expert_name = metadata.get("algorithm_name")
         if field_overrides is None:
-            field_overrides = _metadata_overrides(metadata)
+            field_overrides = recommended_overrides(metadata)
         self.field_overrides = field_overrides or {}
 
         if env is None:
@@ -356,12 +356,3 @@ class ControlTask:
         name, dataset_id = spec.pop("env_name"), spec.pop("dataset_id")
         context_len, patch_size = spec.pop("context_len"), spec.pop("patch_size")
         return cls(name, None, dataset_id, context_len, Namespace(patch_size=patch_size), **spec)
-
-
-def _metadata_overrides(metadata: dict) -> dict:
-    import json
-
-    raw = metadata.get("gato_field_overrides")
-    if not raw:
-        return {}
-    return json.loads(raw) if isinstance(raw, str) else dict(raw)
