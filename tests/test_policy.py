@@ -389,6 +389,14 @@ def test_value_embedding_makes_neighbouring_bins_alike(tiny_policy):
     assert near > far + 0.1
 
 
+def test_position_codes_start_at_the_token_tables_scale(tiny_policy):
+    """Position tables as large as N(0, 1) would drown every token's identity at the start."""
+    emb = tiny_policy().embedding
+    token_scale = emb.tokens.weight.std().item()
+    for table in (emb.in_step, emb.patch_row, emb.patch_col):
+        assert table.weight.std().item() < 2 * token_scale
+
+
 def test_save_and_load_round_trip_exactly(tmp_path, babyai_task, tiny_policy, monkeypatch):
     model = tiny_policy(seed=9, activation_fn="geglu", flash=False, use_patch_pos_encoding=False)
     directory = tmp_path / "ckpt"

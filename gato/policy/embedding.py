@@ -84,6 +84,12 @@ class GatoEmbedding(nn.Module):
         self.in_step = nn.Embedding(context_len, dim) if use_pos_encoding else None
         self.patch_row = nn.Embedding(MAX_PATCH_GRID, dim) if use_patch_pos_encoding else None
         self.patch_col = nn.Embedding(MAX_PATCH_GRID, dim) if use_patch_pos_encoding else None
+        # Position codes start at the token table's scale (GPT-2's 0.02): at nn.Embedding's
+        # default N(0, 1) they are ~50x larger than any token or value embedding, so what a
+        # token is starts as a small ripple on where it sits.
+        for table in (self.in_step, self.patch_row, self.patch_col):
+            if table is not None:
+                nn.init.normal_(table.weight, 0.0, 0.02)
         self.context_len = context_len
 
     def forward(self, tokens, in_step_pos, patch_mask, patches, patch_rowcol):
