@@ -81,16 +81,14 @@ def cmd_inspect(ns) -> int:
     overrides = json.loads(ns.field_overrides) if ns.field_overrides else None
     budget = None
     if local_dataset_exists(ns.name):
-        from gato.data.episodes import RawEpisodes, load_minari, recommended_overrides
+        from gato.data.episodes import RawEpisodes, load_minari, reading_overrides
 
         dataset = load_minari(ns.name)
-        if overrides is None:
-            overrides = recommended_overrides(dataset.storage.metadata) or None
         obs_space, act_space = dataset.observation_space, dataset.action_space
-        probe = SpaceCodec(obs_space, act_space, Vocab(), ns.patch_size, overrides)
         raw = RawEpisodes.read(dataset, ns.name)
+        overrides = reading_overrides(dataset, raw, ns.patch_size, overrides)
+        probe = SpaceCodec(obs_space, act_space, Vocab(), ns.patch_size, overrides)
         budget = raw.text_budget(probe.obs_fields, probe.vocab.tokenizer)
-        overrides = {**raw.image_ranges(probe.obs_fields), **(overrides or {})}  # as ControlTask does
         source = f"dataset {ns.name} ({dataset.total_episodes} episodes)"
     else:
         try:

@@ -40,6 +40,17 @@ def recommended_overrides(metadata: dict) -> dict:
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
 
+def reading_overrides(dataset, raw: "RawEpisodes", patch_size: int, explicit: dict | None = None) -> dict:
+    """The field overrides a dataset is read with: ``explicit`` ones or else the dataset's
+    recommended ones, over the value ranges fitted to its symbolic integer images.
+    ``ControlTask`` and ``gato inspect`` both call this, so they read a dataset alike."""
+    from gato.vocab import Vocab
+
+    overrides = recommended_overrides(dataset.storage.metadata) if explicit is None else explicit
+    probe = SpaceCodec(dataset.observation_space, dataset.action_space, Vocab(), patch_size, overrides)
+    return {**raw.image_ranges(probe.obs_fields), **overrides}
+
+
 @dataclass
 class RawEpisodes:
     """Episodes as read from the dataset: observations (T+1 per episode), actions, rewards."""

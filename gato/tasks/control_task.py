@@ -19,7 +19,7 @@ import numpy as np
 
 from gato.codec import SpaceCodec, UnsupportedSpaceError, space_mismatch, tokens_per_space  # noqa: F401 (re-export)
 from gato.data.batch import Batch, StepLayout, corrupt_action_inputs, pack
-from gato.data.episodes import EncodedEpisodes, RawEpisodes, load_minari, recommended_overrides
+from gato.data.episodes import EncodedEpisodes, RawEpisodes, load_minari, reading_overrides
 from gato.evaluation.rollout import rollout
 from gato.vocab import Vocab
 
@@ -103,9 +103,6 @@ class ControlTask:
         self.ref_min_score = metadata.get("ref_min_score")
         self.ref_max_score = metadata.get("ref_max_score")
         self.expert_name = metadata.get("algorithm_name")
-        if field_overrides is None:
-            field_overrides = recommended_overrides(metadata)
-        self.field_overrides = field_overrides or {}
 
         if env is None:
             env = dataset.recover_environment()
@@ -124,9 +121,7 @@ class ControlTask:
         self._make_env = partial(_make_env_from_spec, env.spec) if env.spec is not None else partial(copy.deepcopy, env)
 
         self.raw = RawEpisodes.read(dataset, self.dataset_id)
-        # Symbolic integer grids get their observed value range; explicit overrides win.
-        probe = SpaceCodec(self.observation_space, self.action_space, Vocab(), self.patch_size, self.field_overrides)
-        self.field_overrides = {**self.raw.image_ranges(probe.obs_fields), **self.field_overrides}
+        self.field_overrides = reading_overrides(dataset, self.raw, self.patch_size, field_overrides)
         self._encoded: tuple[Vocab, SpaceCodec, EncodedEpisodes] | None = None
         self.codec_for(Vocab())  # the default vocabulary: checks the spaces and the context now
 
