@@ -399,6 +399,52 @@ def test_position_codes_start_at_the_token_tables_scale(tiny_policy):
         assert table.weight.std().item() < 2 * token_scale
 
 
+def test_image_summary_is_the_cnn_of_each_whole_image():
+    """Patches of images of two grid shapes, interleaved as in a multi-task batch: every patch
+    gets the CNN of exactly its own reassembled image."""
+    from gato.policy.embedding import ImageSummary
+
+    torch.manual_seed(0)
+    summary = ImageSummary(channels=3, dim=16).double()
+    P, grids = 4, [(2, 2), (3, 5), (2, 2)]
+    images = [torch.randn(3, r * P, c * P, dtype=torch.float64) for r, c in grids]
+    patches, rowcol = [], []
+    for (r, c), image in zip(grids, images):
+        patches.append(image.reshape(3, r, P, c, P).permute(1, 3, 0, 2, 4).reshape(r * c, 3, P, P))
+        rowcol.append(torch.stack(torch.meshgrid(torch.arange(r), torch.arange(c), indexing="ij"), -1).reshape(-1, 2))
+    out = summary(torch.cat(patches), torch.cat(rowcol))
+    start = 0
+    for (r, c), image in zip(grids, images):
+        expected = summary.out(summary.net(image[None]))[0]
+        torch.testing.assert_close(out[start:start + r * c], expected.expand(r * c, -1))
+        start += r * c
+    assert not torch.allclose(out[0], out[-1])  # two different images, two summaries
+
+
+def test_image_summary_keeps_timesteps_causal_and_the_cache_exact(babyai_task, tiny_policy):
+    """The summary mixes the patches of one image, never of two timesteps: a later timestep's
+    image leaves earlier timesteps untouched, and a rollout fed whole timesteps through the
+    cache equals the full pass."""
+    model = tiny_policy(image_summary=True).double()
+    stream = as_stream(batch_of(babyai_task, model, n=2, seed=4), model)
+    codec = babyai_task.codec_for(model.vocab)
+    T, S = stream["tokens"].shape[1], codec.tokens_per_step
+    with torch.no_grad():
+        full = model.hidden_states(stream)
+        j = 2 * codec.patches_per_step  # the first patch of row 0's third timestep
+        k = int(stream["patch_mask"][0].nonzero()[j, 0])
+        changed = dict(stream, patches=stream["patches"].clone())
+        changed["patches"][j] = -changed["patches"][j]
+        out = model.hidden_states(changed)
+        torch.testing.assert_close(out[0, :k], full[0, :k], atol=0, rtol=0)
+        assert not torch.allclose(out[0, k + 1], full[0, k + 1])  # the same image's next patch sees it
+
+        steps = [t for t in range(0, T, S)] + [T]  # rows are whole timesteps from column 0
+        cache = model.new_cache()
+        chunks = [model.hidden_states(slice_stream(stream, a, b), cache) for a, b in zip(steps, steps[1:])]
+        torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-4, rtol=1e-4)
+
+
 def test_save_and_load_round_trip_exactly(tmp_path, babyai_task, tiny_policy, monkeypatch):
     model = tiny_policy(seed=9, activation_fn="geglu", flash=False, use_patch_pos_encoding=False)
     directory = tmp_path / "ckpt"

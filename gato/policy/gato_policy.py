@@ -55,6 +55,7 @@ class PolicyConfig:
     tokenizer_model_name: str | None = None
     pad_seq: bool = False
     image_channels: int = 32
+    image_summary: bool = False
 
 
 class GatoPolicy(nn.Module):
@@ -67,13 +68,15 @@ class GatoPolicy(nn.Module):
     full context instead of trimming trailing padding. ``image_channels`` is the most image
     channels the patch encoder takes (fewer are padded). ``value_embedding`` adds a smooth
     function of a continuous bin's value to its embedding (see ``ValueEmbedding``).
+    ``image_summary`` adds a CNN summary of the whole image to each of its patch tokens (see
+    ``ImageSummary``).
     """
 
     def __init__(self, device="cpu", embed_dim=128, layers=4, heads=4, dropout=0.1, mu=100, M=256,
                  patch_size=4, resid_mid_channels=32, continuous_tokens=1024, discrete_tokens=1024,
                  context_len=512, use_patch_pos_encoding=True, use_pos_encoding=True,
                  activation_fn="gelu", pretrained_lm=None, flash=True, tokenizer_model_name=None,
-                 pad_seq=False, image_channels=32, value_embedding=True):
+                 pad_seq=False, image_channels=32, value_embedding=True, image_summary=False):
         super().__init__()
         lm = _read_gpt2_config(pretrained_lm) if pretrained_lm else None
         if lm is not None:
@@ -85,6 +88,7 @@ class GatoPolicy(nn.Module):
             use_patch_pos_encoding=use_patch_pos_encoding, use_pos_encoding=use_pos_encoding,
             activation_fn=activation_fn, flash=flash, tokenizer_model_name=tokenizer_model_name,
             pad_seq=pad_seq, image_channels=image_channels, value_embedding=value_embedding,
+            image_summary=image_summary,
         )
         self.vocab = Vocab(tokenizer_model_name, discrete_tokens, continuous_tokens, float(mu), float(M))
         self.embed_dim = embed_dim
@@ -93,7 +97,7 @@ class GatoPolicy(nn.Module):
         continuous = (self.vocab.continuous_offset, self.vocab.continuous_offset + self.vocab.continuous_tokens)
         self.embedding = GatoEmbedding(self.vocab.size, embed_dim, context_len, patch_size, image_channels,
                                        resid_mid_channels, use_pos_encoding, use_patch_pos_encoding,
-                                       continuous if value_embedding else None)
+                                       continuous if value_embedding else None, image_summary)
         self.transformer = Transformer(embed_dim, layers, heads, dropout, activation_fn, flash)
         init_weights(self.transformer, layers)
         nn.init.normal_(self.embedding.tokens.weight, 0.0, 0.02)
