@@ -101,7 +101,8 @@ class ImageSummary(nn.Module):
 
     def forward(self, patches: torch.Tensor, rowcol: torch.Tensor) -> torch.Tensor:
         """patches (N, C, P, P) of whole images in row-major order, each image starting at
-        (row, col) = (0, 0); returns (N, D): each patch's image summary."""
+        (row, col) = (0, 0); returns (N, D): each patch's image summary. A stream fed to the
+        cache in chunks must not cut an image in two (rollouts feed whole observations)."""
         n, c, p = patches.shape[0], patches.shape[1], patches.shape[2]
         starts = ((rowcol[:, 0] == 0) & (rowcol[:, 1] == 0)).nonzero()[:, 0]
         ends = torch.cat([starts[1:], starts.new_tensor([n])])
