@@ -439,14 +439,14 @@ def test_image_summary_keeps_timesteps_causal_and_the_cache_exact(babyai_task, t
         torch.testing.assert_close(out[0, :k], full[0, :k], atol=0, rtol=0)
         assert not torch.allclose(out[0, k + 1], full[0, k + 1])  # the same image's next patch sees it
 
-        steps = [t for t in range(0, T, S)] + [T]  # rows are whole timesteps from column 0
+        steps = list(range(0, T, S)) + [T]  # rows are whole timesteps from column 0
         cache = model.new_cache()
         chunks = [model.hidden_states(slice_stream(stream, a, b), cache) for a, b in zip(steps, steps[1:])]
         torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-4, rtol=1e-4)
 
 
 def test_save_and_load_round_trip_exactly(tmp_path, babyai_task, tiny_policy, monkeypatch):
-    model = tiny_policy(seed=9, activation_fn="geglu", flash=False, use_patch_pos_encoding=False)
+    model = tiny_policy(seed=9, activation_fn="geglu", flash=False, use_patch_pos_encoding=False, image_summary=True)
     directory = tmp_path / "ckpt"
     model.save_pretrained(directory)
     assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"]

@@ -78,7 +78,7 @@ class ImageSummary(nn.Module):
     """A whole image -> one (D,) vector added to every patch token of that image.
 
     Gato embeds each patch on its own, so a decision that depends on where two small things
-    sit relative to each other (Breakout's ball and paddle, 20 patches apart) must be found by
+    sit relative to each other (Breakout's ball and paddle, rows of patches apart) must be found by
     attention among dozens of patch tokens, which a cloned policy had not learnt in 10 CPU
     minutes, while a plain CNN over the same frames predicted the expert's action at 0.85 after
     20 s. This is that CNN: two stride-2 convolutions over the reassembled image, pooled to a
