@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gato.codec import DatasetValueError, ImageField, SpaceCodec, TextField, _get, as_str, dotted
+from gato.vocab import Vocab
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -44,8 +45,6 @@ def reading_overrides(dataset, raw: "RawEpisodes", patch_size: int, explicit: di
     """The field overrides a dataset is read with: ``explicit`` ones or else the dataset's
     recommended ones, over the value ranges fitted to its symbolic integer images.
     ``ControlTask`` and ``gato inspect`` both call this, so they read a dataset alike."""
-    from gato.vocab import Vocab
-
     overrides = recommended_overrides(dataset.storage.metadata) if explicit is None else explicit
     probe = SpaceCodec(dataset.observation_space, dataset.action_space, Vocab(), patch_size, overrides)
     return {**raw.image_ranges(probe.obs_fields), **overrides}
