@@ -1,4 +1,5 @@
-"""DAgger: the BabyAI bot labels the states a policy reaches; the labels join the task's data."""
+"""DAgger: an expert (the BabyAI bot, a recipe's expert) labels the states a policy reaches;
+the labels join the task's data."""
 
 from argparse import Namespace
 
@@ -44,6 +45,26 @@ def test_bot_labels_the_policys_states_and_they_join_the_data(babyai_dataset, ti
     # the added rows are ordinary training data
     batch = task.sample_batch(8, model.vocab, 128, np.random.default_rng(0))
     assert batch.tokens.shape[0] == 8
+
+
+def test_a_recipes_expert_labels_the_policys_states(tiny_policy):
+    from gato.data.experts.classic import PendulumExpert
+    from gato.data.recipes import generate
+    from gato.tasks.control_task import CORRECTION_SEED, ControlTask
+
+    generate("pendulum", 2, reference_episodes=0, workers=1, progress=False, max_episode_steps=30)
+    task = ControlTask("pendulum", None, "pendulum/scripted-v0", 64, Namespace(patch_size=4), eval_envs=2)
+    before = len(task.raw)
+
+    stats = task.collect_corrections(tiny_policy(context_len=64), 2)
+
+    assert stats["episodes"] == 2 and stats["steps"] == 2 * 30  # the recorded env keeps its 30-step limit
+    labels = task.raw.actions[before]
+    assert labels.dtype == np.float32 and labels.shape == (30, 1)
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=CORRECTION_SEED)
+    np.testing.assert_array_equal(labels[0], PendulumExpert(env)(obs))  # the expert's action, not the policy's
+    np.testing.assert_array_equal(task.raw.observations[before][0], obs)
 
 
 def test_tasks_without_an_advising_expert_collect_nothing(cartpole_task, tiny_policy):

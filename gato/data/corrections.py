@@ -1,18 +1,22 @@
 """Expert corrections of a policy's own rollouts (DAgger, Ross et al. 2011).
 
 Behaviour cloning only ever sees the states an expert visits. Once the cloned policy strays
-(turns the wrong way, loops), it is in states no demonstration covers and its errors compound.
-DAgger lets the policy act and asks the expert, at every state the policy reaches, what it
-would have done; those labelled states join the training data.
+(turns the wrong way, loops, lets a paddle drift from the ball), it is in states no
+demonstration covers and its errors compound. DAgger lets the policy act and asks the expert,
+at every state the policy reaches, what it would have done; those labelled states join the
+training data.
 
 An *advisor* follows a rollout (``gato.evaluation.rollout.rollout``'s ``observer``) and
 records, for each live environment, the observation and the expert's action for it, while the
-environment executes the policy's action. The BabyAI bot was written for this: told the action
-actually taken (``bot.replan(action_taken)``), it keeps its memory of the level and replans.
+environment executes the policy's action. Two kinds of expert can advise: the BabyAI bot
+(told the action actually taken, ``bot.replan(action_taken)``, it keeps its memory of the
+level and replans) and the recipes' experts (``gato.data.recipes``), which read the state of
+the env they are bound to and so can act from any state.
 """
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 
 from gato.data.babyai import BOT_NAME, babyai_observation_space
@@ -20,45 +24,45 @@ from gato.data.episodes import RawEpisodes
 from gato.data.writer import stack_steps
 
 
-class BabyAIBotAdvisor:
-    """Rollout observer that labels every visited state with the BabyAI bot's action.
-
-    ``episodes()`` returns the finished episodes as :class:`RawEpisodes` (observations, the
-    bot's actions, the rewards the policy earned). An episode whose bot fails (it can raise on
-    states it never plans for) keeps the steps labelled before the failure.
-    """
+class _Advisor:
+    """Records, per live env, each observation with the expert's label; subclasses label."""
 
     def __init__(self):
         self._done: list[dict] = []
-        self.bot_errors = 0
+        self.expert_errors = 0
         self.steps = self.disagreements = 0
 
-    def reset(self, envs) -> None:
-        """Start one bot per environment of a freshly reset vector env."""
-        from minigrid.utils.baby_ai_bot import BabyAIBot
+    def _start(self, envs, space) -> None:
+        self._space, self._env_space = space, envs.single_observation_space
+        self._action_space = envs.single_action_space
+        self._open = [{"obs": [], "actions": [], "rewards": []} for _ in range(envs.num_envs)]
+        self._failed = [False] * envs.num_envs
 
-        self._space = babyai_observation_space(envs.single_observation_space)  # as stored in datasets
-        self._bots = [BabyAIBot(env.unwrapped) for env in envs.envs]
-        self._taken: list = [None] * len(self._bots)
-        self._open = [{"obs": [], "actions": [], "rewards": []} for _ in self._bots]
+    def _label(self, i: int, obs_i):
+        raise NotImplementedError
 
     def before_step(self, obs, actions, live) -> None:
-        """Ask each live env's bot for its action in the current state; remember the policy's."""
+        """Ask each live env's expert for its action in the current state; remember the policy's."""
         for i in np.flatnonzero(live):
-            bot, ep = self._bots[i], self._open[i]
-            if bot is None:
+            if self._failed[i]:
                 continue
+            obs_i = _index(self._env_space, obs, i)
             try:
-                label = int(bot.replan(self._taken[i]))
-            except Exception:  # the bot gives up on some odd states: keep what was labelled
-                self.bot_errors += 1
-                self._bots[i] = None
+                label = self._label(i, obs_i)
+            except Exception:  # experts can give up on odd states: keep what was labelled
+                self.expert_errors += 1
+                self._failed[i] = True
                 continue
-            ep["obs"].append({k: v[i] for k, v in obs.items()})
+            taken = _index(self._action_space, actions, i)
+            self._taken(i, taken)
+            ep = self._open[i]
+            ep["obs"].append(obs_i)
             ep["actions"].append(label)
-            self._taken[i] = int(actions[i])
             self.steps += 1
-            self.disagreements += label != self._taken[i]
+            self.disagreements += not np.array_equal(np.asarray(label), np.asarray(taken))
+
+    def _taken(self, i: int, action) -> None:
+        """Hook: the action env ``i`` is about to execute."""
 
     def after_step(self, rewards, finished) -> None:
         """Credit rewards; close the episodes that just ended."""
@@ -71,22 +75,76 @@ class BabyAIBotAdvisor:
     def episodes(self) -> RawEpisodes:
         """The labelled episodes so far, in the dataset's layout (T + 1 observations: the last
         one repeated, since only the first T are ever encoded)."""
-        observations = []
-        for ep in self._done:
-            observations.append(stack_steps(ep["obs"] + ep["obs"][-1:], self._space, "observations"))
+        observations = [stack_steps(ep["obs"] + ep["obs"][-1:], self._space, "observations") for ep in self._done]
+        dtype = getattr(self._action_space, "dtype", None) or np.int64
         return RawEpisodes(
             observations=observations,
-            actions=[np.asarray(ep["actions"], dtype=np.int64) for ep in self._done],
+            actions=[np.asarray(ep["actions"], dtype=dtype) for ep in self._done],
             rewards=[np.asarray(ep["rewards"], dtype=np.float64) for ep in self._done],
             ids=[f"correction-{i}" for i in range(len(self._done))],
         )
 
 
-ADVISORS = {BOT_NAME: BabyAIBotAdvisor}
-"""Dataset ``algorithm_name`` -> advisor class, for the experts that can label any state."""
+class BabyAIBotAdvisor(_Advisor):
+    """Rollout observer that labels every visited state with the BabyAI bot's action.
+
+    ``episodes()`` returns the finished episodes as :class:`RawEpisodes` (observations, the
+    bot's actions, the rewards the policy earned). An episode whose bot fails (it can raise on
+    states it never plans for) keeps the steps labelled before the failure.
+    """
+
+    def reset(self, envs) -> None:
+        """Start one bot per environment of a freshly reset vector env."""
+        from minigrid.utils.baby_ai_bot import BabyAIBot
+
+        # as stored in datasets: the mission as a Text space
+        self._start(envs, babyai_observation_space(envs.single_observation_space))
+        self._bots = [BabyAIBot(env.unwrapped) for env in envs.envs]
+        self._last = [None] * len(self._bots)
+
+    def _label(self, i, obs_i) -> int:
+        return int(self._bots[i].replan(self._last[i]))
+
+    def _taken(self, i, action) -> None:
+        self._last[i] = int(action)
+
+
+class RecipeExpertAdvisor(_Advisor):
+    """Rollout observer that labels every visited state with a recipe's expert
+    (``Class(env)``, ``expert.reset(seed=None)``, ``expert(obs)``; see ``gato.data.recipes``)."""
+
+    def __init__(self, expert_class):
+        super().__init__()
+        self._expert_class = expert_class
+
+    def reset(self, envs) -> None:
+        """Bind one expert to each environment of a freshly reset vector env."""
+        self._start(envs, envs.single_observation_space)
+        self._experts = [self._expert_class(env) for env in envs.envs]
+        for expert in self._experts:
+            expert.reset(seed=None)
+
+    def _label(self, i, obs_i):
+        return self._experts[i](obs_i)
+
+
+def _index(space, batch, i: int):
+    """Env ``i``'s part of a vector env's ``batch`` of samples of ``space`` (Dict and Tuple
+    spaces batch field by field; any other space, strings included, is one sequence)."""
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _index(space[k], batch[k], i) for k in space.keys()}
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(_index(s, b, i) for s, b in zip(space.spaces, batch))
+    return batch[i]
 
 
 def advisor_for(algorithm_name: str | None):
-    """A new advisor for datasets made by ``algorithm_name``, or None if that expert cannot advise."""
-    cls = ADVISORS.get(algorithm_name or "")
-    return cls() if cls is not None else None
+    """A new advisor for datasets made by ``algorithm_name`` (a dataset's ``algorithm_name``:
+    the BabyAI bot, or a recipe's ``"module:Class"`` expert), or None if that expert cannot advise."""
+    if algorithm_name == BOT_NAME:
+        return BabyAIBotAdvisor()
+    from gato.data.recipes import RECIPES, _resolve
+
+    if algorithm_name in {r.expert for r in RECIPES.values()}:
+        return RecipeExpertAdvisor(_resolve(algorithm_name))
+    return None

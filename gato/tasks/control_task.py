@@ -158,7 +158,7 @@ class ControlTask:
         Round ``r`` (``round_index``) plays seeds ``CORRECTION_SEED + r * 100_000`` on. Returns counts
         (episodes, steps, share of steps where the model's action differed from the expert's),
         or None when the dataset's expert cannot label states (see
-        ``gato.data.corrections.ADVISORS``)."""
+        ``gato.data.corrections.advisor_for``)."""
         from gato.data.corrections import advisor_for
 
         advisor = advisor_for(self.expert_name)
@@ -173,7 +173,7 @@ class ControlTask:
             self.add_episodes(raw)
         return {"episodes": len(raw), "steps": advisor.steps,
                 "disagreement": advisor.disagreements / max(1, advisor.steps),
-                "expert_errors": advisor.bot_errors, "total_episodes": len(self.raw)}
+                "expert_errors": advisor.expert_errors, "total_episodes": len(self.raw)}
 
     @property
     def codec(self) -> SpaceCodec:
