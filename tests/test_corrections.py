@@ -86,3 +86,34 @@ def test_trainer_runs_dagger_rounds_within_its_budget(babyai_dataset, tmp_path):
     assert [h["step"] for h in rounds] == [2, 4]  # at 1/3 and 2/3 of the steps
     added = sum(h["corrections"]["babyai"]["episodes"] for h in rounds)
     assert added >= 4 and len(task.raw) == episodes_before + added
+
+
+def test_dagger_episodes_are_given_once_or_per_dataset(babyai_dataset, tmp_path):
+    import argparse
+
+    import pytest
+
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    def parse(*flags):
+        parser = argparse.ArgumentParser()
+        TrainingArgs.add_arguments(parser)
+        return TrainingArgs.from_namespace(parser.parse_args(["--control_datasets", "a/x-v0", "b/y-v0", *flags]))
+
+    assert [parse().dagger_episodes_for(i) for i in (0, 1)] == [1000, 1000]
+    assert [parse("--dagger_episodes", "0", "32").dagger_episodes_for(i) for i in (0, 1)] == [0, 32]
+    assert TrainingArgs(dagger_episodes=5).dagger_episodes_for(1) == 5  # one number from Python
+    with pytest.raises(ValueError, match="--dagger_episodes needs one number >= 0, or one per dataset"):
+        parse("--dagger_episodes", "1", "2", "3")
+
+    # 0 episodes: the task is left as it is
+    task = _fresh_babyai_task(babyai_dataset)
+    args = TrainingArgs(training_steps=4, max_minutes=0, batch_size=4, embed_dim=32, layers=1, heads=2,
+                        resid_mid_channels=8, sequence_length=128, dagger_rounds=1, dagger_episodes=0,
+                        eval_episodes=2, eval_envs=2, save_dir=str(tmp_path), save_model=False, device="cpu")
+    episodes_before = len(task.raw)
+    trainer = build_trainer(args, tasks=[task])
+    trainer.train()
+    assert len(task.raw) == episodes_before
+    assert [h["corrections"] for h in trainer.history if "corrections" in h] == [{}]

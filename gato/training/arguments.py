@@ -72,7 +72,7 @@ class TrainingArgs:
     # beyond plain behaviour cloning (see docs/ARCHITECTURE.md)
     action_history_noise: list = _f([], "probability that an action token of a training input is replaced by a random one (against copying the last action): one value for every dataset or one per dataset (default: 0)")
     dagger_rounds: int = _f(0, "times during training that tasks whose expert can label states (the BabyAI bot, the recipes' experts) add labelled rollouts of the policy (GoToLocal, 20 min: success 0.605 with 3 x 2000 episodes, 0.78 with 3 x 300, 0.845 without)")
-    dagger_episodes: int = _f(1000, "policy episodes labelled per task in each DAgger round")
+    dagger_episodes: list = _f([1000], "policy episodes labelled in each DAgger round: one number for every dataset or one per dataset (0: that one is not corrected)")
     # prompting (NEKO's names)
     prompt_ep_proportion: float = _f(0.0, "share of training windows preceded by a prompt (NEKO: 0.25)")
     prompt_len_proportion: float = _f(0.5, "share of the context a prompt takes")
@@ -107,7 +107,7 @@ class TrainingArgs:
                 parser.add_argument(f"--{f.name}", type=_bool, nargs="?", const=True, default=default, help=help_)
             elif isinstance(default, list):
                 parser.add_argument(f"--{f.name}", nargs="*", default=default, help=help_,
-                                    type=float if f.name in _FLOAT_LISTS else str)
+                                    type=float if f.name in _FLOAT_LISTS else int if f.name in _INT_LISTS else str)
             else:
                 parser.add_argument(f"--{f.name}", type=type(default), default=default, help=help_)
 
@@ -132,6 +132,8 @@ class TrainingArgs:
              "--task_weights needs one weight per dataset in --control_datasets"),
             (len(self.action_history_noise) in (0, 1, len(self.control_datasets)),
              "--action_history_noise needs one value, or one per dataset in --control_datasets"),
+            (len(self.dagger_episodes) in (1, len(self.control_datasets)) and min(self.dagger_episodes) >= 0,
+             "--dagger_episodes needs one number >= 0, or one per dataset in --control_datasets"),
             (self.training_steps > 0, "--training_steps must be positive"),
         ]
         for ok, message in checks:
@@ -141,11 +143,18 @@ class TrainingArgs:
     def __post_init__(self):
         if isinstance(self.action_history_noise, (int, float)):  # one value given from Python
             self.action_history_noise = [float(self.action_history_noise)]
+        if isinstance(self.dagger_episodes, int):
+            self.dagger_episodes = [self.dagger_episodes]
 
     def history_noise(self, i: int) -> float:
         """The action-history noise of dataset ``i``."""
         noise = self.action_history_noise
         return float(noise[i] if len(noise) > 1 else noise[0] if noise else 0.0)
+
+    def dagger_episodes_for(self, i: int) -> int:
+        """Episodes to correct per DAgger round for dataset ``i``."""
+        episodes = self.dagger_episodes
+        return int(episodes[i] if len(episodes) > 1 else episodes[0])
 
     def overrides(self) -> dict:
         """The parsed --field_overrides JSON."""
@@ -158,6 +167,7 @@ class TrainingArgs:
 
 
 _FLOAT_LISTS = ("task_weights", "action_history_noise")
+_INT_LISTS = ("dagger_episodes",)
 
 
 def _bool(text: str) -> bool:

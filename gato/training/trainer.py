@@ -132,10 +132,11 @@ class Trainer:
         t0 = time.monotonic()
         results = {}
         n = self.accelerator.num_processes
-        for task in self.tasks:
+        for i, task in enumerate(self.tasks):
             collect = getattr(task, "collect_corrections", None)
-            stats = collect(self.policy, self.args.dagger_episodes,
-                            round_index=self.dagger_rounds_done * n + self.accelerator.process_index) if collect else None
+            episodes = self.args.dagger_episodes_for(i)
+            stats = collect(self.policy, episodes, round_index=self.dagger_rounds_done * n
+                            + self.accelerator.process_index) if collect and episodes else None
             if stats is not None:
                 results[task.name] = stats
         self.dagger_rounds_done += 1
