@@ -106,6 +106,8 @@ def test_dagger_episodes_are_given_once_or_per_dataset(babyai_dataset, tmp_path)
     assert TrainingArgs(dagger_episodes=5).dagger_episodes_for(1) == 5  # one number from Python
     with pytest.raises(ValueError, match="--dagger_episodes needs one number >= 0, or one per dataset"):
         parse("--dagger_episodes", "1", "2", "3")
+    with pytest.raises(ValueError, match="--dagger_episodes needs one number"):
+        parse("--dagger_episodes")
 
     # 0 episodes: the task is left as it is
     task = _fresh_babyai_task(babyai_dataset)

@@ -132,7 +132,7 @@ class TrainingArgs:
              "--task_weights needs one weight per dataset in --control_datasets"),
             (len(self.action_history_noise) in (0, 1, len(self.control_datasets)),
              "--action_history_noise needs one value, or one per dataset in --control_datasets"),
-            (len(self.dagger_episodes) in (1, len(self.control_datasets)) and min(self.dagger_episodes) >= 0,
+            (len(self.dagger_episodes) in {1, len(self.control_datasets)} - {0} and min(self.dagger_episodes) >= 0,
              "--dagger_episodes needs one number >= 0, or one per dataset in --control_datasets"),
             (self.training_steps > 0, "--training_steps must be positive"),
         ]
