@@ -148,13 +148,11 @@ class TrainingArgs:
 
     def history_noise(self, i: int) -> float:
         """The action-history noise of dataset ``i``."""
-        noise = self.action_history_noise
-        return float(noise[i] if len(noise) > 1 else noise[0] if noise else 0.0)
+        return float(_for_dataset(self.action_history_noise, i, 0.0))
 
     def dagger_episodes_for(self, i: int) -> int:
         """Episodes to correct per DAgger round for dataset ``i``."""
-        episodes = self.dagger_episodes
-        return int(episodes[i] if len(episodes) > 1 else episodes[0])
+        return int(_for_dataset(self.dagger_episodes, i, 0))
 
     def overrides(self) -> dict:
         """The parsed --field_overrides JSON."""
@@ -168,6 +166,11 @@ class TrainingArgs:
 
 _FLOAT_LISTS = ("task_weights", "action_history_noise")
 _INT_LISTS = ("dagger_episodes",)
+
+
+def _for_dataset(values: list, i: int, default):
+    """Dataset ``i``'s entry of a flag given once for every dataset or once per dataset."""
+    return values[i] if len(values) > 1 else values[0] if values else default
 
 
 def _bool(text: str) -> bool:
