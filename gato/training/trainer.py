@@ -135,8 +135,9 @@ class Trainer:
         for i, task in enumerate(self.tasks):
             collect = getattr(task, "collect_corrections", None)
             episodes = self.args.dagger_episodes_for(i)
-            stats = collect(self.policy, episodes, round_index=self.dagger_rounds_done * n
-                            + self.accelerator.process_index) if collect and episodes else None
+            if collect is None or episodes == 0:
+                continue
+            stats = collect(self.policy, episodes, round_index=self.dagger_rounds_done * n + self.accelerator.process_index)
             if stats is not None:
                 results[task.name] = stats
         self.dagger_rounds_done += 1
