@@ -82,7 +82,7 @@ def run(train_args, final_episodes: int) -> dict:
              for h in trainer.history if "eval" in h]
     trainer.history.append({"step": trainer.step, "minutes": trainer.train_seconds / 60, "eval": {task.name: final}})
     png = plot_learning_curve(trainer.history, trainer.run_dir / "babyai_curve.png",
-                              title=f"{task.name}: success vs CPU training minutes")
+                              title=f"{task.name}: success vs CPU training minutes", metric="success_rate")
     return {
         "level": task.name, "train_minutes": round(trainer.train_seconds / 60, 2), "steps": trainer.step,
         "episodes_in_data": int(len(task.episodes.lengths)), "tokens_per_timestep": task.tokens_per_timestep,

@@ -15,9 +15,10 @@ def pyplot():
     return plt
 
 
-def plot_learning_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
-    """Training loss and each task's evaluation score (normalised score where the task has
-    reference returns, else success rate) against training minutes, as a PNG."""
+def plot_learning_curve(history: list[dict], path: str | Path, title: str = "", metric: str = "") -> Path:
+    """Training loss and each task's evaluation score against training minutes, as a PNG. The
+    score is ``metric`` (an evaluation key such as "success_rate") when given, else the
+    normalised score where the task has reference returns, else the success rate."""
     plt = pyplot()
     fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
     losses = [(h["minutes"], h["loss"]) for h in history if "loss" in h]
@@ -26,9 +27,11 @@ def plot_learning_curve(history: list[dict], path: str | Path, title: str = "") 
     ax_loss.set(xlabel="training minutes", ylabel="loss (action tokens)", yscale="log", title="training loss")
     evals = [h for h in history if "eval" in h]
     for name in sorted({n for h in evals for n in h["eval"]}):
-        pts = [(h["minutes"], _score(h["eval"][name])) for h in evals if name in h["eval"]]
+        pts = [(h["minutes"], h["eval"][name][metric] if metric else _score(h["eval"][name]))
+               for h in evals if name in h["eval"]]
         ax_eval.plot(*zip(*pts), marker="o", label=name)
-    ax_eval.set(xlabel="training minutes", ylabel="normalised score (else success rate)", title="evaluation")
+    ylabel = metric.replace("_", " ") if metric else "normalised score (else success rate)"
+    ax_eval.set(xlabel="training minutes", ylabel=ylabel, title="evaluation")
     ax_eval.axhline(1.0, color="k", lw=0.6, ls="--")
     if evals:
         ax_eval.legend()
