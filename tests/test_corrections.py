@@ -42,9 +42,18 @@ def test_bot_labels_the_policys_states_and_they_join_the_data(babyai_dataset, ti
     np.testing.assert_array_equal(first["image"][0], obs["image"])
     assert first["mission"][0] == obs["mission"]
 
-    # the added rows are ordinary training data
-    batch = task.sample_batch(8, model.vocab, 128, np.random.default_rng(0))
-    assert batch.tokens.shape[0] == 8
+    # the policy's own actions are its history, the bot's are the targets
+    taken = task.raw.taken[before_eps:]
+    assert task.raw.taken[:before_eps] == [None] * before_eps
+    assert any((t != a).any() for t, a in zip(taken, new))  # the untrained policy strays somewhere
+    enc, lo = task.episodes, task.episodes.starts[before_eps]
+    np.testing.assert_array_equal(enc.inputs[:lo], enc.steps[:lo])  # demonstrations: as they are
+    np.testing.assert_array_equal(enc.inputs[lo:, :-1], enc.steps[lo:, :-1])  # same observations
+    taken_all = np.concatenate(taken)
+    np.testing.assert_array_equal(enc.inputs[lo:, -1:], codec.encode_actions(taken_all, len(taken_all)))
+    batch = task.sample_batch(64, model.vocab, 128, np.random.default_rng(0))
+    differ = batch.inputs != batch.tokens
+    assert differ.any() and batch.targets[differ].all()  # only action positions differ
 
 
 def test_a_recipes_expert_labels_the_policys_states(tiny_policy):

@@ -84,7 +84,9 @@ def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray]]]], layout, length: 
 
     A row holds one or more units back to back; a unit (a window, with its prompt) is a list of
     segments; a segment is (step_tokens (k, S) int, step_patches (k, n_patches, C, P, P)
-    float32) for k consecutive timesteps laid out by ``layout`` (a :class:`StepLayout`).
+    float32, step_inputs (k, S) int or None) for k consecutive timesteps laid out by ``layout``
+    (a :class:`StepLayout`); step_inputs, where given, are embedded instead of step_tokens
+    (``Batch.inputs``).
     When a row holds several units, ``segment_ids`` keeps each unit's attention to itself.
     Rows longer than ``length`` tokens are an internal error.
     """
@@ -94,21 +96,25 @@ def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray]]]], layout, length: 
     is_patch = np.zeros((B, length), dtype=bool)
     targets = np.zeros((B, length), dtype=bool)
     segment_ids = np.zeros((B, length), dtype=np.int64)
+    has_inputs = any(i is not None for units in rows for unit in units for _, _, i in unit)
+    inputs = np.full((B, length), pad_id, dtype=np.int64) if has_inputs else None
     patches, rowcol = [], []
     for b, units in enumerate(rows):
         sample = [seg for unit in units for seg in unit]
-        steps = sum(len(t) for t, _ in sample)
+        steps = sum(len(t) for t, _, _ in sample)
         n = steps * S
         assert n <= length, f"sample of {n} tokens does not fit {length}"
-        tokens[b, :n] = np.concatenate([t for t, _ in sample]).reshape(-1)
+        tokens[b, :n] = np.concatenate([t for t, _, _ in sample]).reshape(-1)
+        if inputs is not None:
+            inputs[b, :n] = np.concatenate([t if i is None else i for t, _, i in sample]).reshape(-1)
         in_step[b, :n] = np.tile(np.arange(S), steps)
         is_patch[b, :n] = np.tile(layout.is_patch, steps)
         targets[b, :n] = np.tile(layout.is_target, steps)
-        unit_steps = [sum(len(t) for t, _ in unit) for unit in units]
+        unit_steps = [sum(len(t) for t, _, _ in unit) for unit in units]
         segment_ids[b, :n] = np.repeat(np.arange(len(units)), np.array(unit_steps) * S)
         segment_ids[b, n:] = len(units)  # padding: a segment of its own
         if layout.patches_per_step:
-            patches.extend(p.reshape((-1,) + p.shape[2:]) for _, p in sample)
+            patches.extend(p.reshape((-1,) + p.shape[2:]) for _, p, _ in sample)
             rowcol.append(np.tile(layout.patch_rowcol, (steps, 1)))
     if patches:
         patch_arr = np.concatenate(patches).astype(np.float32, copy=False)
@@ -117,7 +123,7 @@ def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray]]]], layout, length: 
         patch_arr = np.zeros((0, 1, 1, 1), np.float32)
         rowcol_arr = np.zeros((0, 2), np.int64)
     packed = any(len(units) > 1 for units in rows)
-    return Batch(tokens, in_step, is_patch, targets, patch_arr, rowcol_arr, segment_ids if packed else None)
+    return Batch(tokens, in_step, is_patch, targets, patch_arr, rowcol_arr, segment_ids if packed else None, inputs)
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,7 @@ class StepLayout:
 
 def corrupt_action_inputs(batch: Batch, first_action_pos: int, action_ranges: np.ndarray, p: float,
                           rng: np.random.Generator) -> np.ndarray:
-    """``batch.tokens`` with each action token replaced, with probability ``p``, by an id drawn
+    """``batch``'s inputs with each action token replaced, with probability ``p``, by an id drawn
     uniformly from its own range (``action_ranges`` (K, 2), action token j sitting at in-timestep
     position ``first_action_pos + j``).
 
@@ -160,6 +166,6 @@ def corrupt_action_inputs(batch: Batch, first_action_pos: int, action_ranges: np
     is_action = (j >= 0) & (j < len(action_ranges)) & ~batch.patch_mask
     hit = is_action & (rng.random(batch.tokens.shape) < p)
     lo, hi = action_ranges[j[hit], 0], action_ranges[j[hit], 1]
-    inputs = batch.tokens.copy()
+    inputs = (batch.tokens if batch.inputs is None else batch.inputs).copy()
     inputs[hit] = rng.integers(lo, hi)
     return inputs

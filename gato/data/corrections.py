@@ -35,7 +35,7 @@ class _Advisor:
     def _start(self, envs, space) -> None:
         self._space, self._env_space = space, envs.single_observation_space
         self._action_space = envs.single_action_space
-        self._open = [{"obs": [], "actions": [], "rewards": []} for _ in range(envs.num_envs)]
+        self._open = [{"obs": [], "actions": [], "taken": [], "rewards": []} for _ in range(envs.num_envs)]
         self._failed = [False] * envs.num_envs
 
     def _label(self, i: int, obs_i):
@@ -58,6 +58,7 @@ class _Advisor:
             ep = self._open[i]
             ep["obs"].append(obs_i)
             ep["actions"].append(label)
+            ep["taken"].append(taken)
             self.steps += 1
             self.disagreements += not np.array_equal(np.asarray(label), np.asarray(taken))
 
@@ -74,7 +75,9 @@ class _Advisor:
 
     def episodes(self) -> RawEpisodes:
         """The labelled episodes so far, in the dataset's layout (T + 1 observations: the last
-        one repeated, since only the first T are ever encoded)."""
+        one repeated, since only the first T are ever encoded), with the expert's labels as
+        ``actions`` and the policy's own as ``taken``: a policy that reads its history must
+        learn from the history it really had, or the observations contradict the actions."""
         observations = [stack_steps(ep["obs"] + ep["obs"][-1:], self._space, "observations") for ep in self._done]
         dtype = getattr(self._action_space, "dtype", None) or np.int64
         return RawEpisodes(
@@ -82,6 +85,7 @@ class _Advisor:
             actions=[np.asarray(ep["actions"], dtype=dtype) for ep in self._done],
             rewards=[np.asarray(ep["rewards"], dtype=np.float64) for ep in self._done],
             ids=[f"correction-{i}" for i in range(len(self._done))],
+            taken=[np.asarray(ep["taken"], dtype=dtype) for ep in self._done],
         )
 
 

@@ -52,12 +52,18 @@ def reading_overrides(dataset, raw: "RawEpisodes", patch_size: int, explicit: di
 
 @dataclass
 class RawEpisodes:
-    """Episodes as read from the dataset: observations (T+1 per episode), actions, rewards."""
+    """Episodes as read from the dataset: observations (T+1 per episode), actions, rewards.
+
+    ``taken`` (optional, one entry per episode) holds the actions actually executed where they
+    differ from ``actions``: a DAgger episode's ``actions`` are the expert's labels, the targets,
+    while the policy saw its own actions in its history. None (or a None entry): as ``actions``.
+    """
 
     observations: list
     actions: list
     rewards: list
     ids: list
+    taken: list | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -79,6 +85,8 @@ class RawEpisodes:
 
     def extend(self, other: "RawEpisodes") -> None:
         """Append ``other``'s episodes."""
+        if self.taken is not None or other.taken is not None:
+            self.taken = (self.taken or [None] * len(self)) + (other.taken or [None] * len(other))
         self.observations += other.observations
         self.actions += other.actions
         self.rewards += other.rewards
@@ -114,13 +122,16 @@ class EncodedEpisodes:
 
     steps (total, S) int64: [observation tokens, separator, action tokens];
     patches (total, n_patches, C, P, P) in the images' own dtype (normalised when sampled);
-    starts (E+1,) row offsets; returns (E,).
+    starts (E+1,) row offsets; returns (E,); inputs (total, S) or None: ``steps`` with the
+    actions actually taken in place of the targets (see ``RawEpisodes.taken``), None when no
+    episode has such actions.
     """
 
     steps: np.ndarray
     patches: np.ndarray
     starts: np.ndarray
     returns: np.ndarray
+    inputs: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -130,9 +141,10 @@ class EncodedEpisodes:
     @classmethod
     def encode(cls, raw: RawEpisodes, codec: SpaceCodec, name: str) -> "EncodedEpisodes":
         """Encode all episodes; a value outside its space raises DatasetValueError."""
-        steps, patches = [], []
+        steps, patches, inputs = [], [], []
         sep = np.array([[codec.vocab.separator]])
-        for i, obs, act in zip(raw.ids, raw.observations, raw.actions):
+        taken = raw.taken or [None] * len(raw)
+        for i, obs, act, took in zip(raw.ids, raw.observations, raw.actions, taken):
             T = len(act)
             obs_t = _first(obs, T)
             problem = codec.check(obs_t, act)
@@ -143,6 +155,8 @@ class EncodedEpisodes:
             tok, pat = codec.encode_observations(obs_t, T)
             act_tok = codec.encode_actions(act, T)
             steps.append(np.concatenate([tok, np.repeat(sep, T, 0), act_tok], axis=1))
+            inputs.append(steps[-1] if took is None else
+                          np.concatenate([steps[-1][:, : -act_tok.shape[1]], codec.encode_actions(took, T)], axis=1))
             patches.append(pat)
         lengths = np.array([len(a) for a in raw.actions])
         return cls(
@@ -150,6 +164,7 @@ class EncodedEpisodes:
             patches=np.concatenate(patches),
             starts=np.concatenate([[0], np.cumsum(lengths)]),
             returns=np.array([r.sum() for r in raw.rewards]),
+            inputs=None if all(t is None for t in taken) else np.concatenate(inputs),
         )
 
     def concat(self, other: "EncodedEpisodes") -> "EncodedEpisodes":
@@ -159,6 +174,8 @@ class EncodedEpisodes:
             patches=np.concatenate([self.patches, other.patches]),
             starts=np.concatenate([self.starts, self.starts[-1] + other.starts[1:]]),
             returns=np.concatenate([self.returns, other.returns]),
+            inputs=None if self.inputs is None and other.inputs is None else np.concatenate(
+                [e.steps if e.inputs is None else e.inputs for e in (self, other)]),
         )
 
 

@@ -193,7 +193,8 @@ class ControlTask:
     def _rows(self, codec: SpaceCodec, episode: int, start: int, k: int):
         ep = self.episodes
         lo = ep.starts[episode] + start
-        return ep.steps[lo : lo + k], codec.normalize_patches(ep.patches[lo : lo + k])
+        inputs = None if ep.inputs is None else ep.inputs[lo : lo + k]
+        return ep.steps[lo : lo + k], codec.normalize_patches(ep.patches[lo : lo + k]), inputs
 
     def _prompt_episode_pool(self) -> np.ndarray:
         order = np.argsort(-self.episodes.returns, kind="stable")
@@ -228,7 +229,7 @@ class ControlTask:
         rows, row, used = [], [], 0
         while len(rows) < batch_size:
             unit = self._sample_unit(codec, max_steps, prompt_steps, weights, pool, rng)
-            steps = sum(len(t) for t, _ in unit)
+            steps = sum(len(t) for t, _, _ in unit)
             if row and used + steps > max_steps:  # the packed row is full
                 rows.append(row)
                 row, used = [], 0
