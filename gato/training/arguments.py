@@ -71,7 +71,7 @@ class TrainingArgs:
     device: str = _f("", "device (empty: accelerate's choice; 'cpu' forces the CPU)")
     # beyond plain behaviour cloning (see docs/ARCHITECTURE.md)
     action_history_noise: list = _f([], "probability that an action token of a training input is replaced by a random one (against copying the last action): one value for every dataset or one per dataset (default: 0)")
-    dagger_rounds: int = _f(0, "times during training that tasks whose expert can label states (the BabyAI bot, the recipes' experts) add labelled rollouts of the policy (GoToLocal, 20 min: success 0.605 with 3 x 2000 episodes, 0.78 with 3 x 300, 0.845 without)")
+    dagger_rounds: int = _f(0, "times during training that tasks whose expert can label states (the BabyAI bot, the recipes' experts) add labelled rollouts of the policy (on GoToLocal it lowered success; see docs/ARCHITECTURE.md)")
     dagger_episodes: list = _f([1000], "policy episodes labelled in each DAgger round: one number for every dataset or one per dataset (0: that one is not corrected)")
     # prompting (NEKO's names)
     prompt_ep_proportion: float = _f(0.0, "share of training windows preceded by a prompt (NEKO: 0.25)")
