@@ -18,8 +18,9 @@ class Batch:
     N patch positions in row-major order; patch_rowcol (N, 2) int64, each patch's grid place;
     segment_ids (B, L) int64 or None: which packed unit each position belongs to (attention
     stays inside a unit); None when every row is a single unit. inputs (B, L) int64 or None:
-    the ids to embed where they differ from ``tokens`` (a corrupted action history, see
-    ``ControlTask``'s ``action_history_noise``); targets are always read from ``tokens``.
+    the ids to embed where they differ from ``tokens`` (the actions a DAgger rollout really
+    took, a corrupted action history: see ``ControlTask``'s ``action_history_noise``); targets
+    are always read from ``tokens``.
     Causal attention makes right-padding harmless: no real token ever attends to it.
     """
 
@@ -79,7 +80,8 @@ class Batch:
         )
 
 
-def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray]]]], layout, length: int, pad_id: int) -> Batch:
+def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]], layout, length: int,
+         pad_id: int) -> Batch:
     """Pack rows of units into a Batch.
 
     A row holds one or more units back to back; a unit (a window, with its prompt) is a list of
