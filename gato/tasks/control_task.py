@@ -275,6 +275,8 @@ class ControlTask:
             samples = [[[self._rows(codec, e, lengths[e] - k, k)]] for e in chosen]
             stream = pack(samples, layout, k * S, codec.vocab.pad).to_torch(device)
             stream.pop("targets")
+            # a prompt shows the expert's actions, also where a corrected episode's policy took others
+            stream.pop("input_tokens", None)
             return stream
         return make
 
