@@ -19,8 +19,8 @@ class Batch:
     segment_ids (B, L) int64 or None: which packed unit each position belongs to (attention
     stays inside a unit); None when every row is a single unit. inputs (B, L) int64 or None:
     the ids to embed where they differ from ``tokens`` (the actions a DAgger rollout really
-    took, a corrupted action history: see ``ControlTask``'s ``action_history_noise``); targets
-    are always read from ``tokens``.
+    took, or a corrupted action history: see ``ControlTask``'s ``action_history_noise``);
+    targets are always read from ``tokens``.
     Causal attention makes right-padding harmless: no real token ever attends to it.
     """
 
