@@ -642,3 +642,68 @@ def test_packed_rows_equal_each_window_run_alone(babyai_dataset, tiny_policy):
     n_targets = int(batch.targets.sum())
     assert n_units > len(batch)
     torch.testing.assert_close(torch.stack(terms).sum() / n_targets, loss, atol=1e-5, rtol=1e-4)
+
+
+def test_text_film_reads_the_grid_given_its_own_timesteps_text(babyai_task, tiny_policy):
+    """With ``text_film`` a patch's embedding depends on the mission of its own timestep (even
+    though the mission comes after the image), never on another timestep's; earlier timesteps
+    stay untouched, and whole timesteps fed through the cache equal the full pass."""
+    model = tiny_policy(text_film=True).double()
+    torch.nn.init.normal_(model.embedding.patches.film[1].weight, 0.0, 0.5)  # not the identity it starts as
+    stream = as_stream(batch_of(babyai_task, model, n=2, seed=4), model)
+    codec = babyai_task.codec_for(model.vocab)
+    T, S = stream["tokens"].shape[1], codec.tokens_per_step
+    text = (stream["tokens"][0] < model.vocab.text_tokens) & (stream["tokens"][0] != model.vocab.tokenizer.pad_id)
+    third_step_text = int(text.nonzero()[2 * int(text[:S].sum()), 0])  # the first mission word of timestep 3
+    first_patch = int(stream["patch_mask"][0].nonzero()[2 * codec.patches_per_step, 0])
+    assert first_patch < third_step_text < 3 * S
+    with torch.no_grad():
+        full = model.hidden_states(stream)
+        changed = dict(stream, tokens=stream["tokens"].clone())
+        changed["tokens"][0, third_step_text] = (int(changed["tokens"][0, third_step_text]) + 1) % model.vocab.text_tokens
+        out = model.hidden_states(changed)
+        torch.testing.assert_close(out[0, :first_patch], full[0, :first_patch], atol=0, rtol=0)
+        assert not torch.allclose(out[0, first_patch], full[0, first_patch])  # its own image reads it
+
+        steps = list(range(0, T, S)) + [T]
+        cache = model.new_cache()
+        chunks = [model.hidden_states(slice_stream(stream, a, b), cache) for a, b in zip(steps, steps[1:])]
+        torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_text_film_ignores_text_after_the_separator(tiny_policy):
+    """A text action follows the separator; it must never condition the image it answers."""
+    model = tiny_policy(text_film=True).double()
+    torch.nn.init.normal_(model.embedding.patches.film[1].weight, 0.0, 0.5)
+    vocab, P = model.vocab, model.patch_size
+    word, other = vocab.tokenizer.encode(" red")[0], vocab.tokenizer.encode(" ball")[0]
+    # one timestep: patch, text, separator, text action; then the next timestep's patch
+    tokens = torch.tensor([[vocab.pad, word, vocab.separator, word, vocab.pad]])
+    in_step = torch.tensor([[0, 1, 2, 3, 0]])
+    patch_mask = torch.tensor([[True, False, False, False, True]])
+    patches = torch.rand(2, 3, P, P, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    rowcol = torch.zeros(2, 2, dtype=torch.long)
+
+    def patch_embeddings(toks):
+        return model.embedding(toks, in_step, patch_mask, patches, rowcol)[0, [0, 4]]
+
+    base = patch_embeddings(tokens)
+    action_changed = tokens.clone()
+    action_changed[0, 3] = other
+    torch.testing.assert_close(patch_embeddings(action_changed), base, atol=0, rtol=0)
+    obs_changed = tokens.clone()
+    obs_changed[0, 1] = other
+    moved = patch_embeddings(obs_changed)
+    assert not torch.allclose(moved[0], base[0])  # its own observation's text does condition it
+    torch.testing.assert_close(moved[1], base[1], atol=0, rtol=0)  # the next timestep has no text
+
+
+def test_checkpoint_saved_before_text_film_loads_without_it(tmp_path, tiny_policy):
+    """config.json files written before ``text_film`` existed describe models without a FiLM."""
+    model = tiny_policy(text_film=False)
+    model.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["text_film"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = GatoPolicy.from_pretrained(tmp_path / "old")
+    assert loaded.embedding.patches.film is None and not loaded.config.text_film

@@ -42,9 +42,13 @@ class ValueEmbedding(nn.Module):
 
 
 class PatchEncoder(nn.Module):
-    """(N, C, P, P) patches in [-1, 1] -> (N, D): a ResNet v2 block, then a linear map."""
+    """(N, C, P, P) patches in [-1, 1] -> (N, D): a ResNet v2 block, then a linear map.
 
-    def __init__(self, channels: int, patch_size: int, mid: int, dim: int):
+    With ``film``, each normalisation inside the block is followed by a per-channel scale and
+    shift computed from a (N, D) condition (FiLM, Perez et al. 2018), starting as the identity.
+    """
+
+    def __init__(self, channels: int, patch_size: int, mid: int, dim: int, film: bool = False):
         super().__init__()
         self.channels = channels
         self.patch_size = patch_size
@@ -55,6 +59,13 @@ class PatchEncoder(nn.Module):
         self.norm2 = nn.GroupNorm(groups, mid)
         self.conv2 = nn.Conv2d(mid, mid, 3, padding=1)
         self.out = nn.Linear(mid * patch_size * patch_size, dim)
+        # The condition is layer-normed: text embeddings start at the token table's 0.02 scale,
+        # and so small a condition leaves the FiLM near the identity for most of a short run
+        # (on BabyAI the norm made the difference between no gain and a large one).
+        self.film = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * mid)) if film else None
+        if self.film is not None:
+            nn.init.zeros_(self.film[1].weight)
+            nn.init.zeros_(self.film[1].bias)
 
     def fit_channels(self, patches: torch.Tensor) -> torch.Tensor:
         """Pad patches with fewer channels than the encoder takes; refuse ones with more."""
@@ -67,10 +78,15 @@ class PatchEncoder(nn.Module):
             patches = F.pad(patches, (0, 0, 0, 0, 0, self.channels - patches.shape[1]), value=-1.0)
         return patches
 
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+    def forward(self, patches: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         x = self.stem(self.fit_channels(patches))
-        h = self.conv1(F.gelu(self.norm1(x)))
-        x = x + self.conv2(F.gelu(self.norm2(h)))
+        if self.film is None or condition is None:
+            h = self.conv1(F.gelu(self.norm1(x)))
+            x = x + self.conv2(F.gelu(self.norm2(h)))
+        else:
+            scale1, shift1, scale2, shift2 = self.film(condition)[:, :, None, None].chunk(4, dim=1)
+            h = self.conv1(F.gelu(self.norm1(x) * (1 + scale1) + shift1))
+            x = x + self.conv2(F.gelu(self.norm2(h) * (1 + scale2) + shift2))
         return self.out(x.flatten(1))
 
 
@@ -120,16 +136,21 @@ class ImageSummary(nn.Module):
 
 class GatoEmbedding(nn.Module):
     """Embeds a token stream: ids through a table, patch positions through the patch
-    encoder, plus learned in-timestep positions and patch (row, column) positions."""
+    encoder, plus learned in-timestep positions and patch (row, column) positions.
+
+    ``text_film`` = (end of the text ids, text pad id, separator id) conditions each patch on
+    the text of its timestep's observation (see :meth:`timestep_text`); None: patches alone.
+    """
 
     def __init__(self, vocab_size, dim, context_len, patch_size, image_channels, mid_channels,
                  use_pos_encoding=True, use_patch_pos_encoding=True, continuous_range: tuple[int, int] | None = None,
-                 image_summary: bool = False):
+                 image_summary: bool = False, text_film: tuple[int, int, int] | None = None):
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, dim)
         self.continuous_range = continuous_range
         self.values = ValueEmbedding(continuous_range[1] - continuous_range[0], dim) if continuous_range else None
-        self.patches = PatchEncoder(image_channels, patch_size, mid_channels, dim)
+        self.text_film = text_film
+        self.patches = PatchEncoder(image_channels, patch_size, mid_channels, dim, film=text_film is not None)
         self.summary = ImageSummary(image_channels, dim) if image_summary else None
         self.in_step = nn.Embedding(context_len, dim) if use_pos_encoding else None
         self.patch_row = nn.Embedding(MAX_PATCH_GRID, dim) if use_patch_pos_encoding else None
@@ -148,7 +169,8 @@ class GatoEmbedding(nn.Module):
         x = F.embedding(tokens, self.table())
         if patches.shape[0]:
             patches = self.patches.fit_channels(patches.to(x.dtype))
-            p = self.patches(patches)
+            condition = self.timestep_text(x, tokens, in_step_pos, patch_mask) if self.text_film else None
+            p = self.patches(patches, condition)
             if self.summary is not None:
                 p = p + self.summary(patches, patch_rowcol)
             if self.patch_row is not None:
@@ -158,6 +180,29 @@ class GatoEmbedding(nn.Module):
         if self.in_step is not None:
             x = x + self.in_step(in_step_pos.clamp(max=self.context_len - 1))
         return x
+
+    def timestep_text(self, x, tokens, in_step_pos, patch_mask) -> torch.Tensor:
+        """(N, D): for each patch, the mean embedding of the text tokens of its timestep's
+        observation (zero where there are none), the condition of the text FiLM.
+
+        A timestep starts where ``in_step_pos`` is 0; its observation ends at the separator, so
+        a text *action* never conditions the image it answers. The observation's text may come
+        after its image (BabyAI's mission does): observations are always fed whole and hold no
+        training target, so no prediction sees what it predicts.
+        """
+        text_end, text_pad, separator = self.text_film
+        B, T = tokens.shape
+        slot = torch.arange(B, device=tokens.device)[:, None] * (T + 1) + torch.cumsum(in_step_pos == 0, dim=1)
+        # separators seen before each token, minus those seen before its timestep began
+        sep = (tokens == separator).long()
+        before = torch.cumsum(sep, dim=1) - sep
+        starts = in_step_pos == 0
+        at_start = before.new_zeros(B * (T + 1)).index_put_((slot[starts],), before[starts])
+        in_observation = before == at_start[slot]
+        is_text = (tokens < text_end) & (tokens != text_pad) & ~patch_mask & in_observation
+        sums = x.new_zeros(B * (T + 1), x.shape[-1]).index_add_(0, slot[is_text], x[is_text])
+        counts = x.new_zeros(B * (T + 1)).index_add_(0, slot[is_text], x.new_ones(int(is_text.sum())))
+        return (sums / counts.clamp(min=1)[:, None])[slot[patch_mask]]
 
     def table(self) -> torch.Tensor:
         """(vocab, dim) embedding of every id (the output head uses it too)."""

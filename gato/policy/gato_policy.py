@@ -56,6 +56,7 @@ class PolicyConfig:
     pad_seq: bool = False
     image_channels: int = 32
     image_summary: bool = False
+    text_film: bool = True
 
 
 class GatoPolicy(nn.Module):
@@ -69,14 +70,17 @@ class GatoPolicy(nn.Module):
     channels the patch encoder takes (fewer are padded). ``value_embedding`` adds a smooth
     function of a continuous bin's value to its embedding (see ``ValueEmbedding``).
     ``image_summary`` adds a CNN summary of the whole image to each of its patch tokens (see
-    ``ImageSummary``).
+    ``ImageSummary``). ``text_film`` conditions each image's patch encoder on the text of its
+    timestep (FiLM; see ``GatoEmbedding.timestep_text``), as BabyAI's baselines condition their
+    CNN on the mission.
     """
 
     def __init__(self, device="cpu", embed_dim=128, layers=4, heads=4, dropout=0.1, mu=100, M=256,
                  patch_size=4, resid_mid_channels=32, continuous_tokens=1024, discrete_tokens=1024,
                  context_len=512, use_patch_pos_encoding=True, use_pos_encoding=True,
                  activation_fn="gelu", pretrained_lm=None, flash=True, tokenizer_model_name=None,
-                 pad_seq=False, image_channels=32, value_embedding=True, image_summary=False):
+                 pad_seq=False, image_channels=32, value_embedding=True, image_summary=False,
+                 text_film=True):
         super().__init__()
         lm = _read_gpt2_config(pretrained_lm) if pretrained_lm else None
         if lm is not None:
@@ -88,7 +92,7 @@ class GatoPolicy(nn.Module):
             use_patch_pos_encoding=use_patch_pos_encoding, use_pos_encoding=use_pos_encoding,
             activation_fn=activation_fn, flash=flash, tokenizer_model_name=tokenizer_model_name,
             pad_seq=pad_seq, image_channels=image_channels, value_embedding=value_embedding,
-            image_summary=image_summary,
+            image_summary=image_summary, text_film=text_film,
         )
         self.vocab = Vocab(tokenizer_model_name, discrete_tokens, continuous_tokens, float(mu), float(M))
         self.embed_dim = embed_dim
@@ -97,7 +101,9 @@ class GatoPolicy(nn.Module):
         continuous = (self.vocab.continuous_offset, self.vocab.continuous_offset + self.vocab.continuous_tokens)
         self.embedding = GatoEmbedding(self.vocab.size, embed_dim, context_len, patch_size, image_channels,
                                        resid_mid_channels, use_pos_encoding, use_patch_pos_encoding,
-                                       continuous if value_embedding else None, image_summary)
+                                       continuous if value_embedding else None, image_summary,
+                                       (self.vocab.text_tokens, self.vocab.tokenizer.pad_id, self.vocab.separator)
+                                       if text_film else None)
         self.transformer = Transformer(embed_dim, layers, heads, dropout, activation_fn, flash)
         init_weights(self.transformer, layers)
         nn.init.normal_(self.embedding.tokens.weight, 0.0, 0.02)
@@ -247,6 +253,7 @@ class GatoPolicy(nn.Module):
         unknown = set(config) - known
         if unknown:
             raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; it is not a neko-gato checkpoint")
+        config.setdefault("text_film", False)  # written before the FiLM existed
         config.update(overrides)
         model = cls(device=device, **config)
         model.load_weights(directory)

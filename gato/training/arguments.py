@@ -47,6 +47,7 @@ class TrainingArgs:
     pretrained_lm: str = _f("", "local Hugging Face GPT-2 checkpoint directory to initialise the transformer")
     flash: bool = _f(True, "let SDPA use its fused (flash / memory-efficient) kernels")
     image_summary: bool = _f(False, "add a CNN summary of each whole image to its patch tokens (for small objects far apart, e.g. Breakout)")
+    text_film: bool = _f(True, "condition each image's patch encoder on its timestep's text (FiLM, as BabyAI's baselines read the grid given the mission)")
     value_embedding: bool = _f(True, "add a smooth function of each continuous bin's value to its embedding")
     tokenizer_model_name: str = _f("", "local tokenizer directory (tokenizer.json); empty: the built-in tokenizer")
     pad_seq: bool = _f(False, "pad every batch to the full context instead of the longest sequence")

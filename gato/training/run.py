@@ -85,7 +85,7 @@ def build_policy(args: TrainingArgs, device):
         pretrained_lm=args.pretrained_lm or None, flash=args.flash,
         tokenizer_model_name=args.tokenizer_model_name or None, pad_seq=args.pad_seq,
         image_channels=args.image_channels, value_embedding=args.value_embedding,
-        image_summary=args.image_summary,
+        image_summary=args.image_summary, text_film=args.text_film,
     )
 
 
