@@ -80,13 +80,11 @@ class PatchEncoder(nn.Module):
 
     def forward(self, patches: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         x = self.stem(self.fit_channels(patches))
-        if self.film is None or condition is None:
-            h = self.conv1(F.gelu(self.norm1(x)))
-            x = x + self.conv2(F.gelu(self.norm2(h)))
-        else:
+        scale1 = shift1 = scale2 = shift2 = 0.0
+        if self.film is not None and condition is not None:
             scale1, shift1, scale2, shift2 = self.film(condition)[:, :, None, None].chunk(4, dim=1)
-            h = self.conv1(F.gelu(self.norm1(x) * (1 + scale1) + shift1))
-            x = x + self.conv2(F.gelu(self.norm2(h) * (1 + scale2) + shift2))
+        h = self.conv1(F.gelu(self.norm1(x) * (1 + scale1) + shift1))
+        x = x + self.conv2(F.gelu(self.norm2(h) * (1 + scale2) + shift2))
         return self.out(x.flatten(1))
 
 
