@@ -190,11 +190,11 @@ class GatoEmbedding(nn.Module):
         """
         text_end, text_pad, separator = self.text_film
         B, T = tokens.shape
-        slot = torch.arange(B, device=tokens.device)[:, None] * (T + 1) + torch.cumsum(in_step_pos == 0, dim=1)
+        starts = in_step_pos == 0
+        slot = torch.arange(B, device=tokens.device)[:, None] * (T + 1) + torch.cumsum(starts, dim=1)
         # separators seen before each token, minus those seen before its timestep began
         sep = (tokens == separator).long()
         before = torch.cumsum(sep, dim=1) - sep
-        starts = in_step_pos == 0
         at_start = before.new_zeros(B * (T + 1)).index_put_((slot[starts],), before[starts])
         in_observation = before == at_start[slot]
         is_text = (tokens < text_end) & (tokens != text_pad) & ~patch_mask & in_observation
