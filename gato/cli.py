@@ -158,8 +158,16 @@ def cmd_eval(ns) -> int:
     if not tasks_file.is_file():
         print(f"{tasks_file} is missing: this checkpoint does not say which tasks it was trained on", file=sys.stderr)
         return 2
+    specs = json.loads(tasks_file.read_text())
+    names = [spec.get("env_name", "?") for spec in specs]
+    unknown = sorted(set(ns.tasks or []) - set(names))
+    if unknown:
+        print(f"--tasks {' '.join(unknown)}: not in this checkpoint; its tasks: {' '.join(names)}", file=sys.stderr)
+        return 2
     results, videos = {}, {}
-    for spec in json.loads(tasks_file.read_text()):
+    for spec, name in zip(specs, names):
+        if ns.tasks and name not in ns.tasks:
+            continue
         task = build_task(spec)
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
                                            promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
@@ -219,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint on its tasks; writes JSON")
     ev.add_argument("checkpoint", help="checkpoint directory (holds config.json, model.safetensors, tasks.json)")
     ev.add_argument("--episodes", type=int, default=100, help="episodes per task")
+    ev.add_argument("--tasks", nargs="+", metavar="NAME", help="evaluate only these tasks (default: all of them)")
     ev.add_argument("--envs", type=int, default=16, help="environments stepped together")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
     ev.add_argument("--prompt", action="store_true", help="prompt with an expert episode's end (NEKO style)")

@@ -123,3 +123,9 @@ def test_multitask_train_then_score_table_json_chart_and_videos(recipe_datasets,
     for name, video in report["videos"].items():
         gif = tmp_path / "videos" / (name.replace("/", "_") + ".gif")
         assert video["path"] == str(gif) and gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+
+    one = tmp_path / "one.json"
+    assert main(["eval", str(checkpoint), "--tasks", "pendulum/scripted", "--episodes", "2", "--out", str(one)]) == 0
+    assert set(json.loads(one.read_text())["results"]) == {"pendulum/scripted"}
+    assert main(["eval", str(checkpoint), "--tasks", "pong"]) == 2
+    assert "--tasks pong: not in this checkpoint; its tasks: cartpole/scripted pendulum/scripted" in capsys.readouterr().err
