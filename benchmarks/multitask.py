@@ -2,9 +2,13 @@
 
 Makes the expert datasets (BabyAI GoToLocal bot, CartPole, LunarLander discrete and continuous,
 Pendulum, InvertedPendulum PPO and, unless --no_breakout, Breakout) with the `gato data`
-recipes, trains one GatoPolicy on all of them with the real Trainer (tasks mixed uniformly in
-every batch, each timestep led by its task token) for at most ``--minutes`` of training, then
-evaluates every task on ``--episodes`` episodes with seeds the data never used (1,000,000+).
+recipes, trains one GatoPolicy on all of them with the real Trainer (each timestep led by its
+task token) for at most ``--minutes`` of training, then evaluates every task on ``--episodes``
+episodes with seeds the data never used (1,000,000+).
+
+Training uses the measured recipe below (task weights, history noise and DAgger per task; see
+"Many domains" in docs/ARCHITECTURE.md); ``--plain`` trains with `gato train`'s defaults
+instead (tasks mixed uniformly), and ``--train_args`` adds or overrides flags.
 
     python benchmarks/multitask.py --minutes 60       # target: normalised score >= 0.9 on the six
 
@@ -25,6 +29,19 @@ SIX = ["babyai/GoToLocal-bot-v0", "cartpole/scripted-v0", "lunarlander/heuristic
        "lunarlander-continuous/heuristic-v0", "pendulum/scripted-v0", "invertedpendulum/ppo-v0"]
 BREAKOUT = "breakout/scripted-v0"
 TARGET = 0.9
+# dataset: (task weight, fraction of action-history tokens noised, DAgger episodes per round).
+# Weight goes where learning is slow (the landers, Breakout), history noise where a policy
+# would otherwise copy its last action, DAgger where cloned errors compound.
+RECIPE = {
+    "babyai/GoToLocal-bot-v0": (1.4, 0.0, 0),
+    "cartpole/scripted-v0": (0.3, 0.3, 0),
+    "lunarlander/heuristic-v0": (3.5, 1.0, 48),
+    "lunarlander-continuous/heuristic-v0": (2.5, 1.0, 0),
+    "pendulum/scripted-v0": (1.5, 1.0, 0),
+    "invertedpendulum/ppo-v0": (0.3, 0.3, 0),
+    BREAKOUT: (2.0, 1.0, 48),
+}
+RECIPE_FLAGS = ["--value_embedding", "true", "--image_summary", "true", "--dagger_rounds", "4"]
 
 
 def main() -> None:
@@ -38,7 +55,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/benchmarks", help="folder for the run's outputs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 minute, 4 episodes: checks the script works")
-    parser.add_argument("--train_args", default="", help="extra `gato train` flags, e.g. '--embed_dim 192'")
+    parser.add_argument("--plain", action="store_true", help="train with `gato train`'s defaults, not RECIPE")
+    parser.add_argument("--train_args", default="", help="extra `gato train` flags (override the recipe's), e.g. '--embed_dim 192'")
     args = parser.parse_args()
 
     folder, created = C.use_data_dir(args.data_dir)
@@ -46,6 +64,7 @@ def main() -> None:
     datasets = SIX + ([] if args.no_breakout else [BREAKOUT])
     if args.quick:
         args.minutes, args.episodes, args.eval_every, args.babyai_episodes = 1.0, 4, 0.0, 200
+        args.train_args = f"--dagger_rounds 1 {args.train_args}"
     try:
         data = make_data(datasets, args.babyai_episodes, quick=args.quick)
         result = run(datasets, args)
@@ -85,6 +104,13 @@ def make_data(datasets: list[str], babyai_episodes: int, quick: bool) -> dict:
     return made
 
 
+def recipe_flags(datasets: list[str]) -> list[str]:
+    """`gato train` flags that apply RECIPE to ``datasets`` (in their order)."""
+    columns = zip(*(RECIPE[d] for d in datasets))
+    weights, noise, dagger = ([str(v) for v in column] for column in columns)
+    return [*RECIPE_FLAGS, "--task_weights", *weights, "--action_history_noise", *noise, "--dagger_episodes", *dagger]
+
+
 def run(datasets: list[str], args) -> dict:
     import shlex
 
@@ -97,7 +123,7 @@ def run(datasets: list[str], args) -> dict:
     ns = build_parser().parse_args(["train", "--control_datasets", *datasets, "--max_minutes", str(args.minutes),
                                     "--eval_every_minutes", str(args.eval_every), "--eval_episodes", "10",
                                     "--save_dir", args.out, "--exp_name", "multitask",
-                                    *shlex.split(args.train_args)])
+                                    *([] if args.plain else recipe_flags(datasets)), *shlex.split(args.train_args)])
     train_args = TrainingArgs.from_namespace(ns)
     with C.stdout_to_stderr():
         trainer = build_trainer(train_args)
