@@ -143,3 +143,11 @@ def test_symbolic_grid_is_fitted_one_hot_and_saved_in_the_spec(babyai_task):
     assert spec["kind"] == "image" and spec["one_hot"] is True and spec["low"] == 0 and 4 <= spec["high"] < 16
     image = babyai_task.codec.obs_fields[1]
     assert image.channels == 3 * (int(spec["high"]) + 1)
+
+
+def test_random_returns_replay_the_evaluation_seeds(cartpole_task):
+    """The chance baseline is seeded like ``evaluate``: episode i with seed + i, every time."""
+    first = cartpole_task.random_returns(4, seed=7)
+    assert np.array_equal(first, cartpole_task.random_returns(4, seed=7))
+    assert np.array_equal(first[1:], cartpole_task.random_returns(3, seed=8))
+    assert len(set(first)) > 1 and first.max() < 200  # random CartPole falls within ~20 steps

@@ -309,6 +309,25 @@ class ControlTask:
             metrics["normalized_score"] = float((returns.mean() - self.ref_min_score) / (self.ref_max_score - self.ref_min_score))
         return metrics
 
+    def random_returns(self, n_episodes: int, seed: int = EVAL_SEED) -> np.ndarray:
+        """Returns of a uniform-random policy on the seeds :meth:`evaluate` uses (episode i:
+        ``seed + i``), to compare a policy with chance episode by episode rather than with the
+        dataset's reference mean."""
+        env = self._make_env()
+        returns = []
+        try:
+            for i in range(n_episodes):
+                env.reset(seed=seed + i)
+                env.action_space.seed(seed + i)
+                total, done = 0.0, False
+                while not done:
+                    _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+                    total, done = total + float(reward), terminated or truncated
+                returns.append(total)
+        finally:
+            env.close()
+        return np.asarray(returns)
+
     def record_video(self, model, path, deterministic: bool = True, seed: int = EVAL_SEED) -> dict:
         """Play one promptless episode (seed ``seed``) with ``render_mode="rgb_array"`` and write it
         as a GIF at ``path``; returns the episode's return and length."""
