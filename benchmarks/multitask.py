@@ -143,11 +143,14 @@ def run(datasets: list[str], args) -> dict:
         for task in trainer.tasks:
             C.log(f"{task.name}: {len(task.episodes.lengths)} episodes, {task.tokens_per_timestep} tokens per timestep")
         trainer.train()
+
+        def evaluate_all(deterministic: bool) -> dict:
+            return {task.name: task.evaluate(trainer.policy, args.episodes, deterministic=deterministic,
+                                             n_envs=train_args.eval_envs, promptless_eval=True, progress=True)
+                    for task in trainer.tasks}
+
         # argmax, and sampled actions as Gato deploys: argmax can lock into one action (Breakout)
-        final, final_sampled = ({task.name: task.evaluate(trainer.policy, args.episodes, deterministic=mode,
-                                                          n_envs=train_args.eval_envs, promptless_eval=True,
-                                                          progress=True)
-                                 for task in trainer.tasks} for mode in (True, False))
+        final, final_sampled = evaluate_all(True), evaluate_all(False)
         for mode, scores in (("argmax", final), ("sampled actions", final_sampled)):
             C.log(f"\nfinal evaluation, {mode}:")
             print_scores(scores)
