@@ -167,6 +167,17 @@ def _perturb(action, space: gym.Space, noise: float, rng: np.random.Generator):
     return space.sample() if rng.random() < noise else action
 
 
+def play_out(env: gym.Env, obs, act) -> float:
+    """Play ``env`` from observation ``obs`` (just reset) to the episode's end, choosing each
+    action with ``act(obs)``; returns the total reward."""
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(act(obs))
+        total += float(reward)
+        done = terminated or truncated
+    return total
+
+
 def _play(job: tuple[str, str, int, int | None, float]) -> tuple[int, Any]:
     """One episode of ``job = (recipe, kind, seed, max_episode_steps, action_noise)``: for kind
     "demo" the episode dict, for "expert" (clean) and "random" the return."""
@@ -179,13 +190,7 @@ def _play(job: tuple[str, str, int, int | None, float]) -> tuple[int, Any]:
     env.action_space.seed(seed)
     expert.reset(seed=seed)
     if kind != "demo":
-        total, done = 0.0, False
-        while not done:
-            action = env.action_space.sample() if kind == "random" else expert(obs)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        return seed, total
+        return seed, play_out(env, obs, (lambda _: env.action_space.sample()) if kind == "random" else expert)
     rng = np.random.default_rng(seed)
     episode = {"seed": seed, "observations": [obs], "actions": [], "rewards": [], "terminations": [],
                "truncations": []}

@@ -20,6 +20,7 @@ import numpy as np
 from gato.codec import SpaceCodec, UnsupportedSpaceError, space_mismatch, tokens_per_space  # noqa: F401 (re-export)
 from gato.data.batch import Batch, StepLayout, corrupt_action_inputs, pack
 from gato.data.episodes import EncodedEpisodes, RawEpisodes, load_minari, reading_overrides
+from gato.data.recipes import play_out
 from gato.evaluation.rollout import rollout
 from gato.vocab import Vocab
 
@@ -317,13 +318,9 @@ class ControlTask:
         returns = []
         try:
             for i in range(n_episodes):
-                env.reset(seed=seed + i)
+                obs, _ = env.reset(seed=seed + i)
                 env.action_space.seed(seed + i)
-                total, done = 0.0, False
-                while not done:
-                    _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-                    total, done = total + float(reward), terminated or truncated
-                returns.append(total)
+                returns.append(play_out(env, obs, lambda _: env.action_space.sample()))
         finally:
             env.close()
         return np.asarray(returns)
