@@ -1,0 +1,104 @@
+"""Gymnasium environments: make one from any id an installed package registers, play one episode.
+
+Gymnasium registers its own environments on import; plugins (minigrid's BabyAI and MiniGrid
+levels, ale_py's ``ALE/...``) register theirs only when their package is imported. ``make_env``
+imports the installed ones on a miss, so an env id works wherever one is accepted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+
+ENV_PLUGINS = ("minigrid", "ale_py")
+"""Packages whose import registers more env ids (tried in order when an id is not found)."""
+
+
+class UnknownEnvError(ValueError):
+    """An env id that no installed package registers."""
+
+
+def register_plugins() -> list[str]:
+    """Import every installed package of :data:`ENV_PLUGINS`; returns the names imported."""
+    loaded = []
+    for name in ENV_PLUGINS:
+        if importlib.util.find_spec(name) is None:
+            continue
+        module = importlib.import_module(name)
+        if name == "ale_py":
+            gym.register_envs(module)  # ale_py registers its ids through this call
+        loaded.append(name)
+    return loaded
+
+
+def is_env_id(env_id: str) -> bool:
+    """Whether ``env_id`` names a registered environment (plugins included)."""
+    if env_id in gym.registry:
+        return True
+    register_plugins()
+    return env_id in gym.registry
+
+
+def make_env(env_id, **kwargs) -> gym.Env:
+    """``gym.make(env_id, **kwargs)``, trying the env plugins when the id is unknown.
+    ``env_id`` may also be an ``EnvSpec``. Raises :class:`UnknownEnvError` naming what to install."""
+    if isinstance(env_id, str) and not is_env_id(env_id):
+        raise UnknownEnvError(
+            f"{env_id!r} is not a registered Gymnasium env id, even with the installed plugins imported "
+            f"({', '.join(ENV_PLUGINS)}). Check the spelling, or install the package that registers it "
+            "(e.g. `pip install -e \".[atari]\"` for ALE/...)."
+        )
+    return gym.make(env_id, **kwargs)
+
+
+@dataclass
+class Episode:
+    """One played episode. ``total`` and ``length`` always; the per-step lists only when recorded
+    (``observations`` holds T + 1 entries, the reset observation first)."""
+
+    seed: int | None
+    total: float = 0.0
+    length: int = 0
+    observations: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+    rewards: list = field(default_factory=list)
+    terminations: list = field(default_factory=list)
+    truncations: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """The layout ``gato.data.writer.write_dataset`` takes."""
+        return {"seed": self.seed, "observations": self.observations, "actions": self.actions,
+                "rewards": self.rewards, "terminations": self.terminations, "truncations": self.truncations}
+
+
+def play_episode(env: gym.Env, act: Callable, seed: int | None = None, *, record: bool = False,
+                 execute: Callable | None = None) -> Episode:
+    """Reset ``env`` (and its action space's sampler) with ``seed`` and play to the episode's end.
+
+    ``act(obs)`` gives each step's action; ``execute(action)`` (optional) gives the action the
+    env really executes (a perturbed one), while the recorded action stays ``act``'s. With
+    ``record``, the episode's observations, actions, rewards and end flags are kept.
+    """
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    episode = Episode(seed)
+    if record:
+        episode.observations.append(obs)
+    done = False
+    while not done:
+        action = act(obs)
+        obs, reward, terminated, truncated, _ = env.step(action if execute is None else execute(action))
+        done = terminated or truncated
+        episode.total += float(reward)
+        episode.length += 1
+        if record:
+            episode.observations.append(obs)
+            episode.actions.append(action)
+            episode.rewards.append(float(reward))
+            episode.terminations.append(bool(terminated))
+            episode.truncations.append(bool(truncated))
+    return episode
