@@ -16,26 +16,12 @@ import pytest
 
 def rollout_episodes(env_id: str, n_episodes: int, max_steps: int, seed: int = 0, policy=None):
     """Episodes (dicts for gato.data.writer.write_dataset) of a policy (default: uniform random
-    actions) in ``env_id``, cut to ``max_steps`` steps (marked truncated)."""
-    env = gym.make(env_id)
-    env.action_space.seed(seed)
-    episodes = []
-    for i in range(n_episodes):
-        obs, _ = env.reset(seed=seed + i)
-        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        for t in range(max_steps):
-            action = env.action_space.sample() if policy is None else policy(obs)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            truncated = truncated or t == max_steps - 1
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(float(reward))
-            terms.append(bool(terminated))
-            truncs.append(bool(truncated and not terminated))
-            if terminated or truncated:
-                break
-        episodes.append(dict(observations=observations, actions=actions, rewards=rewards,
-                             terminations=terms, truncations=truncs, seed=seed + i))
+    actions) in ``env_id``, cut to ``max_steps`` steps (marked truncated); episode i: seed + i."""
+    from gato.envs import play_episode
+
+    env = gym.make(env_id, max_episode_steps=max_steps)
+    act = policy or (lambda _: env.action_space.sample())
+    episodes = [play_episode(env, act, seed + i, record=True).as_dict() for i in range(n_episodes)]
     env.close()
     return episodes
 

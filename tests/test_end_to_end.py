@@ -76,6 +76,7 @@ def test_notebook_workflow_trains_and_evaluates(babyai_dataset, tmp_path):
     control = ControlTask("playground_env_name", env, babyai_dataset, 64, args,
                           training_prompt_len_proportion=0.5, share_prompt_episodes=True, top_k_prompting=None)
     assert tokens_per_space(env.observation_space["image"]) == 4
+    torch.manual_seed(0)  # the loss threshold below is checked for these initial weights
     model = GatoPolicy(device="cpu", embed_dim=32, layers=1, heads=2, dropout=0.0, mu=100, M=256, patch_size=4,
                        resid_mid_channels=8, continuous_tokens=64, discrete_tokens=64, context_len=64,
                        use_patch_pos_encoding=True, use_pos_encoding=True, activation_fn="geglu",
