@@ -156,10 +156,14 @@ class GatoEmbedding(nn.Module):
         # Position codes start at the token table's scale (GPT-2's 0.02): at nn.Embedding's
         # default N(0, 1) they are ~50x larger than any token or value embedding, so what a
         # token is starts as a small ripple on where it sits.
-        for table in (self.in_step, self.patch_row, self.patch_col):
-            if table is not None:
-                nn.init.normal_(table.weight, 0.0, 0.02)
+        for table in self.position_tables():
+            nn.init.normal_(table.weight, 0.0, 0.02)
         self.context_len = context_len
+
+    def position_tables(self) -> list[nn.Embedding]:
+        """The learned position tables in use (in-timestep, patch row and column): tables of where a token sits,
+        which the policy exempts from weight decay."""
+        return [table for table in (self.in_step, self.patch_row, self.patch_col) if table is not None]
 
     def forward(self, tokens, in_step_pos, patch_mask, patches, patch_rowcol):
         """tokens, in_step_pos (B, T) int; patch_mask (B, T) bool; patches (N, C, P, P) float

@@ -13,13 +13,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gato.policy.config import PolicyConfig  # also imported from here, as before it had a module of its own
 from gato.policy.embedding import GatoEmbedding
 from gato.policy.transformer import KVCache, Transformer, init_weights
 from gato.vocab import Vocab
@@ -32,82 +33,56 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated, or does not fit the model."""
 
 
-@dataclass
-class PolicyConfig:
-    """Everything needed to rebuild a GatoPolicy (saved as config.json)."""
-
-    embed_dim: int = 128
-    layers: int = 4
-    heads: int = 4
-    dropout: float = 0.1
-    mu: float = 100.0
-    M: float = 256.0
-    patch_size: int = 4
-    resid_mid_channels: int = 32
-    continuous_tokens: int = 1024
-    discrete_tokens: int = 1024
-    context_len: int = 512
-    use_patch_pos_encoding: bool = True
-    use_pos_encoding: bool = True
-    activation_fn: str = "gelu"
-    flash: bool = True
-    value_embedding: bool = True
-    tokenizer_model_name: str | None = None
-    pad_seq: bool = False
-    image_channels: int = 32
-    image_summary: bool = False
-    text_film: bool = True
-
-
 class GatoPolicy(nn.Module):
     """A Gato-style policy over the shared token vocabulary.
 
-    Every keyword of NEKO's GatoPolicy is accepted. ``pretrained_lm`` names a local Hugging Face
-    GPT-2 checkpoint directory whose transformer weights initialise ours (its size wins over
-    embed_dim/layers/heads; RoPE replaces its learned positions). ``flash`` lets SDPA pick its
-    fused kernels (False forces the plain math kernel). ``pad_seq`` pads every batch to the
-    full context instead of trimming trailing padding. ``image_channels`` is the most image
-    channels the patch encoder takes (fewer are padded). ``value_embedding`` adds a smooth
-    function of a continuous bin's value to its embedding (see ``ValueEmbedding``).
-    ``image_summary`` adds a CNN summary of the whole image to each of its patch tokens (see
-    ``ImageSummary``). ``text_film`` conditions each image's patch encoder on the text of its
-    timestep (FiLM; see ``GatoEmbedding.timestep_text``), as BabyAI's baselines condition their
-    CNN on the mission.
+    Built from a :class:`PolicyConfig` (None: every default), or from keywords naming its fields, as NEKO's
+    notebook does; keywords given with a config replace those fields. The keywords accepted, exactly:
+
+    - NEKO's: ``device``, ``embed_dim``, ``layers``, ``heads``, ``dropout``, ``mu``, ``M``, ``patch_size``,
+      ``resid_mid_channels``, ``continuous_tokens``, ``discrete_tokens``, ``context_len``,
+      ``use_patch_pos_encoding``, ``use_pos_encoding``, ``activation_fn``, ``pretrained_lm``, ``flash``,
+      ``tokenizer_model_name``, ``pad_seq``;
+    - our own: ``image_channels``, ``value_embedding``, ``image_summary``, ``text_film``.
+
+    Any other keyword raises TypeError. Each one's meaning and default is documented on PolicyConfig; unlike
+    NEKO's, the dropout default is 0.0. ``pretrained_lm`` names a local Hugging Face GPT-2 checkpoint directory
+    whose transformer weights initialise ours: its sizes replace embed_dim/layers/heads in ``self.config`` and
+    RoPE replaces its learned positions. It is not a config field: config.json rebuilds the model without it.
     """
 
-    def __init__(self, device="cpu", embed_dim=128, layers=4, heads=4, dropout=0.1, mu=100, M=256,
-                 patch_size=4, resid_mid_channels=32, continuous_tokens=1024, discrete_tokens=1024,
-                 context_len=512, use_patch_pos_encoding=True, use_pos_encoding=True,
-                 activation_fn="gelu", pretrained_lm=None, flash=True, tokenizer_model_name=None,
-                 pad_seq=False, image_channels=32, value_embedding=True, image_summary=False,
-                 text_film=True):
+    def __init__(self, config: PolicyConfig | None = None, device="cpu", **keywords):
         super().__init__()
-        lm = _read_gpt2_config(pretrained_lm) if pretrained_lm else None
-        if lm is not None:
-            embed_dim, layers, heads = lm["n_embd"], lm["n_layer"], lm["n_head"]
-        self.config = PolicyConfig(
-            embed_dim=embed_dim, layers=layers, heads=heads, dropout=dropout, mu=float(mu), M=float(M),
-            patch_size=patch_size, resid_mid_channels=resid_mid_channels,
-            continuous_tokens=continuous_tokens, discrete_tokens=discrete_tokens, context_len=context_len,
-            use_patch_pos_encoding=use_patch_pos_encoding, use_pos_encoding=use_pos_encoding,
-            activation_fn=activation_fn, flash=flash, tokenizer_model_name=tokenizer_model_name,
-            pad_seq=pad_seq, image_channels=image_channels, value_embedding=value_embedding,
-            image_summary=image_summary, text_film=text_film,
-        )
-        self.vocab = Vocab(tokenizer_model_name, discrete_tokens, continuous_tokens, float(mu), float(M))
-        self.embed_dim = embed_dim
-        self.context_len = context_len
-        self.patch_size = patch_size
+        if config is not None and not isinstance(config, PolicyConfig):
+            raise TypeError(f"GatoPolicy's first argument is a PolicyConfig, got {config!r} (pass device=...)")
+        pretrained_lm = keywords.pop("pretrained_lm", None)
+        accepted = [f.name for f in fields(PolicyConfig)]
+        unknown = sorted(set(keywords) - set(accepted))
+        if unknown:
+            raise TypeError(f"GatoPolicy got unknown keyword(s) {unknown}; it accepts device, pretrained_lm and "
+                            f"the PolicyConfig fields: {', '.join(accepted)}")
+        config = replace(config if config is not None else PolicyConfig(), **keywords)
+        if pretrained_lm:
+            lm = _read_gpt2_config(pretrained_lm)
+            config = replace(config, embed_dim=lm["n_embd"], layers=lm["n_layer"], heads=lm["n_head"])
+        self.config = config
+        self.vocab = Vocab(config.tokenizer_model_name, config.discrete_tokens, config.continuous_tokens,
+                           config.mu, config.M)
+        self.embed_dim = config.embed_dim
+        self.context_len = config.context_len
+        self.patch_size = config.patch_size
         continuous = (self.vocab.continuous_offset, self.vocab.continuous_offset + self.vocab.continuous_tokens)
-        self.embedding = GatoEmbedding(self.vocab.size, embed_dim, context_len, patch_size, image_channels,
-                                       resid_mid_channels, use_pos_encoding, use_patch_pos_encoding,
-                                       continuous if value_embedding else None, image_summary,
+        self.embedding = GatoEmbedding(self.vocab.size, config.embed_dim, config.context_len, config.patch_size,
+                                       config.image_channels, config.resid_mid_channels, config.use_pos_encoding,
+                                       config.use_patch_pos_encoding, continuous if config.value_embedding else None,
+                                       config.image_summary,
                                        (self.vocab.text_tokens, self.vocab.tokenizer.pad_id, self.vocab.separator)
-                                       if text_film else None)
-        self.transformer = Transformer(embed_dim, layers, heads, dropout, activation_fn, flash)
-        init_weights(self.transformer, layers)
+                                       if config.text_film else None)
+        self.transformer = Transformer(config.embed_dim, config.layers, config.heads, config.dropout,
+                                       config.activation_fn, config.flash)
+        init_weights(self.transformer, config.layers)
         nn.init.normal_(self.embedding.tokens.weight, 0.0, 0.02)
-        if lm is not None:
+        if pretrained_lm:
             _load_gpt2_weights(self.transformer, pretrained_lm)
         self.to(device)
 
@@ -115,6 +90,17 @@ class GatoPolicy(nn.Module):
     def device(self) -> torch.device:
         """Where the parameters live."""
         return self.embedding.tokens.weight.device
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups, as nanoGPT's configure_optimizers: ``weight_decay`` on every weight matrix and
+        convolution kernel (the token table included), none on biases and norm gains (the 1-D parameters) nor on
+        the position tables the embedding names (decay would pull positions towards looking alike)."""
+        exempt = {id(table.weight) for table in self.embedding.position_tables()}
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if p.dim() >= 2 and id(p) not in exempt else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     # -- training ------------------------------------------------------------------------
 
@@ -236,8 +222,9 @@ class GatoPolicy(nn.Module):
             raise
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device="cpu", **overrides) -> "GatoPolicy":
-        """Rebuild a policy saved by :meth:`save_pretrained` (safetensors only, nothing unpickled)."""
+    def from_pretrained(cls, directory: str | os.PathLike, device="cpu", **overrides) -> GatoPolicy:
+        """Rebuild a policy saved by :meth:`save_pretrained` (safetensors only, nothing unpickled): config.json is
+        its PolicyConfig; ``overrides`` replace fields of it (e.g. ``flash=False``)."""
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
@@ -252,10 +239,10 @@ class GatoPolicy(nn.Module):
         known = set(PolicyConfig.__dataclass_fields__)
         unknown = set(config) - known
         if unknown:
-            raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; it is not a neko-gato checkpoint")
+            raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; "
+                                  "it is not a neko-gato checkpoint")
         config.setdefault("text_film", False)  # written before the FiLM existed
-        config.update(overrides)
-        model = cls(device=device, **config)
+        model = cls(PolicyConfig(**config), device=device, **overrides)
         model.load_weights(directory)
         return model
 
@@ -321,7 +308,8 @@ def _read_gpt2_config(path) -> dict:
         )
     config = json.loads((directory / "config.json").read_text())
     if config.get("model_type") != "gpt2":
-        raise ValueError(f"pretrained_lm {path}: only GPT-2 checkpoints are supported, got {config.get('model_type')!r}")
+        raise ValueError(f"pretrained_lm {path}: only GPT-2 checkpoints are supported, "
+                         f"got {config.get('model_type')!r}")
     return config
 
 
@@ -333,7 +321,8 @@ def _load_gpt2_weights(transformer: Transformer, path) -> None:
 
     file = Path(path) / "model.safetensors"
     if not file.is_file():
-        raise ValueError(f"pretrained_lm {path}: model.safetensors is missing (pytorch_model.bin is not read: it would need unpickling)")
+        raise ValueError(f"pretrained_lm {path}: model.safetensors is missing "
+                         "(pytorch_model.bin is not read: it would need unpickling)")
     src = {k.removeprefix("transformer."): v for k, v in load_file(str(file)).items()}
     names = {"ln_1": "ln_1", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "ln_2": "ln_2",
              "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj"}

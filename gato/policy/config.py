@@ -1,0 +1,53 @@
+"""PolicyConfig: the one home of every model setting and its default (saved as a checkpoint's config.json).
+
+``gato train``'s model flags take their defaults and help from here (see ``TrainingArgs.policy_config``), and
+``GatoPolicy(**keywords)`` fills what is not given from here: no default is written twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _field(default, help: str):
+    """A config field and its one-line doc (``help``: the ``gato train`` flag shows it too)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class PolicyConfig:
+    """Everything needed to rebuild a GatoPolicy; ``dataclasses.asdict`` of it is config.json."""
+
+    embed_dim: int = _field(128, "transformer width (token embedding size)")
+    layers: int = _field(4, "transformer blocks")
+    heads: int = _field(4, "attention heads (must divide embed_dim)")
+    dropout: float = _field(0.0, "dropout on embeddings and residual branches; 0, as every `gato train` run and "
+                                 "measured result used (it learnt fastest on 5k BabyAI episodes); NEKO's is 0.1")
+    mu: float = _field(100.0, "mu-law mu for continuous values")
+    M: float = _field(256.0, "mu-law M for continuous values")
+    patch_size: int = _field(4, "side of the square image patches, in pixels")
+    resid_mid_channels: int = _field(32, "channels inside the per-patch ResNet block")
+    continuous_tokens: int = _field(1024, "number of bins for continuous values")
+    discrete_tokens: int = _field(1024, "size of the discrete-value token range")
+    context_len: int = _field(256, "context length in tokens (also the rows of the in-timestep position table); "
+                                   "256, as every `gato train` run used")
+    use_patch_pos_encoding: bool = _field(True, "add learned patch row/column position encodings")
+    use_pos_encoding: bool = _field(True, "add learned in-timestep position encodings")
+    activation_fn: str = _field("gelu", "feed-forward activation: gelu or geglu")
+    flash: bool = _field(True, "let SDPA use its fused (flash / memory-efficient) kernels; False forces the plain "
+                               "math kernel")
+    value_embedding: bool = _field(True, "add a smooth function of each continuous bin's value to its embedding "
+                                         "(see ValueEmbedding)")
+    tokenizer_model_name: str | None = _field(None, "local tokenizer directory (tokenizer.json); None: the built-in "
+                                                    "tokenizer")
+    pad_seq: bool = _field(False, "pad every batch to the full context instead of trimming trailing padding")
+    image_channels: int = _field(32, "most image channels the patch encoder takes (fewer are padded; one-hot grids "
+                                     "need values x channels)")
+    image_summary: bool = _field(False, "add a CNN summary of each whole image to its patch tokens (for small "
+                                        "objects far apart, e.g. Breakout; see ImageSummary)")
+    text_film: bool = _field(True, "condition each image's patch encoder on its timestep's text (FiLM, as BabyAI's "
+                                   "baselines read the grid given the mission)")
+
+    def __post_init__(self):
+        # NEKO passes mu=100, M=256: stored as floats so config.json reads back equal.
+        self.mu, self.M = float(self.mu), float(self.M)
