@@ -2,7 +2,8 @@
 
 The defaults are the main job (``gato train`` with no flags): a 4-layer, 128-wide policy
 trained by behaviour cloning on BabyAI GoToLocal bot data for about 20 minutes on a laptop CPU.
-Every field becomes a ``gato train`` flag whose help is its ``help`` metadata.
+Every field becomes a ``gato train`` flag whose help is its ``help`` metadata; the model flags take their
+defaults (and most of their help) from :class:`gato.policy.config.PolicyConfig`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from gato.policy.config import PolicyConfig
+
 
 def _f(default, help: str, **kw):
     if isinstance(default, list):
@@ -19,38 +22,51 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
+def _model(policy_field: str, help: str = "", negate: bool = False):
+    """The flag of PolicyConfig field ``policy_field``: its default (negated for a ``disable_`` flag; None is the
+    empty string on the command line) and, unless ``help`` is given, its help come from PolicyConfig."""
+    source = PolicyConfig.__dataclass_fields__[policy_field]
+    default = (not source.default) if negate else "" if source.default is None else source.default
+    return _f(default, help or source.metadata["help"], policy_field=policy_field, negate=negate)
+
+
 @dataclass
 class TrainingArgs:
     """Arguments of a training run (see each field's help)."""
 
     # data and tasks
-    control_datasets: list = _f(["babyai/GoToLocal-bot-v0"], "Minari dataset ids to train on (local; `gato data` makes them)")
+    control_datasets: list = _f(["babyai/GoToLocal-bot-v0"],
+                                "Minari dataset ids to train on (local; `gato data` makes them)")
     task_weights: list = _f([], "sampling weight per dataset, in order (default: uniform over tasks)")
     data_episodes: int = _f(5000, "episodes to generate when a default BabyAI dataset is missing")
-    field_overrides: str = _f("", 'JSON {field path: kind or spec} applied to every control task, e.g. {"image": "discrete"}')
-    # model
-    embed_dim: int = _f(128, "transformer width")
-    layers: int = _f(4, "transformer blocks")
-    heads: int = _f(4, "attention heads")
-    dropout: float = _f(0.0, "dropout on embeddings and residual branches (0 learnt fastest on 5k BabyAI episodes)")
-    activation_fn: str = _f("gelu", "feed-forward activation: gelu or geglu")
-    patch_size: int = _f(4, "side of the square image patches")
-    resid_mid_channels: int = _f(32, "channels inside the per-patch ResNet block")
-    image_channels: int = _f(32, "most image channels the patch encoder takes (fewer are padded; one-hot grids need values x channels)")
-    mu: float = _f(100.0, "mu-law mu for continuous values")
-    M: float = _f(256.0, "mu-law M for continuous values")
-    discrete_tokens: int = _f(1024, "size of the discrete-value token range")
-    continuous_tokens: int = _f(1024, "number of bins for continuous values")
-    sequence_length: int = _f(256, "context length in tokens (training windows and rollouts)")
-    disable_patch_pos_encoding: bool = _f(False, "turn off the patch row/column position encodings")
-    disable_inner_pos_encoding: bool = _f(False, "turn off the in-timestep position encodings")
+    field_overrides: str = _f("", 'JSON {field path: kind or spec} applied to every control task, '
+                                  'e.g. {"image": "discrete"}')
+    # model: each flag's default and help come from PolicyConfig (policy_config() turns the flags into one)
+    embed_dim: int = _model("embed_dim")
+    layers: int = _model("layers")
+    heads: int = _model("heads")
+    dropout: float = _model("dropout")
+    activation_fn: str = _model("activation_fn")
+    patch_size: int = _model("patch_size")
+    resid_mid_channels: int = _model("resid_mid_channels")
+    image_channels: int = _model("image_channels")
+    mu: float = _model("mu")
+    M: float = _model("M")
+    discrete_tokens: int = _model("discrete_tokens")
+    continuous_tokens: int = _model("continuous_tokens")
+    sequence_length: int = _model("context_len", "context length in tokens (training windows and rollouts)")
+    disable_patch_pos_encoding: bool = _model("use_patch_pos_encoding", "turn off the patch row/column position "
+                                              "encodings", negate=True)
+    disable_inner_pos_encoding: bool = _model("use_pos_encoding", "turn off the in-timestep position encodings",
+                                              negate=True)
     pretrained_lm: str = _f("", "local Hugging Face GPT-2 checkpoint directory to initialise the transformer")
-    flash: bool = _f(True, "let SDPA use its fused (flash / memory-efficient) kernels")
-    image_summary: bool = _f(False, "add a CNN summary of each whole image to its patch tokens (for small objects far apart, e.g. Breakout)")
-    text_film: bool = _f(True, "condition each image's patch encoder on its timestep's text (FiLM, as BabyAI's baselines read the grid given the mission)")
-    value_embedding: bool = _f(True, "add a smooth function of each continuous bin's value to its embedding")
-    tokenizer_model_name: str = _f("", "local tokenizer directory (tokenizer.json); empty: the built-in tokenizer")
-    pad_seq: bool = _f(False, "pad every batch to the full context instead of the longest sequence")
+    flash: bool = _model("flash")
+    image_summary: bool = _model("image_summary")
+    text_film: bool = _model("text_film")
+    value_embedding: bool = _model("value_embedding")
+    tokenizer_model_name: str = _model("tokenizer_model_name", "local tokenizer directory (tokenizer.json); empty: "
+                                       "the built-in tokenizer")
+    pad_seq: bool = _model("pad_seq")
     pack_sequences: bool = _f(True, "pack several training windows per row (attention kept inside each)")
     # optimisation
     training_steps: int = _f(20000, "optimizer steps (a time budget may stop earlier)")
@@ -71,9 +87,14 @@ class TrainingArgs:
     seed: int = _f(0, "random seed")
     device: str = _f("", "device (empty: accelerate's choice; 'cpu' forces the CPU)")
     # beyond plain behaviour cloning (see docs/ARCHITECTURE.md)
-    action_history_noise: list = _f([], "probability that an action token of a training input is replaced by a random one (against copying the last action): one value for every dataset or one per dataset (default: 0)")
-    dagger_rounds: int = _f(0, "times during training that tasks whose expert can label states (the BabyAI bot, the recipes' experts) add labelled rollouts of the policy (on GoToLocal it lowered success; see docs/ARCHITECTURE.md)")
-    dagger_episodes: list = _f([1000], "policy episodes labelled in each DAgger round: one number for every dataset or one per dataset (0: that one is not corrected)")
+    action_history_noise: list = _f([], "probability that an action token of a training input is replaced by a "
+                                        "random one (against copying the last action): one value for every dataset "
+                                        "or one per dataset (default: 0)")
+    dagger_rounds: int = _f(0, "times during training that tasks whose expert can label states (the BabyAI bot, "
+                               "the recipes' experts) add labelled rollouts of the policy (on GoToLocal it lowered "
+                               "success; see docs/ARCHITECTURE.md)")
+    dagger_episodes: list = _f([1000], "policy episodes labelled in each DAgger round: one number for every "
+                                       "dataset or one per dataset (0: that one is not corrected)")
     # prompting (NEKO's names)
     prompt_ep_proportion: float = _f(0.0, "share of training windows preceded by a prompt (NEKO: 0.25)")
     prompt_len_proportion: float = _f(0.5, "share of the context a prompt takes")
@@ -94,6 +115,21 @@ class TrainingArgs:
     save_dir: str = _f("runs", "folder for checkpoints, logs and plots")
     exp_name: str = _f("", "run name (default: derived from the datasets and time)")
 
+    def policy_config(self) -> PolicyConfig:
+        """The PolicyConfig that the model flags describe (the one place they become one)."""
+        values = {}
+        for f in dataclasses.fields(self):
+            name = f.metadata.get("policy_field")
+            if name is None:
+                continue
+            value = getattr(self, f.name)
+            if f.metadata["negate"]:
+                value = not value
+            elif value == "" and PolicyConfig.__dataclass_fields__[name].default is None:
+                value = None
+            values[name] = value
+        return PolicyConfig(**values)
+
     def to_dict(self) -> dict:
         """JSON-able copy."""
         return dataclasses.asdict(self)
@@ -113,7 +149,7 @@ class TrainingArgs:
                 parser.add_argument(f"--{f.name}", type=type(default), default=default, help=help_)
 
     @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> "TrainingArgs":
+    def from_namespace(cls, ns: argparse.Namespace) -> TrainingArgs:
         """The fields of ``ns`` that belong to TrainingArgs."""
         names = {f.name for f in dataclasses.fields(cls)}
         args = cls(**{k: v for k, v in vars(ns).items() if k in names})

@@ -73,20 +73,10 @@ def build_tasks(args: TrainingArgs) -> list:
 
 
 def build_policy(args: TrainingArgs, device):
-    """A GatoPolicy with the sizes in ``args``."""
+    """A GatoPolicy with the model flags of ``args`` (``args.policy_config()``)."""
     from gato.policy.gato_policy import GatoPolicy
 
-    return GatoPolicy(
-        device=device, embed_dim=args.embed_dim, layers=args.layers, heads=args.heads, dropout=args.dropout,
-        mu=args.mu, M=args.M, patch_size=args.patch_size, resid_mid_channels=args.resid_mid_channels,
-        continuous_tokens=args.continuous_tokens, discrete_tokens=args.discrete_tokens,
-        context_len=args.sequence_length, use_patch_pos_encoding=not args.disable_patch_pos_encoding,
-        use_pos_encoding=not args.disable_inner_pos_encoding, activation_fn=args.activation_fn,
-        pretrained_lm=args.pretrained_lm or None, flash=args.flash,
-        tokenizer_model_name=args.tokenizer_model_name or None, pad_seq=args.pad_seq,
-        image_channels=args.image_channels, value_embedding=args.value_embedding,
-        image_summary=args.image_summary, text_film=args.text_film,
-    )
+    return GatoPolicy(args.policy_config(), device=device, pretrained_lm=args.pretrained_lm or None)
 
 
 def build_trainer(args: TrainingArgs, tasks=None):
@@ -102,8 +92,9 @@ def build_trainer(args: TrainingArgs, tasks=None):
     if args.device not in ("", "cpu") and torch.device(args.device) != accelerator.device:
         raise ValueError(f"--device {args.device}: accelerate chose {accelerator.device}; select GPUs with "
                          "CUDA_VISIBLE_DEVICES (or `accelerate launch`) and leave --device empty")
-    tasks = tasks if tasks is not None else build_tasks(args)
+    # The policy first: its initialisation then follows the seed alone, whatever making the tasks draws.
     model = build_policy(args, accelerator.device)
+    tasks = tasks if tasks is not None else build_tasks(args)
     optimizer = make_optimizer(model, args)
     exp_name = args.exp_name or "-".join(t.name for t in tasks)[:60] + time.strftime("-%Y%m%d-%H%M%S")
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=None, accelerator=accelerator, tasks=tasks,
