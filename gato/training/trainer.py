@@ -2,7 +2,9 @@
 
 The trainer knows the Task protocol only (``sample_batch``, ``evaluate``, ``spec``, ``name``):
 it mixes tasks in each batch by weight, steps the optimizer, logs to TensorBoard, evaluates
-every ``log_eval_freq`` steps and saves checkpoints atomically.
+(by default at each fifth of the ``max_minutes`` training-time budget; ``eval_every_minutes``
+sets another period, ``log_eval_freq`` a period in steps; without a time budget, at each fifth
+of ``training_steps``) and once more at the end, and saves checkpoints atomically.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class Trainer:
         self.args = args
         weights = np.asarray(task_weights or getattr(args, "task_weights", None) or [1.0] * len(self.tasks), float)
         if len(weights) != len(self.tasks) or (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"task_weights {weights.tolist()} must be {len(self.tasks)} non-negative numbers, not all zero")
+            raise ValueError(f"task_weights {weights.tolist()} must be {len(self.tasks)} non-negative numbers, "
+                             "not all zero")
         self.weights = weights / weights.sum()
         self.run_dir = Path(args.save_dir) / exp_name
         self.rng = np.random.default_rng(getattr(args, "seed", 0) + 1000 * accelerator.process_index)
@@ -149,6 +152,23 @@ class Trainer:
             (bar.write if bar is not None else print)(f"step {self.step} DAgger round {self.dagger_rounds_done}: {summary}")
         return results
 
+    def progress_bar(self, **kw):
+        """A ``tqdm`` bar of the budget that stops the run: minutes of training time with ``max_minutes`` (its
+        ETA then counts evaluations and DAgger rounds in too), else steps. ``training_steps`` can still end a
+        timed run first; the bar then stops short. ``kw`` goes to tqdm."""
+        from tqdm.auto import tqdm
+
+        if self.args.max_minutes:
+            return tqdm(total=self.args.max_minutes, desc=f"training {self.exp_name}", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total:g} training min [{elapsed}<{remaining}{postfix}]",
+                        initial=self._progress(), **kw)
+        return tqdm(total=self.args.training_steps, desc=f"training {self.exp_name}", unit="step",
+                    dynamic_ncols=True, initial=self._progress(), **kw)
+
+    def _progress(self) -> float:
+        """How far along the bar's budget is: training minutes with ``max_minutes``, else steps."""
+        return min(self.train_seconds / 60, self.args.max_minutes) if self.args.max_minutes else self.step
+
     def _out_of_time(self) -> bool:
         budget = self.args.max_minutes * 60
         return bool(budget) and self.train_seconds >= budget
@@ -156,22 +176,20 @@ class Trainer:
     def train(self) -> dict:
         """Run to ``training_steps`` or the time budget; returns the last evaluation."""
         from torch.utils.tensorboard import SummaryWriter
-        from tqdm.auto import tqdm
 
         args = self.args
         main = self.accelerator.is_main_process
         writer = SummaryWriter(str(self.run_dir / "logs")) if main else None
-        total = args.training_steps
-        bar = tqdm(total=total, desc=f"training {self.exp_name}", unit="step", disable=not main, dynamic_ncols=True)
+        bar = self.progress_bar(disable=not main)
         last_eval_seconds, window_tokens, window_start = 0.0, 0, self.train_seconds
         last = {}
-        while self.step < total and not self._out_of_time():
+        while self.step < args.training_steps and not self._out_of_time():
             t0 = time.monotonic()
             out = self.train_step()
             self.train_seconds += time.monotonic() - t0
             self.step += 1
             window_tokens += out["tokens"]
-            bar.update(1)
+            bar.update(self._progress() - bar.n)
             if not math.isfinite(out["loss"]):
                 raise FloatingPointError(f"loss became {out['loss']} at step {self.step}; lower --learning_rate "
                                          "or enable gradient clipping")
@@ -181,7 +199,8 @@ class Trainer:
                 writer.add_scalar("train/loss", out["loss"], self.step)
                 writer.add_scalar("train/lr", lr, self.step)
                 writer.add_scalar("train/tokens_per_s", rate, self.step)
-                bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", min=f"{self.train_seconds / 60:.1f}")
+                where = {"step": self.step} if args.max_minutes else {"min": f"{self.train_seconds / 60:.1f}"}
+                bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", **where)
                 self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "loss": out["loss"]})
                 window_tokens, window_start = 0, self.train_seconds
             if self._eval_due(last_eval_seconds):
@@ -204,9 +223,10 @@ class Trainer:
                     writer.add_scalar(f"eval/{name}/{key}", value, self.step)
             self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "eval": results})
             summary = "  ".join(f"{n}: " + (f"score {m['normalized_score']:.2f}" if "normalized_score" in m
-                                             else f"success {m['success_rate']:.2f}") + f" return {m['mean_return']:.2f}"
-                                for n, m in results.items())
-            (bar.write if bar is not None else print)(f"step {self.step} ({self.train_seconds / 60:.1f} min)  {summary}")
+                                             else f"success {m['success_rate']:.2f}")
+                                + f" return {m['mean_return']:.2f}" for n, m in results.items())
+            line = f"step {self.step} ({self.train_seconds / 60:.1f} min)  {summary}"
+            (bar.write if bar is not None else print)(line)
             if self.args.save_model and (final or self.args.save_mode == "checkpoint"):
                 self.save()
         self.accelerator.wait_for_everyone()
@@ -228,12 +248,7 @@ class Trainer:
 
 
 def make_optimizer(model, args: TrainingArgs) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on norms, biases or position tables)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 and "in_step" not in name and "patch_row" not in name and "patch_col" not in name
-         else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.beta_1, args.beta_2), eps=args.adam_eps)
+    """AdamW over the policy's own parameter groups (:meth:`GatoPolicy.optimizer_groups`: weight decay on
+    matrices only, not on norms, biases or position tables)."""
+    return torch.optim.AdamW(model.optimizer_groups(args.weight_decay), lr=args.learning_rate,
+                             betas=(args.beta_1, args.beta_2), eps=args.adam_eps)
