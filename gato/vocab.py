@@ -79,14 +79,3 @@ class Vocab:
     def size(self) -> int:
         """Number of ids in the whole vocabulary (the model's output width)."""
         return self.pad + 1
-
-    def to_dict(self) -> dict:
-        """JSON-able fields, the inverse of ``Vocab(**d)``."""
-        return {
-            "tokenizer_name": self.tokenizer_name,
-            "discrete_tokens": self.discrete_tokens,
-            "continuous_tokens": self.continuous_tokens,
-            "task_tokens": self.task_tokens,
-            "mu": self.mu,
-            "M": self.M,
-        }
