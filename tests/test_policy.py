@@ -1,14 +1,14 @@
 """GatoPolicy: the loss mask, causality, the KV cache (chunked, token by token, eviction),
-constrained generation, kernels and activations, checkpoints, NEKO's keywords, GPT-2 init."""
+constrained generation, kernels and activations, checkpoints, NEKO's keywords, GPT-2 init, the one
+PolicyConfig (GatoPolicy(config), TrainingArgs' flags, config.json) and the weight-decay groups."""
 
 from __future__ import annotations
 
 import json
 import os
-
-import gymnasium as gym
 from argparse import Namespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from gato.data.batch import StepLayout
 from gato.evaluation.rollout import observation_stream
+from gato.policy.config import PolicyConfig
 from gato.policy.gato_policy import GatoPolicy, single_token_stream
 
 STREAM_KEYS = ("tokens", "in_step_pos", "patch_mask", "patches", "patch_rowcol")
@@ -84,7 +85,8 @@ def test_targets_are_exactly_the_action_tokens(task_name, request, tiny_policy):
         np.testing.assert_array_equal(batch.targets[b, :n], np.tile(is_action, steps))
         assert not batch.targets[b, n:].any(), "a pad position is a target"
         assert (batch.tokens[b, n:] == model.vocab.pad).all()
-        np.testing.assert_array_equal(batch.patch_mask[b, :n], np.tile(np.r_[codec.obs_is_patch, np.zeros(1 + n_act, bool)], steps))
+        obs_then_action = np.r_[codec.obs_is_patch, np.zeros(1 + n_act, bool)]
+        np.testing.assert_array_equal(batch.patch_mask[b, :n], np.tile(obs_then_action, steps))
         np.testing.assert_array_equal(batch.in_step_pos[b, :n], np.tile(np.arange(S), steps))
         step_tokens = batch.tokens[b, :n].reshape(steps, S)
         assert (step_tokens[:, n_obs] == model.vocab.separator).all()
@@ -512,6 +514,7 @@ def test_accepts_every_keyword_of_nekos_notebook_call(cartpole_task):
         pad_seq=True,
     )
     assert model.config.pad_seq and not model.config.use_pos_encoding
+    assert model.embed_dim == 32 and model.config.dropout == 0.1
     assert model.device == torch.device("cpu")
     _, loss = model(batch_of(cartpole_task, model, n=2).to_torch())
     assert torch.isfinite(loss)
@@ -660,7 +663,8 @@ def test_text_film_reads_the_grid_given_its_own_timesteps_text(babyai_task, tiny
     with torch.no_grad():
         full = model.hidden_states(stream)
         changed = dict(stream, tokens=stream["tokens"].clone())
-        changed["tokens"][0, third_step_text] = (int(changed["tokens"][0, third_step_text]) + 1) % model.vocab.text_tokens
+        word = int(changed["tokens"][0, third_step_text])
+        changed["tokens"][0, third_step_text] = (word + 1) % model.vocab.text_tokens
         out = model.hidden_states(changed)
         torch.testing.assert_close(out[0, :first_patch], full[0, :first_patch], atol=0, rtol=0)
         assert not torch.allclose(out[0, first_patch], full[0, first_patch])  # its own image reads it
@@ -707,3 +711,125 @@ def test_checkpoint_saved_before_text_film_loads_without_it(tmp_path, tiny_polic
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
     loaded = GatoPolicy.from_pretrained(tmp_path / "old")
     assert loaded.embedding.patches.film is None and not loaded.config.text_film
+
+
+# --------------------------------------------------------------------------- (k) one config
+
+
+def test_a_config_builds_the_same_policy_as_its_keywords(tiny_policy):
+    import dataclasses
+
+    from_keywords = tiny_policy(seed=0)
+    config = dataclasses.replace(from_keywords.config)
+    torch.manual_seed(0)
+    from_config = GatoPolicy(config).eval()
+    assert from_config.config == config
+    for (name, a), b in zip(from_config.state_dict().items(), from_keywords.state_dict().values()):
+        assert torch.equal(a, b), name
+    # keywords given with a config replace its fields; the config passed in is left alone
+    assert GatoPolicy(config, layers=1, heads=4).config == dataclasses.replace(config, layers=1, heads=4)
+    assert config == from_keywords.config
+
+
+def test_defaults_live_in_policy_config_and_dropout_is_zero():
+    """GatoPolicy() is PolicyConfig(); the one dropout default is gato train's 0.0 (NEKO's 0.1 is opt-in)."""
+    assert GatoPolicy().config == PolicyConfig()
+    assert PolicyConfig().dropout == 0.0
+    assert all(block.drop.p == 0.0 for block in GatoPolicy(layers=1).transformer.blocks)
+
+
+def test_unknown_keywords_are_refused_with_the_accepted_ones():
+    with pytest.raises(TypeError) as info:
+        GatoPolicy(embed_dim=32, n_embd=32)
+    message = str(info.value)
+    assert "['n_embd']" in message and "pretrained_lm" in message and "image_channels" in message
+    with pytest.raises(TypeError, match="first argument is a PolicyConfig"):
+        GatoPolicy("cpu")
+
+
+def test_policy_config_is_importable_where_checkpoints_and_users_import_it():
+    from gato.policy import gato_policy
+
+    assert gato_policy.PolicyConfig is PolicyConfig
+
+
+def test_docstring_names_exactly_the_accepted_keywords():
+    """GatoPolicy's docstring lists every keyword it takes: NEKO's and our own."""
+    import dataclasses
+    import re
+
+    named = set(re.findall(r"``(\w+)``", GatoPolicy.__doc__.split("Any other keyword")[0]))
+    assert named == {f.name for f in dataclasses.fields(PolicyConfig)} | {"device", "pretrained_lm"}
+
+
+def test_config_json_is_the_policy_config(tmp_path, tiny_policy):
+    import dataclasses
+
+    model = tiny_policy(mu=100, M=256, tokenizer_model_name=None, image_summary=True, text_film=False)
+    model.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved == dataclasses.asdict(model.config)
+    assert PolicyConfig(**saved) == model.config
+    assert GatoPolicy.from_pretrained(tmp_path / "ckpt").config == model.config
+    assert GatoPolicy.from_pretrained(tmp_path / "ckpt", flash=False).config.flash is False
+    with pytest.raises(TypeError, match="unknown keyword"):
+        GatoPolicy.from_pretrained(tmp_path / "ckpt", n_embd=32)
+
+
+def test_a_gpt2_initialised_checkpoint_reloads_without_the_gpt2_directory(tmp_path):
+    import shutil
+
+    fake_gpt2(tmp_path / "lm")
+    model = GatoPolicy(context_len=32, pretrained_lm=str(tmp_path / "lm"))
+    model.save_pretrained(tmp_path / "ckpt")
+    shutil.rmtree(tmp_path / "lm")
+    loaded = GatoPolicy.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config == model.config and loaded.config.embed_dim == 32
+    assert torch.equal(loaded.transformer.ln_f.weight, model.transformer.ln_f.weight)
+
+
+def test_training_flags_take_their_defaults_from_policy_config():
+    import argparse
+    import dataclasses
+
+    from gato.training.arguments import TrainingArgs
+
+    assert TrainingArgs().policy_config() == PolicyConfig()
+    flags = [f for f in dataclasses.fields(TrainingArgs) if "policy_field" in f.metadata]
+    assert sorted(f.metadata["policy_field"] for f in flags) == sorted(f.name for f in dataclasses.fields(PolicyConfig))
+    parser = argparse.ArgumentParser()
+    TrainingArgs.add_arguments(parser)
+    args = TrainingArgs.from_namespace(parser.parse_args([
+        "--sequence_length", "64", "--disable_patch_pos_encoding", "--dropout", "0.1", "--embed_dim", "32",
+        "--tokenizer_model_name", "", "--image_summary", "true"]))
+    assert args.policy_config() == PolicyConfig(context_len=64, use_patch_pos_encoding=False, dropout=0.1,
+                                                embed_dim=32, tokenizer_model_name=None, image_summary=True)
+
+
+@pytest.mark.parametrize("keywords", [{}, {"image_summary": True, "use_patch_pos_encoding": False},
+                                      {"use_pos_encoding": False, "text_film": False, "value_embedding": False}])
+def test_weight_decay_groups_are_the_ones_the_trainer_chose_by_name(keywords):
+    """optimizer_groups gives exactly the split the trainer made before by matching parameter names: decay on
+    every weight matrix and kernel (token table included), none on position tables, norms and biases."""
+    from gato.training.arguments import TrainingArgs
+    from gato.training.trainer import make_optimizer
+
+    model = GatoPolicy(**keywords)
+    names = {id(p): name for name, p in model.named_parameters()}
+    decay, no_decay = ([names[id(p)] for p in group["params"]] for group in model.optimizer_groups(0.01))
+    by_name = [name for name, p in model.named_parameters()
+               if p.dim() >= 2 and not any(k in name for k in ("in_step", "patch_row", "patch_col"))]
+    assert decay == by_name
+    assert no_decay == [name for name, _ in model.named_parameters() if name not in by_name]
+    position_tables = {"embedding.in_step.weight", "embedding.patch_row.weight", "embedding.patch_col.weight"}
+    assert position_tables & set(names.values()) <= set(no_decay)
+    norms = {f"{name}.{kind}" for name, m in model.named_modules()
+             if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) for kind in ("weight", "bias")}
+    assert norms and norms <= set(no_decay)
+    assert {name for name in names.values() if name.endswith(".bias")} <= set(no_decay)
+    transformer_matrices = {f"transformer.{n}" for n, p in model.transformer.named_parameters() if p.dim() == 2}
+    assert transformer_matrices and transformer_matrices <= set(decay)
+    assert "embedding.tokens.weight" in decay
+    groups = make_optimizer(model, TrainingArgs(weight_decay=0.05)).param_groups
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
+    assert [[names[id(p)] for p in g["params"]] for g in groups] == [decay, no_decay]
