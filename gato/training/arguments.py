@@ -41,32 +41,35 @@ class TrainingArgs:
     data_episodes: int = _f(5000, "episodes to generate when a default BabyAI dataset is missing")
     field_overrides: str = _f("", 'JSON {field path: kind or spec} applied to every control task, '
                                   'e.g. {"image": "discrete"}')
-    # model: each flag's default and help come from PolicyConfig (policy_config() turns the flags into one)
+    # model: a GPT-2 to start from, then one flag per PolicyConfig field, its default and help taken from there
+    # (policy_config() turns them into one)
+    pretrained_lm: str = _f("", "local Hugging Face GPT-2 checkpoint directory to initialise the transformer")
     embed_dim: int = _model("embed_dim")
     layers: int = _model("layers")
     heads: int = _model("heads")
     dropout: float = _model("dropout")
     activation_fn: str = _model("activation_fn")
-    patch_size: int = _model("patch_size")
-    resid_mid_channels: int = _model("resid_mid_channels")
-    image_channels: int = _model("image_channels")
+    sequence_length: int = _model("context_len", "context length in tokens (training windows and rollouts)")
+    disable_inner_pos_encoding: bool = _model("use_pos_encoding", "turn off the in-timestep position encodings",
+                                              negate=True)
+    flash: bool = _model("flash")
+    pad_seq: bool = _model("pad_seq")
+    # model: the vocabulary
+    tokenizer_model_name: str = _model("tokenizer_model_name", "local tokenizer directory (tokenizer.json); empty: "
+                                       "the built-in tokenizer")
     mu: float = _model("mu")
     M: float = _model("M")
     discrete_tokens: int = _model("discrete_tokens")
     continuous_tokens: int = _model("continuous_tokens")
-    sequence_length: int = _model("context_len", "context length in tokens (training windows and rollouts)")
+    value_embedding: bool = _model("value_embedding")
+    # model: images
     disable_patch_pos_encoding: bool = _model("use_patch_pos_encoding", "turn off the patch row/column position "
                                               "encodings", negate=True)
-    disable_inner_pos_encoding: bool = _model("use_pos_encoding", "turn off the in-timestep position encodings",
-                                              negate=True)
-    pretrained_lm: str = _f("", "local Hugging Face GPT-2 checkpoint directory to initialise the transformer")
-    flash: bool = _model("flash")
+    patch_size: int = _model("patch_size")
+    resid_mid_channels: int = _model("resid_mid_channels")
+    image_channels: int = _model("image_channels")
     image_summary: bool = _model("image_summary")
     text_film: bool = _model("text_film")
-    value_embedding: bool = _model("value_embedding")
-    tokenizer_model_name: str = _model("tokenizer_model_name", "local tokenizer directory (tokenizer.json); empty: "
-                                       "the built-in tokenizer")
-    pad_seq: bool = _model("pad_seq")
     pack_sequences: bool = _f(True, "pack several training windows per row (attention kept inside each)")
     # optimisation
     training_steps: int = _f(20000, "optimizer steps (a time budget may stop earlier)")
