@@ -1,0 +1,179 @@
+"""Agent: a GatoPolicy acting in Gymnasium environments, one env step at a time.
+
+The one place where an observation becomes tokens and predicted tokens become an action::
+
+    agent = policy.agent(task)        # or a SpaceCodec, a Gymnasium env, (observation_space, action_space)
+    obs, _ = env.reset(seed=0)
+    agent.reset()
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+        done = terminated or truncated
+
+At every env step only the new tokens go through the policy's key/value cache: the previous
+action's last token (generated, not fed yet), the observation and the separator. Then the
+action's tokens are generated one by one, each restricted to its range of ids. When the
+context is full the oldest tokens are dropped (RoPE keeps the others valid), so an episode may
+run for any number of steps.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
+
+from gato.codec import SpaceCodec
+
+
+class VocabularyMismatchError(ValueError):
+    """A codec built for another vocabulary than the policy's."""
+
+
+class Agent:
+    """Acts with ``policy`` in the environments of ``source``.
+
+    Args:
+        policy: a GatoPolicy (put in eval mode: acting never uses dropout).
+        source: what says how observations and actions are tokenised: a task (anything with a
+            ``codec``, e.g. a ControlTask encoded for the policy's vocabulary), a SpaceCodec,
+            a Gymnasium env or an (observation_space, action_space) pair (the last two get a
+            codec of the policy's vocabulary and patch size).
+        deterministic: argmax actions (True) or actions sampled from the policy's distribution.
+        use_cache: False re-runs the whole context at every generated token (how NEKO acts;
+            kept to measure the cache against). Same actions, up to float round-off.
+        generator: the torch.Generator that sampled actions draw from (default: torch's global one).
+    """
+
+    def __init__(self, policy, source, *, deterministic: bool = True, use_cache: bool = True,
+                 generator: torch.Generator | None = None):
+        self.policy = policy
+        self.codec = codec_of(policy, source)
+        self.deterministic = deterministic
+        self.use_cache = use_cache
+        self.generator = generator
+        self._ranges = torch.as_tensor(self.codec.action_ranges)  # (K, 2) id range of each action token
+        self._one_action_space = batch_space(self.codec.action_space, 1)
+        self.reset()
+
+    @torch.inference_mode()
+    def reset(self, n_envs: int = 1, prompt: dict | None = None) -> None:
+        """Start new episodes in ``n_envs`` envs: an empty context, then ``prompt`` (optional; a
+        stream dict of n_envs rows, e.g. a ControlTask's eval_prompt(...)(n_envs)) fed once."""
+        self.policy.eval()
+        self.n_envs = n_envs
+        self._cache = self.policy.new_cache() if self.use_cache else None
+        self._history: list[dict] = []  # the uncached path's stream so far, in chunks
+        self._pending: torch.Tensor | None = None  # (n_envs,) last action token, fed with the next observation
+        if prompt is not None:
+            if self.use_cache:
+                self.policy.extend(self._cache, prompt)
+            else:
+                self._history.append(prompt)
+
+    def act(self, obs):
+        """One env's action (as ``env.step`` takes it) for its observation (as the env returns it)."""
+        if self.n_envs != 1:
+            raise ValueError(f"act() is for one env, but the agent was reset for {self.n_envs}; "
+                             "use act_batch(obs) for a vector env, or agent.reset() for one env")
+        space = self.codec.observation_space
+        actions = self.act_batch(concatenate(space, [obs], create_empty_array(space, 1)))
+        return next(iter(iterate(self._one_action_space, actions)))
+
+    @torch.inference_mode()
+    def act_batch(self, obs):
+        """Actions of ``n_envs`` envs, batched as a Gymnasium vector env takes them (e.g. an
+        (n_envs,) array for Discrete, (n_envs, d) for a Box of shape (d,)), for their
+        observations batched as a vector env returns them."""
+        chunk = observation_stream(self.codec, obs, self.n_envs, self._pending, self.policy.device)
+        tokens = self._generate(chunk)  # (n_envs, K)
+        self._pending = tokens[:, -1]
+        return self.codec.decode_actions(tokens.cpu().numpy())
+
+    def _generate(self, chunk: dict) -> torch.Tensor:
+        """(n_envs, K) action tokens following ``chunk``, with the cache or re-running the context."""
+        first_pos = self.codec.obs_tokens + 1  # the action's place in its timestep, after the separator
+        if self.use_cache:
+            return self.policy.generate(self._cache, chunk, self._ranges, first_pos, self.deterministic,
+                                        self.generator)
+        from gato.policy.gato_policy import single_token_stream
+
+        self._history.append(chunk)
+        out = []
+        for j in range(len(self._ranges)):
+            stream = _concat_streams(self._history, self.policy.context_len)
+            out.append(self.policy.generate(self.policy.new_cache(), stream, self._ranges[j : j + 1], first_pos + j,
+                                            self.deterministic, self.generator))
+            if j + 1 < len(self._ranges):
+                self._history.append(single_token_stream(out[-1][:, 0], first_pos + j, self.policy.device))
+        return torch.cat(out, dim=1)
+
+
+def codec_of(policy, source) -> SpaceCodec:
+    """The codec an agent of ``policy`` acts through in ``source`` (see :class:`Agent`)."""
+    if isinstance(source, gym.Env):
+        source = (source.observation_space, source.action_space)
+    if isinstance(source, tuple) and len(source) == 2 and all(isinstance(s, gym.Space) for s in source):
+        return SpaceCodec(source[0], source[1], policy.vocab, policy.patch_size)
+    codec = source if isinstance(source, SpaceCodec) else getattr(source, "codec", None)
+    if not isinstance(codec, SpaceCodec):
+        raise ValueError(f"an agent acts in a task (with a codec), a SpaceCodec, a Gymnasium env or an "
+                        f"(observation_space, action_space) pair, not {type(source).__name__}")
+    if codec.vocab != policy.vocab:
+        raise VocabularyMismatchError(
+            f"the codec's vocabulary {codec.vocab} is not the policy's {policy.vocab}: its tokens would mean "
+            "other things to the policy. Encode the task for the policy first: task.encode_for(policy.vocab)."
+        )
+    if codec.patches_per_step and codec.patch_size != policy.patch_size:
+        raise ValueError(f"the codec cuts images into {codec.patch_size}-pixel patches but the policy reads "
+                         f"{policy.patch_size}-pixel ones; build the task with patch_size={policy.patch_size}")
+    return codec
+
+
+def observation_stream(codec: SpaceCodec, obs, n: int, pending: torch.Tensor | None, device) -> dict:
+    """Stream chunk of one env step of n envs: [pending action token] + observation + separator.
+
+    ``obs`` is batched as a Gymnasium vector env returns it; ``pending`` (n,) or None. Returns
+    ``tokens``, ``in_step_pos``, ``patch_mask`` (n, T), ``patches`` (n * patches_per_step, C, P, P)
+    and ``patch_rowcol`` (n * patches_per_step, 2) on ``device``.
+    """
+    tok, raw_patches = codec.encode_observations(obs, n)
+    if len(tok) != n:
+        raise ValueError(f"got {len(tok)} observations for {n} envs; reset the agent with n_envs={len(tok)}")
+    S, n_obs = codec.tokens_per_step, codec.obs_tokens
+    tokens = np.concatenate([tok, np.full((n, 1), codec.vocab.separator)], axis=1)
+    pos = np.arange(n_obs + 1)
+    is_patch = np.concatenate([codec.obs_is_patch, [False]])
+    if pending is not None:
+        tokens = np.concatenate([pending.cpu().numpy()[:, None], tokens], axis=1)
+        pos = np.concatenate([[S - 1], pos])
+        is_patch = np.concatenate([[False], is_patch])
+    patches = codec.normalize_patches(raw_patches)
+    return {
+        "tokens": torch.from_numpy(tokens).to(device),
+        "in_step_pos": torch.from_numpy(np.tile(pos, (n, 1))).to(device),
+        "patch_mask": torch.from_numpy(np.tile(is_patch, (n, 1))).to(device),
+        "patches": torch.from_numpy(patches.reshape((n * patches.shape[1],) + patches.shape[2:])).to(device),
+        "patch_rowcol": torch.from_numpy(np.tile(codec.patch_rowcol, (n, 1))).to(device),
+    }
+
+
+def _concat_streams(chunks: list[dict], context_len: int) -> dict:
+    """One stream of the last ``context_len`` tokens of ``chunks``. Every row has the same
+    layout, so each row holds the same number of patches."""
+    B = chunks[0]["tokens"].shape[0]
+    stream = {k: torch.cat([c[k] for c in chunks], dim=1) for k in ("tokens", "in_step_pos", "patch_mask")}
+    cut = max(0, stream["tokens"].shape[1] - context_len)
+    dropped = int(stream["patch_mask"][0, :cut].sum())
+    stream = {k: v[:, cut:] for k, v in stream.items()}
+    with_patches = [c for c in chunks if c["patches"].shape[0]]
+    if not with_patches:  # an env without images
+        stream["patches"], stream["patch_rowcol"] = chunks[0]["patches"], chunks[0]["patch_rowcol"]
+        return stream
+    # Patches are ordered row-major over (B, T): regroup them by row before joining chunks.
+    patches = torch.cat([c["patches"].reshape((B, -1) + c["patches"].shape[1:]) for c in with_patches], dim=1)
+    rowcol = torch.cat([c["patch_rowcol"].reshape(B, -1, 2) for c in with_patches], dim=1)
+    stream["patches"] = patches[:, dropped:].reshape((-1,) + patches.shape[2:])
+    stream["patch_rowcol"] = rowcol[:, dropped:].reshape(-1, 2)
+    return stream
