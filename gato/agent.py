@@ -27,7 +27,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 from gato.codec import SpaceCodec
 
 
-class VocabularyMismatchError(ValueError):
+class VocabMismatchError(ValueError):
     """A codec built for another vocabulary than the policy's."""
 
 
@@ -121,7 +121,7 @@ def codec_of(policy, source) -> SpaceCodec:
         raise ValueError(f"an agent acts in a task (with a codec), a SpaceCodec, a Gymnasium env or an "
                         f"(observation_space, action_space) pair, not {type(source).__name__}")
     if codec.vocab != policy.vocab:
-        raise VocabularyMismatchError(
+        raise VocabMismatchError(
             f"the codec's vocabulary {codec.vocab} is not the policy's {policy.vocab}: its tokens would mean "
             "other things to the policy. Encode the task for the policy first: task.encode_for(policy.vocab)."
         )

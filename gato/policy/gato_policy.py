@@ -194,6 +194,14 @@ class GatoPolicy(nn.Module):
                 hidden = self.extend(cache, single_token_stream(tok, first_pos + j, self.device))
         return out
 
+    def agent(self, task_or_spaces, deterministic: bool = True, **options):
+        """A :class:`gato.agent.Agent` acting with this policy in a task (encoded for this policy's
+        vocabulary), a SpaceCodec, a Gymnasium env or an (observation_space, action_space) pair.
+        ``options``: the Agent's ``use_cache`` and ``generator``."""
+        from gato.agent import Agent
+
+        return Agent(self, task_or_spaces, deterministic=deterministic, **options)
+
     # -- saving --------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
