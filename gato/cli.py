@@ -72,33 +72,27 @@ def cmd_data(ns) -> int:
 
 
 def cmd_inspect(ns) -> int:
-    import gymnasium as gym
-
     from gato.codec import SpaceCodec
     from gato.data.writer import local_dataset_exists
-    from gato.vocab import Vocab
+    from gato.envs import ENV_PLUGINS, is_env_id, make_env
 
     overrides = json.loads(ns.field_overrides) if ns.field_overrides else None
-    budget = None
     if local_dataset_exists(ns.name):
-        from gato.data.episodes import RawEpisodes, load_minari, reading_overrides
+        from gato.data.episodes import RawEpisodes, fit_codec, load_minari
 
         dataset = load_minari(ns.name)
-        obs_space, act_space = dataset.observation_space, dataset.action_space
-        raw = RawEpisodes.read(dataset, ns.name)
-        overrides = reading_overrides(dataset, raw, ns.patch_size, overrides)
-        probe = SpaceCodec(obs_space, act_space, Vocab(), ns.patch_size, overrides)
-        budget = raw.text_budget(probe.obs_fields, probe.vocab.tokenizer)
+        codec = fit_codec(RawEpisodes.read(dataset, ns.name), dataset.observation_space, dataset.action_space,
+                          patch_size=ns.patch_size, overrides=overrides, metadata=dataset.storage.metadata)
         source = f"dataset {ns.name} ({dataset.total_episodes} episodes)"
-    else:
-        try:
-            env = gym.make(ns.name)
-        except gym.error.Error as e:
-            print(f"{ns.name!r} is neither a local Minari dataset nor a Gymnasium env id ({e})", file=sys.stderr)
-            return 2
-        obs_space, act_space = env.observation_space, env.action_space
+    elif is_env_id(ns.name):
+        env = make_env(ns.name)
+        codec = SpaceCodec(env.observation_space, env.action_space, patch_size=ns.patch_size, overrides=overrides)
+        env.close()
         source = f"env {ns.name} (text budgets are defaults; a dataset measures its longest string)"
-    codec = SpaceCodec(obs_space, act_space, Vocab(), ns.patch_size, overrides, budget)
+    else:
+        print(f"{ns.name!r} is neither a local Minari dataset nor a Gymnasium env id (even with the installed "
+              f"plugins {', '.join(ENV_PLUGINS)} imported)", file=sys.stderr)
+        return 2
     print(source)
     rows = [{**r, "space": r["space"] if len(r["space"]) <= 48 else r["space"][:45] + "..."} for r in codec.layout()]
     print(format_table(rows))
@@ -119,14 +113,16 @@ def cmd_train(ns) -> int:
     trainer = build_trainer(args)
     tasks = trainer.tasks
     for task in tasks:
-        print(f"task {task.name}: {len(task.episodes.lengths)} episodes, {task.tokens_per_timestep} tokens per timestep")
+        print(f"task {task.name}: {len(task.episodes.lengths)} episodes, "
+              f"{task.tokens_per_timestep} tokens per timestep")
     n_params = sum(p.numel() for p in trainer.policy.parameters())
     print(f"policy: {n_params / 1e6:.2f}M parameters; outputs in {trainer.run_dir}")
     results = trainer.train()
     if trainer.accelerator.is_main_process:
         print()
         print_scores(results)
-        print(f"\ncheckpoint: {trainer.run_dir / 'checkpoint'}\nlearning curve: {trainer.run_dir / 'learning_curve.png'}"
+        print(f"\ncheckpoint: {trainer.run_dir / 'checkpoint'}"
+              f"\nlearning curve: {trainer.run_dir / 'learning_curve.png'}"
               f"\ntensorboard: tensorboard --logdir {trainer.run_dir / 'logs'}")
     return 0
 
@@ -148,6 +144,7 @@ def print_scores(results: dict) -> dict:
 
 def cmd_eval(ns) -> int:
     from gato.evaluation.scores import plot_scores
+    from gato.evaluation.video import record_video
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import build_task
     from gato.training.trainer import TASKS_FILE
@@ -168,12 +165,12 @@ def cmd_eval(ns) -> int:
     for spec, name in zip(specs, names):
         if ns.tasks and name not in ns.tasks:
             continue
-        task = build_task(spec)
+        task = build_task(spec, vocab=policy.vocab)
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
                                            promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
         if ns.video:
-            videos[task.name] = task.record_video(policy, Path(ns.video) / (task.name.replace("/", "_") + ".gif"),
-                                                  deterministic=not ns.stochastic)
+            gif = Path(ns.video) / (task.name.replace("/", "_") + ".gif")
+            videos[task.name] = record_video(policy, task, gif, deterministic=not ns.stochastic)
     print()
     summary = print_scores(results)
     out = Path(ns.out) if ns.out else checkpoint.parent / "eval.json"
@@ -195,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     from gato.data.recipes import RECIPES
     from gato.training.arguments import TrainingArgs
 
-    parser = argparse.ArgumentParser(prog="gato", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="gato", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="write an expert dataset locally (Minari format)")
@@ -206,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset_id", default=None, help="Minari id (default: the recipe's, see `gato data list`)")
     data.add_argument("--seed", type=int, default=0, help="first episode seed")
     data.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
-    data.add_argument("--episode_timeout", type=float, default=5.0, help="babyai: seconds before a bot episode is abandoned")
+    data.add_argument("--episode_timeout", type=float, default=5.0,
+                      help="babyai: seconds before a bot episode is abandoned")
     data.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
-    data.add_argument("--noise", type=float, default=0.0, help="babyai: probability of a random move the bot then recovers from")
+    data.add_argument("--noise", type=float, default=0.0,
+                      help="babyai: probability of a random move the bot then recovers from")
     data.add_argument("--action_noise", type=float, default=None,
                       help="other recipes: perturb executed actions while storing the expert's (default: the recipe's)")
     data.set_defaults(func=cmd_data)
@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="token layout of a dataset's or env's spaces")
     inspect.add_argument("name", help="local Minari dataset id or Gymnasium env id")
     inspect.add_argument("--patch_size", type=int, default=4, help="image patch side")
-    inspect.add_argument("--context_len", type=int, nargs="*", default=[512, 1024], help="contexts to count timesteps for")
+    inspect.add_argument("--context_len", type=int, nargs="*", default=[512, 1024],
+                         help="contexts to count timesteps for")
     inspect.add_argument("--field_overrides", default="", help='JSON {field path: kind or spec}')
     inspect.set_defaults(func=cmd_inspect)
 

@@ -24,7 +24,7 @@ errors print them as ``obs["a"]["b"]``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from gymnasium import spaces
@@ -66,7 +66,7 @@ class FieldSpec:
     pool_mode: str | None = None
 
     @classmethod
-    def parse(cls, value: "FieldSpec | str | dict") -> "FieldSpec":
+    def parse(cls, value: FieldSpec | str | dict) -> FieldSpec:
         """Accept a FieldSpec, a kind name, or a dict of FieldSpec fields."""
         if isinstance(value, FieldSpec):
             spec = value
@@ -323,7 +323,8 @@ class ImageField(Field):
             # 0/1 channel per value, so no layer has to decode an id from a brightness.
             self.levels = int(self.high - self.low) + 1
             if self.levels > 64:
-                raise UnsupportedSpaceError(f"{self.name}: one_hot needs at most 64 values per channel, got {self.levels}")
+                raise UnsupportedSpaceError(
+                    f"{self.name}: one_hot needs at most 64 values per channel, got {self.levels}")
             self.value_low = self.low
             self.channels *= self.levels
             self.low, self.high = 0.0, 1.0
@@ -342,7 +343,8 @@ class ImageField(Field):
         p = self.patch_size
         ph, pw = self.rows * p - self.height, self.cols * p - self.width
         if ph or pw:
-            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=self.value_low if self.levels else self.low)
+            fill = self.value_low if self.levels else self.low
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=fill)
         if self.levels:
             onehot = (x[:, :, None] - self.value_low) == np.arange(self.levels).reshape(1, 1, -1, 1, 1)
             x = onehot.astype(np.uint8).reshape(n, self.channels, x.shape[2], x.shape[3])
@@ -375,7 +377,9 @@ class ImageField(Field):
         if self.levels:
             return (f"image {self.source_channels}x{self.height}x{self.width} -> {self.rows}x{self.cols} patches, "
                     f"values {self.value_low:g}..{self.value_low + self.levels - 1:g} one-hot")
-        pooled = f", {self.pool_mode}-pooled {self.pool}x{self.pool} to {self.height}x{self.width}" if self.pool > 1 else ""
+        pooled = ""
+        if self.pool > 1:
+            pooled = f", {self.pool_mode}-pooled {self.pool}x{self.pool} to {self.height}x{self.width}"
         return (f"image {self.channels}x{self.source_height}x{self.source_width}{pooled} -> {self.rows}x{self.cols} "
                 f"patches, values {self.low:g}..{self.high:g}")
 
@@ -438,7 +442,8 @@ def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budg
             raise UnsupportedSpaceError(f"{name}: text actions ({space}) are not supported")
         budget = (spec.tokens if spec is not None and spec.tokens else None) or text_budget.get(dotted(path))
         if budget is None:
-            budget = min(space.max_length, DEFAULT_TEXT_TOKENS) if isinstance(space, spaces.Text) else DEFAULT_TEXT_TOKENS
+            is_text = isinstance(space, spaces.Text)
+            budget = min(space.max_length, DEFAULT_TEXT_TOKENS) if is_text else DEFAULT_TEXT_TOKENS
         return TextField(path, space, root, budget)
     if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         if spec is not None and spec.kind != "discrete":
@@ -479,7 +484,8 @@ class SpaceCodec:
         observation_space, action_space: the env's spaces.
         vocab: the shared vocabulary (text tokenizer, discrete and continuous ranges).
         patch_size: side of the square image patches.
-        overrides: {dotted field path: FieldSpec | kind | dict} for observation fields.
+        overrides: {dotted field path: FieldSpec | kind | dict} for observation fields (kept as
+            ``overrides``: with the spaces, vocabulary and text budgets they rebuild the codec).
         text_budget: {dotted field path: tokens} for string fields (e.g. the longest mission
             in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``.
         task_id: if given, every observation starts with this task's token (multi-task
@@ -491,6 +497,7 @@ class SpaceCodec:
         self.vocab = vocab or Vocab()
         self.patch_size = patch_size
         self.task_id = task_id
+        self.overrides = dict(overrides or {})
         self._task_token = None if task_id is None else self.vocab.task(task_id)
         self.observation_space = observation_space
         self.action_space = action_space
@@ -587,14 +594,6 @@ class SpaceCodec:
     def timesteps_in(self, context_len: int) -> int:
         """How many whole timesteps fit in a context of ``context_len`` tokens."""
         return context_len // self.tokens_per_step
-
-    def config(self) -> dict:
-        """JSON-able arguments that rebuild this codec (with the same spaces and vocab)."""
-        return {
-            "patch_size": self.patch_size,
-            "text_budget": {dotted(f.path): f.n_tokens for f in self.obs_fields if isinstance(f, TextField)},
-            "task_id": self.task_id,
-        }
 
 
 def _assemble(space, path, leaves):

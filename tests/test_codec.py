@@ -507,3 +507,88 @@ def test_unknown_pool_mode_is_refused():
     with pytest.raises(ValueError, match="pool_mode must be 'mean' or 'max'"):
         SpaceCodec(spaces.Box(0, 255, (8, 8), np.uint8), spaces.Discrete(2),
                    overrides={"": {"kind": "image", "pool": 2, "pool_mode": "median"}})
+
+
+# --------------------------------------------------------------------------- fitting a codec to a dataset
+
+
+def _three_step_codec(dataset, raw, observation_space, action_space, vocab, task_id):
+    """The codec as ControlTask and `gato inspect` built it before ``fit_codec``: overrides
+    fitted on a probe of the dataset's spaces, a second probe for the text budgets, the codec."""
+    from gato.data.episodes import recommended_overrides
+
+    overrides = recommended_overrides(dataset.storage.metadata)
+    probe = SpaceCodec(dataset.observation_space, dataset.action_space, Vocab(), 4, overrides)
+    overrides = {**raw.image_ranges(probe.obs_fields), **overrides}
+    probe = SpaceCodec(observation_space, action_space, vocab, 4, overrides)
+    budget = raw.text_budget(probe.obs_fields, vocab.tokenizer)
+    return SpaceCodec(observation_space, action_space, vocab, 4, overrides, budget, task_id)
+
+
+@pytest.mark.parametrize("spaces_of", ["dataset", "env"])
+@pytest.mark.parametrize("vocab", [Vocab(), Vocab(discrete_tokens=64, continuous_tokens=64)], ids=["default", "tiny"])
+def test_fitted_codec_is_the_one_the_three_step_path_built(babyai_dataset, spaces_of, vocab):
+    """``fit_codec`` (two codecs) gives the codec of the old path (three): same layout, same
+    tokens for every episode; ControlTask's codec is that codec."""
+    from argparse import Namespace
+
+    from gato.data.episodes import EncodedEpisodes, RawEpisodes, fit_codec
+    from gato.tasks.control_task import ControlTask
+
+    source = babyai_dataset if spaces_of == "dataset" else gym.make("BabyAI-GoToRedBall-v0")
+    obs_space, act_space = source.observation_space, source.action_space
+    raw = RawEpisodes.read(babyai_dataset, "babyai")
+    expected = _three_step_codec(babyai_dataset, raw, obs_space, act_space, vocab, task_id=3)
+    fitted = fit_codec(raw, obs_space, act_space, vocab=vocab, patch_size=4,
+                       metadata=babyai_dataset.storage.metadata, task_id=3)
+    assert fitted.layout() == expected.layout()
+    assert fitted.tokens_per_step == expected.tokens_per_step == 13  # the task token, then BabyAI's 12
+    ours, theirs = (EncodedEpisodes.encode(raw, c, "babyai") for c in (fitted, expected))
+    np.testing.assert_array_equal(ours.steps, theirs.steps)
+    np.testing.assert_array_equal(ours.patches, theirs.patches)
+    np.testing.assert_array_equal(fitted.normalize_patches(ours.patches), expected.normalize_patches(theirs.patches))
+
+    if spaces_of == "env":  # what a task trains on
+        task = ControlTask("babyai", source, babyai_dataset, 128, Namespace(patch_size=4), vocab=vocab, task_id=3)
+        assert task.codec.layout() == expected.layout()
+        np.testing.assert_array_equal(task.episodes.steps, theirs.steps)
+
+
+def test_explicit_overrides_replace_the_recommended_ones(babyai_dataset):
+    from gato.data.episodes import RawEpisodes, fit_codec
+
+    raw = RawEpisodes.read(babyai_dataset, "babyai")
+    obs_space, act_space = babyai_dataset.observation_space, babyai_dataset.action_space
+    codec = fit_codec(raw, obs_space, act_space, overrides={"image": "discrete"},
+                      metadata={"gato_field_overrides": '{"image": {"kind": "image", "pool": 7}}'})
+    assert codec.overrides == {"image": "discrete"}  # an explicit override also beats the fitted range
+    assert codec.obs_tokens == 1 + 147 + 5  # direction, 7x7x3 values, the longest mission
+    recommended = fit_codec(raw, obs_space, act_space,
+                            metadata={"gato_field_overrides": '{"image": {"kind": "image", "pool": 7}}'})
+    assert recommended.obs_fields[1].n_patches == 1 and recommended.overrides["image"]["pool"] == 7
+
+
+# --------------------------------------------------------------------------- gato inspect
+
+
+@pytest.mark.parametrize("env_id", ["BabyAI-OpenDoor-v0", "ALE/Pong-v5", "CartPole-v1"])
+def test_inspect_takes_the_env_ids_of_installed_plugins(env_id):
+    """In a fresh interpreter, where nothing has imported minigrid or ale_py yet."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if env_id.startswith("ALE/") and importlib.util.find_spec("ale_py") is None:
+        pytest.skip("ale_py is not installed")
+    done = subprocess.run([sys.executable, "-m", "gato.cli", "inspect", env_id], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"env {env_id}" in done.stdout and "tokens per timestep:" in done.stdout
+
+
+def test_inspect_names_what_it_accepts(capsys):
+    from gato.cli import main
+
+    assert main(["inspect", "nobody/NoSuchEnv-v0"]) == 2
+    err = capsys.readouterr().err
+    assert "neither a local Minari dataset nor a Gymnasium env id" in err and "minigrid" in err

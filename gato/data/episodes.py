@@ -1,4 +1,4 @@
-"""Minari datasets read once into memory, and encoded into timestep rows for a codec."""
+"""Minari datasets read once into memory, a codec fitted to them, their episodes encoded into timestep rows."""
 
 from __future__ import annotations
 
@@ -41,13 +41,27 @@ def recommended_overrides(metadata: dict) -> dict:
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
 
-def reading_overrides(dataset, raw: "RawEpisodes", patch_size: int, explicit: dict | None = None) -> dict:
-    """The field overrides a dataset is read with: ``explicit`` ones or else the dataset's
-    recommended ones, over the value ranges fitted to its symbolic integer images.
-    ``ControlTask`` and ``gato inspect`` both call this, so they read a dataset alike."""
-    overrides = recommended_overrides(dataset.storage.metadata) if explicit is None else explicit
-    probe = SpaceCodec(dataset.observation_space, dataset.action_space, Vocab(), patch_size, overrides)
-    return {**raw.image_ranges(probe.obs_fields), **overrides}
+def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab | None = None,
+              patch_size: int = 4, overrides: dict | None = None, metadata: dict | None = None,
+              task_id: int | None = None) -> SpaceCodec:
+    """The codec that reads ``raw``'s episodes in these spaces (the env's; they must match the
+    dataset's), fitted to them.
+
+    Observations are read with ``overrides`` ({dotted path: FieldSpec | kind | dict}) or, if
+    None, with those the dataset's ``metadata`` recommends; integer images whose values stay
+    far below their bound are read over the values seen (``RawEpisodes.image_ranges``), unless
+    an override names them; string fields take the tokens of their longest string
+    (``RawEpisodes.text_budget``); ``task_id`` starts every observation with its task token.
+    The returned codec's ``overrides`` hold everything fitted but the text budgets, so a codec
+    rebuilt from them (another vocabulary, ``gato eval``) reads images the same way.
+    """
+    vocab = vocab or Vocab()
+    chosen = recommended_overrides(metadata or {}) if overrides is None else overrides
+    # which fields are integer images and strings does not depend on what is fitted below
+    probe = SpaceCodec(observation_space, action_space, vocab, patch_size, chosen)
+    fitted = {**raw.image_ranges(probe.obs_fields), **chosen}
+    budget = raw.text_budget(probe.obs_fields, vocab.tokenizer)
+    return SpaceCodec(observation_space, action_space, vocab, patch_size, fitted, budget, task_id)
 
 
 @dataclass
@@ -69,7 +83,7 @@ class RawEpisodes:
         return len(self.actions)
 
     @classmethod
-    def read(cls, dataset, name: str) -> "RawEpisodes":
+    def read(cls, dataset, name: str) -> RawEpisodes:
         """Read every episode of a MinariDataset; an empty dataset is an error."""
         obs, act, rew, ids = [], [], [], []
         for ep in dataset.iterate_episodes():
@@ -83,7 +97,7 @@ class RawEpisodes:
             raise DatasetValueError(f"dataset {name!r} holds no episodes with at least one step; regenerate it")
         return cls(obs, act, rew, ids)
 
-    def extend(self, other: "RawEpisodes") -> None:
+    def extend(self, other: RawEpisodes) -> None:
         """Append ``other``'s episodes."""
         if self.taken is not None or other.taken is not None:
             self.taken = (self.taken or [None] * len(self)) + (other.taken or [None] * len(other))
@@ -139,7 +153,7 @@ class EncodedEpisodes:
         return np.diff(self.starts)
 
     @classmethod
-    def encode(cls, raw: RawEpisodes, codec: SpaceCodec, name: str) -> "EncodedEpisodes":
+    def encode(cls, raw: RawEpisodes, codec: SpaceCodec, name: str) -> EncodedEpisodes:
         """Encode all episodes; a value outside its space raises DatasetValueError."""
         steps, patches, inputs = [], [], []
         sep = np.array([[codec.vocab.separator]])
@@ -167,7 +181,7 @@ class EncodedEpisodes:
             inputs=None if all(t is None for t in taken) else np.concatenate(inputs),
         )
 
-    def concat(self, other: "EncodedEpisodes") -> "EncodedEpisodes":
+    def concat(self, other: EncodedEpisodes) -> EncodedEpisodes:
         """These episodes followed by ``other``'s (encoded with the same codec)."""
         return EncodedEpisodes(
             steps=np.concatenate([self.steps, other.steps]),
