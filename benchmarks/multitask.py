@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 minute, 4 episodes: checks the script works")
     parser.add_argument("--plain", action="store_true", help="train with `gato train`'s defaults, not RECIPE")
-    parser.add_argument("--train_args", default="", help="extra `gato train` flags (override the recipe's), e.g. '--embed_dim 192'")
+    parser.add_argument("--train_args", default="",
+                        help="extra `gato train` flags (override the recipe's), e.g. '--embed_dim 192'")
     args = parser.parse_args()
 
     folder, created = C.use_data_dir(args.data_dir)

@@ -30,6 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     C.set_threads(args.threads)
 
+    from gato.evaluation.baselines import random_returns
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import build_task
     from gato.training.trainer import TASKS_FILE
@@ -39,10 +40,10 @@ def main() -> None:
     if args.task not in specs:
         sys.exit(f"--task {args.task}: not in {checkpoint}; its tasks: {' '.join(specs)}")
     with C.stdout_to_stderr():
-        task = build_task(specs[args.task])
         policy = GatoPolicy.from_pretrained(checkpoint)
+        task = build_task(specs[args.task], vocab=policy.vocab)
         C.log(f"random policy, {args.episodes} episodes")
-        chance = task.random_returns(args.episodes)
+        chance = random_returns(task.make_env, args.episodes)
         result = {"checkpoint": str(checkpoint), "task": args.task, "episodes": args.episodes,
                   "random": _stats(chance)}
         for mode, deterministic in (("argmax", True), ("sampled", False)):

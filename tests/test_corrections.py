@@ -18,11 +18,11 @@ def _fresh_babyai_task(dataset):
 def test_bot_labels_the_policys_states_and_they_join_the_data(babyai_dataset, tiny_policy):
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
-    from gato.tasks.control_task import CORRECTION_SEED
+    from gato.seeds import CORRECTIONS
 
     task = _fresh_babyai_task(babyai_dataset)
     model = tiny_policy()
-    codec = task.codec_for(model.vocab)
+    codec = task.encode_for(model.vocab)
     before_eps, before_rows = len(task.raw), len(task.episodes.steps)
 
     stats = task.collect_corrections(model, 4)
@@ -36,7 +36,7 @@ def test_bot_labels_the_policys_states_and_they_join_the_data(babyai_dataset, ti
 
     # the first label of episode 0 is the bot's own first action in that level
     env = gym.make("BabyAI-GoToRedBall-v0")
-    obs, _ = env.reset(seed=CORRECTION_SEED)
+    obs, _ = env.reset(seed=CORRECTIONS.start)  # round 0 plays the block's first seeds
     assert new[0][0] == int(BabyAIBot(env.unwrapped).replan())
     first = task.raw.observations[before_eps]
     np.testing.assert_array_equal(first["image"][0], obs["image"])
@@ -57,21 +57,24 @@ def test_bot_labels_the_policys_states_and_they_join_the_data(babyai_dataset, ti
 
 
 def test_a_recipes_expert_labels_the_policys_states(tiny_policy):
+    from gato.data.corrections import collect_corrections
     from gato.data.experts.classic import PendulumExpert
     from gato.data.recipes import generate
-    from gato.tasks.control_task import CORRECTION_SEED, ControlTask
+    from gato.seeds import correction_seeds
+    from gato.tasks.control_task import ControlTask
 
     generate("pendulum", 2, reference_episodes=0, workers=1, progress=False, max_episode_steps=30)
-    task = ControlTask("pendulum", None, "pendulum/scripted-v0", 64, Namespace(patch_size=4), eval_envs=2)
+    model = tiny_policy(context_len=64)
+    task = ControlTask("pendulum", None, "pendulum/scripted-v0", 64, patch_size=4, eval_envs=2, vocab=model.vocab)
     before = len(task.raw)
 
-    stats = task.collect_corrections(tiny_policy(context_len=64), 2)
+    stats = collect_corrections(task, model, 2, round_index=3)
 
     assert stats["episodes"] == 2 and stats["steps"] == 2 * 30  # the recorded env keeps its 30-step limit
     labels = task.raw.actions[before]
     assert labels.dtype == np.float32 and labels.shape == (30, 1)
     env = gym.make("Pendulum-v1")
-    obs, _ = env.reset(seed=CORRECTION_SEED)
+    obs, _ = env.reset(seed=correction_seeds(3, 1).start)
     np.testing.assert_array_equal(labels[0], PendulumExpert(env)(obs))  # the expert's action, not the policy's
     np.testing.assert_array_equal(task.raw.observations[before][0], obs)
 

@@ -285,7 +285,8 @@ def test_out_of_range_discrete_observation_field(babyai_dataset, data):
     dataset = write_dataset("tests/babyai-bad-v0", episodes, env_id="BabyAI-GoToRedBall-v0",
                             observation_space=babyai_dataset.observation_space,
                             action_space=babyai_dataset.action_space, validate=False)
-    with pytest.raises(DatasetValueError, match=r'episode 3: obs\["direction"\] holds \[7\] at step 2, outside Discrete\(4\)'):
+    problem = r'episode 3: obs\["direction"\] holds \[7\] at step 2, outside Discrete\(4\)'
+    with pytest.raises(DatasetValueError, match=problem):
         ControlTask("babyai", gym.make("minigrid:BabyAI-GoToRedBall-v0"), dataset, 128, ARGS)
 
 

@@ -26,8 +26,9 @@ def recipe_datasets():
 
 
 def test_task_token_leads_every_observation(recipe_datasets, tiny_policy):
-    task = ControlTask("pendulum", None, recipe_datasets[1], 64, Namespace(patch_size=4), task_id=5)
     model = tiny_policy(context_len=64)
+    task = ControlTask("pendulum", None, recipe_datasets[1], 64, Namespace(patch_size=4), task_id=5,
+                       vocab=model.vocab)
     batch = task.sample_batch(16, model.vocab, 64, np.random.default_rng(0))
     S = task.codec_for(model.vocab).tokens_per_step
     assert task.codec.layout()[0] == {"field": "task", "space": "", "read as": "task id 5", "tokens": 1}
@@ -45,10 +46,11 @@ def test_batches_mix_tasks_by_weight_without_leaking_targets(recipe_datasets, ba
     from gato.training.arguments import TrainingArgs
     from gato.training.trainer import Trainer, make_optimizer
 
-    tasks = [ControlTask(d, None, d, 64, Namespace(patch_size=4), task_id=i, pack_windows=True)
-             for i, d in enumerate(recipe_datasets)]
-    tasks.append(ControlTask("babyai", None, babyai_dataset, 64, Namespace(patch_size=4), task_id=2))
     model = tiny_policy(context_len=64)
+    tasks = [ControlTask(d, None, d, 64, Namespace(patch_size=4), task_id=i, pack_windows=True, vocab=model.vocab)
+             for i, d in enumerate(recipe_datasets)]
+    tasks.append(ControlTask("babyai", None, babyai_dataset, 64, Namespace(patch_size=4), task_id=2,
+                             vocab=model.vocab))
     args = TrainingArgs(save_dir="unused", save_model=False)
     trainer = Trainer(model=model, optimizer=make_optimizer(model, args), scheduler=None,
                       accelerator=Accelerator(cpu=True), tasks=tasks, exp_name="mix", args=args,
@@ -128,4 +130,5 @@ def test_multitask_train_then_score_table_json_chart_and_videos(recipe_datasets,
     assert main(["eval", str(checkpoint), "--tasks", "pendulum/scripted", "--episodes", "2", "--out", str(one)]) == 0
     assert set(json.loads(one.read_text())["results"]) == {"pendulum/scripted"}
     assert main(["eval", str(checkpoint), "--tasks", "pong"]) == 2
-    assert "--tasks pong: not in this checkpoint; its tasks: cartpole/scripted pendulum/scripted" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--tasks pong: not in this checkpoint; its tasks: cartpole/scripted pendulum/scripted" in err

@@ -6,9 +6,10 @@ demonstration covers and its errors compound. DAgger lets the policy act and ask
 at every state the policy reaches, what it would have done; those labelled states join the
 training data.
 
-An *advisor* follows a rollout (``gato.evaluation.rollout.rollout``'s ``observer``) and
-records, for each live environment, the observation and the expert's action for it, while the
-environment executes the policy's action. Two kinds of expert can advise: the BabyAI bot
+:func:`collect_corrections` runs one round for a task. An *advisor* follows its rollout
+(``gato.evaluation.rollout.rollout``'s ``observer``) and records, for each live environment,
+the observation and the expert's action for it, while the environment executes the policy's
+action. Two kinds of expert can advise: the BabyAI bot
 (told the action actually taken, ``bot.replan(action_taken)``, it keeps its memory of the
 level and replans) and the recipes' experts (``gato.data.recipes``), which read the state of
 the env they are bound to and so can act from any state.
@@ -22,6 +23,35 @@ import numpy as np
 from gato.data.babyai import BOT_NAME, babyai_observation_space
 from gato.data.episodes import RawEpisodes
 from gato.data.writer import stack_steps
+from gato.evaluation.rollout import rollout
+from gato.seeds import correction_seeds
+
+
+def collect_corrections(task, policy, n_episodes: int, round_index: int = 0) -> dict | None:
+    """One DAgger round: run ``policy`` (argmax actions, no prompt) for ``n_episodes`` episodes
+    of ``task``'s env while the dataset's expert labels every state it reaches, and add them
+    to the task's data (``task.add_episodes``).
+
+    Round ``round_index`` (round * processes + process) plays its own seeds of
+    ``gato.seeds.CORRECTIONS`` (:func:`gato.seeds.correction_seeds`). Returns counts (episodes,
+    steps, share of steps where the policy's action differed from the expert's, expert errors,
+    the task's episodes now), or None when the dataset's expert cannot label states (see
+    :func:`advisor_for`).
+    """
+    advisor = advisor_for(task.expert_name)
+    if advisor is None:
+        return None
+    policy = getattr(policy, "module", policy)
+    codec = task.codec_for(policy.vocab)
+    # the rollout's last round of envs may start up to eval_envs - 1 episodes more, all recorded
+    n_envs = max(1, min(task.eval_envs, n_episodes))
+    first = correction_seeds(round_index, n_episodes + n_envs - 1).start
+    rollout(policy, codec, task.make_env, n_episodes, n_envs=n_envs, seed=first, observer=advisor)
+    raw = advisor.episodes()
+    if len(raw):
+        task.add_episodes(raw)
+    return {"episodes": len(raw), "steps": advisor.steps, "disagreement": advisor.disagreements / max(1, advisor.steps),
+            "expert_errors": advisor.expert_errors, "total_episodes": len(task.raw)}
 
 
 class _Advisor:

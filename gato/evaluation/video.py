@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+from gato.evaluation.rollout import rollout
+from gato.seeds import EVALUATION
+
+
+def record_video(policy, task, path: str | Path, deterministic: bool = True, seed: int = EVALUATION.start) -> dict:
+    """Play one promptless episode of ``task`` (a ``ControlTask``; seed ``seed``) with ``policy``,
+    rendered with ``render_mode="rgb_array"``, and write it as a GIF at ``path``; returns the
+    episode's return and length and the path."""
+    headless_rendering()
+    policy = getattr(policy, "module", policy)
+    codec = task.codec_for(policy.vocab)
+    make = partial(task.make_env, render_mode="rgb_array") if task.env.spec is not None else task.make_env
+    frames: list = []
+    result = rollout(policy, codec, make, 1, n_envs=1, deterministic=deterministic, seed=seed, frames=frames)
+    write_gif(frames, path, fps=int(task.env.metadata.get("render_fps") or 30))
+    return {"return": result.returns[0], "length": result.lengths[0], "path": str(path)}
 
 
 def write_gif(frames: list, path: str | Path, fps: int = 30, max_frames: int = 1500) -> Path:

@@ -15,11 +15,13 @@ class Task(Protocol):
     """A task owns its data and its evaluation.
 
     ``name`` identifies it in logs and tables; ``sample_batch`` draws training streams of at
-    most ``context_len`` tokens; ``evaluate`` runs the policy and returns metrics; ``spec``
-    is a JSON-able description from which ``gato eval`` rebuilds the task. A task may also
-    offer ``collect_corrections(model, n_episodes, round_index)`` (DAgger: expert labels on the
-    policy's own rollouts, added to its data; ``ControlTask`` has it), which the trainer calls
-    when ``--dagger_rounds`` asks for it.
+    most ``context_len`` tokens in the policy's vocabulary ``vocab`` (a task encoded for
+    another one raises rather than re-encoding behind the caller's back); ``evaluate`` runs the
+    policy and returns metrics; ``spec`` is a JSON-able description from which ``gato eval``
+    rebuilds the task. A task may also offer ``collect_corrections(model, n_episodes,
+    round_index)`` (DAgger: expert labels on the policy's own rollouts, added to its data;
+    ``ControlTask`` has it, see ``gato.data.corrections``), which the trainer calls when
+    ``--dagger_rounds`` asks for it.
     """
 
     name: str

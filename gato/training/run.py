@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from argparse import Namespace
 
 from gato.training.arguments import TrainingArgs
 
@@ -43,8 +42,9 @@ def task_name(dataset_id: str) -> str:
     return re.sub(r"-v\d+$", "", dataset_id)
 
 
-def build_tasks(args: TrainingArgs) -> list:
-    """One ControlTask per dataset in ``args.control_datasets``.
+def build_tasks(args: TrainingArgs, vocab=None) -> list:
+    """One ControlTask per dataset in ``args.control_datasets``, encoded for ``vocab`` (the
+    policy's ``policy.vocab``; None: the default vocabulary).
 
     With several datasets, task ``i`` gets task id ``i``: each of its timesteps starts with that
     task's token, so the model always knows which task it acts in (see ``ControlTask``).
@@ -56,8 +56,9 @@ def build_tasks(args: TrainingArgs) -> list:
     for i, dataset_id in enumerate(args.control_datasets):
         ensure_dataset(dataset_id, args.data_episodes)
         tasks.append(ControlTask(
-            task_name(dataset_id), None, dataset_id,
-            args.sequence_length, Namespace(patch_size=args.patch_size),
+            task_name(dataset_id), None, dataset_id, args.sequence_length,
+            patch_size=args.patch_size,
+            vocab=vocab,
             training_prompt_len_proportion=args.prompt_len_proportion,
             share_prompt_episodes=not args.unique_prompt_episodes,
             top_k_prompting=args.top_k or None,

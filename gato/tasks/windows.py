@@ -1,0 +1,124 @@
+"""Training windows of whole timesteps drawn from encoded episodes, with Gato/NEKO prompts.
+
+A window is a run of consecutive timesteps of one episode. A prompt is a run of timesteps of the
+same or another episode placed before it (its start, its end, or anywhere), so that the model
+learns to act in the way a demonstration shows; in prompted evaluation the last timesteps of
+top-return episodes play that part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gato.codec import SpaceCodec
+from gato.data.batch import Batch, StepLayout, corrupt_action_inputs, pack
+from gato.data.episodes import EncodedEpisodes
+
+PROMPT_TYPES = ("start", "end", "uniform")
+
+
+@dataclass(frozen=True)
+class WindowSampler:
+    """How a task draws its training windows and prompts (``ControlTask``'s arguments of the
+    same names, where each is described)."""
+
+    training_prompt_len_proportion: float = 0.5
+    share_prompt_episodes: bool = True
+    top_k_prompting: int | None = None
+    prompt_ep_proportion: float = 0.0
+    prompt_type: str = "end"
+    pack_windows: bool = False
+    action_history_noise: float = 0.0
+
+    def __post_init__(self):
+        if self.prompt_type not in PROMPT_TYPES:
+            raise ValueError(f"prompt_type must be one of {PROMPT_TYPES}, got {self.prompt_type!r}")
+        if not 0.0 <= self.prompt_ep_proportion <= 1.0 or not 0.0 < self.training_prompt_len_proportion < 1.0:
+            raise ValueError("prompt_ep_proportion must be in [0, 1] and training_prompt_len_proportion in (0, 1)")
+        if not 0.0 <= self.action_history_noise <= 1.0:
+            raise ValueError(f"action_history_noise must be in [0, 1], got {self.action_history_noise}")
+
+    def sample_batch(self, episodes: EncodedEpisodes, codec: SpaceCodec, batch_size: int, context_len: int,
+                     rng: np.random.Generator) -> Batch:
+        """``batch_size`` rows of windows of ``episodes`` (encoded by ``codec``), padded to ``context_len``."""
+        S = codec.tokens_per_step
+        max_steps = context_len // S
+        prompt_steps = min(max_steps - 1, int(context_len * self.training_prompt_len_proportion) // S)
+        weights = episodes.lengths / episodes.lengths.sum()
+        pool = self._prompt_pool(episodes)
+        rows, row, used = [], [], 0
+        while len(rows) < batch_size:
+            unit = self._sample_unit(episodes, codec, max_steps, prompt_steps, weights, pool, rng)
+            steps = sum(len(t) for t, _, _ in unit)
+            if row and used + steps > max_steps:  # the packed row is full
+                rows.append(row)
+                row, used = [], 0
+            row.append(unit)
+            used += steps
+            if not self.pack_windows:  # one window per row: close it now, sample nothing extra
+                rows.append(row)
+                row, used = [], 0
+        batch = pack(rows, StepLayout.of(codec), context_len, codec.vocab.pad)
+        if self.action_history_noise:
+            batch.inputs = corrupt_action_inputs(batch, codec.obs_tokens + 1, codec.action_ranges,
+                                                 self.action_history_noise, rng)
+        return batch
+
+    def _sample_unit(self, episodes, codec, max_steps, prompt_steps, weights, pool, rng) -> list:
+        """One window, with a prompt before it or not: a list of segments, each a (steps,
+        normalised patches, inputs) triple of consecutive timesteps (see :func:`timesteps`)."""
+        lengths = episodes.lengths
+        e = int(rng.choice(len(lengths), p=weights))
+        segments, room = [], max_steps
+        if prompt_steps > 0 and rng.random() < self.prompt_ep_proportion:
+            p = e if self.share_prompt_episodes else int(rng.choice(pool))
+            k = min(prompt_steps, lengths[p])
+            segments.append(timesteps(episodes, codec, p, self._prompt_start(lengths[p], k, rng), k))
+            room -= k
+        k = min(lengths[e], room)
+        segments.append(timesteps(episodes, codec, e, int(rng.integers(0, lengths[e] - k + 1)), k))
+        return segments
+
+    def _prompt_pool(self, episodes: EncodedEpisodes) -> np.ndarray:
+        """Episodes a prompt may come from: all, or the ``top_k_prompting`` of highest return."""
+        order = np.argsort(-episodes.returns, kind="stable")
+        return order[: self.top_k_prompting] if self.top_k_prompting else order
+
+    def _prompt_start(self, length: int, k: int, rng) -> int:
+        if self.prompt_type == "start":
+            return 0
+        if self.prompt_type == "end":
+            return length - k
+        return int(rng.integers(0, length - k + 1))
+
+    def eval_prompt(self, episodes: EncodedEpisodes, codec: SpaceCodec, rng: np.random.Generator, context_len: int,
+                    device="cpu"):
+        """A function n -> prompt stream: the last steps of top-k episodes (NEKO's eval prompt),
+        ``training_prompt_len_proportion`` of ``context_len``."""
+        S = codec.tokens_per_step
+        steps = max(1, int(context_len * self.training_prompt_len_proportion) // S)
+        pool = self._prompt_pool(episodes)
+        lengths = episodes.lengths
+        k = int(min(steps, lengths[pool].max()))
+        pool = pool[lengths[pool] >= k]
+        layout = StepLayout.of(codec)
+
+        def make(n: int) -> dict:
+            chosen = rng.choice(pool, size=n)
+            samples = [[[timesteps(episodes, codec, e, lengths[e] - k, k)]] for e in chosen]
+            stream = pack(samples, layout, k * S, codec.vocab.pad).to_torch(device)
+            stream.pop("targets")
+            # a prompt shows the expert's actions, also where a corrected episode's policy took others
+            stream.pop("input_tokens", None)
+            return stream
+        return make
+
+
+def timesteps(episodes: EncodedEpisodes, codec: SpaceCodec, episode: int, start: int, k: int) -> tuple:
+    """Timesteps ``start .. start + k - 1`` of ``episode``: its token rows, normalised patches
+    and inputs (None: as the rows), the segment :func:`gato.data.batch.pack` takes."""
+    lo = episodes.starts[episode] + start
+    inputs = None if episodes.inputs is None else episodes.inputs[lo : lo + k]
+    return episodes.steps[lo : lo + k], codec.normalize_patches(episodes.patches[lo : lo + k]), inputs
