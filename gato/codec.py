@@ -43,6 +43,10 @@ class DatasetValueError(ValueError):
     """A value in the data that does not belong to its space (NaN, out of range, ...)."""
 
 
+class VocabMismatchError(ValueError):
+    """Tokens of a codec built for one vocabulary, given to a policy of another."""
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """How to read one leaf field. ``kind`` is "discrete", "continuous", "image" or "text".

@@ -9,7 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from gato.tasks.control_task import ControlTask, VocabMismatchError
+from gato.codec import VocabMismatchError
+from gato.tasks.control_task import ControlTask
 from gato.vocab import Vocab
 
 TINY_VOCAB = Vocab(discrete_tokens=64, continuous_tokens=64)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gato import envs, seeds
-from gato.codec import SpaceCodec, space_mismatch, tokens_per_space
+from gato.codec import SpaceCodec, VocabMismatchError, space_mismatch, tokens_per_space
 from gato.data.episodes import EncodedEpisodes, RawEpisodes, fit_codec, load_minari
 from gato.evaluation.rollout import rollout
 from gato.tasks.windows import WindowSampler
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from gato.data.batch import Batch
     from gato.vocab import Vocab
 
-__all__ = ["ContextTooShortError", "ControlTask", "SpaceMismatchError", "VocabMismatchError", "tokens_per_space"]
+__all__ = ["ContextTooShortError", "ControlTask", "SpaceMismatchError", "tokens_per_space"]
 
 
 class ContextTooShortError(ValueError):
@@ -40,10 +40,6 @@ class ContextTooShortError(ValueError):
 
 class SpaceMismatchError(ValueError):
     """The dataset's spaces are not the environment's."""
-
-
-class VocabMismatchError(ValueError):
-    """A policy's vocabulary is not the one the task's episodes are encoded for."""
 
 
 class ControlTask:
