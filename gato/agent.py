@@ -24,11 +24,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
-from gato.codec import SpaceCodec
-
-
-class VocabMismatchError(ValueError):
-    """A codec built for another vocabulary than the policy's."""
+from gato.codec import SpaceCodec, VocabMismatchError
 
 
 class Agent:

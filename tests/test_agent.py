@@ -1,0 +1,224 @@
+"""gato.agent.Agent: acting in Gymnasium envs one step at a time (single env and vector env),
+the same episodes as rollout on the same seeds, cached or not, past a full context; the errors."""
+
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from gato.codec import SpaceCodec, VocabMismatchError
+from gato.envs import play_episode
+from gato.evaluation.rollout import rollout
+from gato.vocab import Vocab
+
+
+def pendulum(**kwargs):
+    return gym.make("Pendulum-v1", max_episode_steps=20, **kwargs)
+
+
+def source_and_env(name, request, model):
+    """(what the agent is built from, a function making its env) for a fixture task or Pendulum."""
+    if name == "pendulum":
+        return pendulum(), pendulum
+    task = request.getfixturevalue(name)
+    task.encode_for(model.vocab)
+    return task, task.make_env
+
+
+def checked(agent, space, seen):
+    """agent.act that checks every action lies in ``space`` and counts the steps."""
+    def act(obs):
+        action = agent.act(obs)
+        assert space.contains(action), action
+        seen.append(action)
+        return action
+    return act
+
+
+@pytest.mark.parametrize("name", ["babyai_task", "cartpole_task", "pendulum"])
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_agent_plays_episodes_with_valid_actions(name, deterministic, request, tiny_policy):
+    """BabyAI (Dict obs: image, direction, mission string), CartPole, Pendulum (continuous
+    actions): every action the agent gives is one of the env's."""
+    model = tiny_policy()
+    source, make_env = source_and_env(name, request, model)
+    agent = model.agent(source, deterministic=deterministic, generator=torch.Generator().manual_seed(0))
+    env = make_env()
+    if name == "babyai_task":
+        assert isinstance(env.reset(seed=0)[0]["mission"], str)
+    for seed in (0, 1):
+        seen = []
+        agent.reset()
+        episode = play_episode(env, checked(agent, env.action_space, seen), seed)
+        assert episode.length == len(seen) >= 1
+    env.close()
+
+
+@pytest.mark.parametrize("name", ["babyai_task", "cartpole_task", "pendulum"])
+def test_act_batch_steps_a_vector_env(name, request, tiny_policy):
+    model = tiny_policy()
+    source, make_env = source_and_env(name, request, model)
+    agent = model.agent(source, deterministic=False, generator=torch.Generator().manual_seed(0))
+    envs = gym.vector.SyncVectorEnv([make_env for _ in range(3)])
+    obs, _ = envs.reset(seed=[0, 1, 2])
+    agent.reset(n_envs=3)
+    for _ in range(8):
+        actions = agent.act_batch(obs)
+        assert envs.action_space.contains(actions), actions
+        obs, *_ = envs.step(actions)
+    envs.close()
+
+
+class ActionRecorder:
+    """A rollout observer that keeps the actions of env 0 while its episode is live."""
+
+    def __init__(self):
+        self.actions = []
+
+    def reset(self, envs):
+        pass
+
+    def before_step(self, obs, actions, live):
+        if live[0]:
+            self.actions.append(np.asarray(actions)[0])
+
+    def after_step(self, rewards, finished):
+        pass
+
+
+@pytest.mark.parametrize("name", ["babyai_task", "cartpole_task", "pendulum"])
+@pytest.mark.parametrize("deterministic", [True, False])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_agent_plays_the_episodes_rollout_plays(name, deterministic, use_cache, request, tiny_policy):
+    """One env, episode i on seed + i, one generator for all (rollout's): the same actions,
+    returns and lengths."""
+    model = tiny_policy(context_len=48)
+    source, make_env = source_and_env(name, request, model)
+    agent = model.agent(source, deterministic=deterministic, use_cache=use_cache,
+                        generator=torch.Generator().manual_seed(7))
+    seed, env = 7, make_env()
+    played, actions = [], []
+    for i in range(2):
+        agent.reset()
+        played.append(play_episode(env, checked(agent, env.action_space, actions), seed + i))
+    env.close()
+    recorder = ActionRecorder()
+    result = rollout(model, agent.codec, make_env, 2, n_envs=1, deterministic=deterministic, seed=seed,
+                     use_cache=use_cache, observer=recorder)
+    assert result.returns == [e.total for e in played]
+    assert result.lengths == [e.length for e in played]
+    np.testing.assert_array_equal(np.stack(recorder.actions), np.stack(actions))
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_a_prompted_agent_plays_the_episodes_rollout_plays(deterministic, babyai_task, tiny_policy):
+    model = tiny_policy()
+    codec = babyai_task.encode_for(model.vocab)
+    prompt = babyai_task.eval_prompt(codec, np.random.default_rng(0), model.context_len)
+    agent = model.agent(babyai_task, deterministic=deterministic, generator=torch.Generator().manual_seed(3))
+    env = babyai_task.make_env()
+    agent.reset(prompt=prompt(1))
+    episode = play_episode(env, agent.act, 3)
+    env.close()
+    prompt = babyai_task.eval_prompt(codec, np.random.default_rng(0), model.context_len)
+    result = rollout(model, codec, babyai_task.make_env, 1, n_envs=1, deterministic=deterministic, seed=3,
+                     prompt=prompt)
+    assert (result.returns, result.lengths) == ([episode.total], [episode.length])
+
+
+def test_uncached_rollout_without_images_or_prompt_matches_the_cache(cartpole_task, tiny_policy):
+    """NEKO's uncached path on an env without images (it used to fail joining empty patch lists)."""
+    model = tiny_policy(context_len=24)
+    codec = cartpole_task.encode_for(model.vocab)
+    runs = [rollout(model, codec, cartpole_task.make_env, 3, n_envs=2, deterministic=False, seed=0, use_cache=c)
+            for c in (True, False)]
+    assert (runs[0].returns, runs[0].lengths) == (runs[1].returns, runs[1].lengths)
+
+
+@pytest.mark.parametrize("name", ["babyai_task", "cartpole_task"])
+def test_the_agent_keeps_acting_after_the_context_fills(name, request, tiny_policy, monkeypatch):
+    """A long episode through a small context: the oldest tokens are dropped and acting goes on."""
+    from gato.policy.transformer import KVCache
+
+    dropped = []
+    original = KVCache.drop_oldest
+    monkeypatch.setattr(KVCache, "drop_oldest", lambda self, n: (dropped.append(n), original(self, n))[1])
+    model = tiny_policy(context_len=24)
+    task = request.getfixturevalue(name)
+    agent = model.agent(task.encode_for(model.vocab), deterministic=False,
+                        generator=torch.Generator().manual_seed(0))
+    env = gym.make(task.env.spec, max_episode_steps=60)
+    seen = []
+    agent.reset()
+    episode = play_episode(env, checked(agent, env.action_space, seen), 0)
+    env.close()
+    assert episode.length == len(seen)
+    assert episode.length * task.codec.tokens_per_step > 2 * model.context_len  # the context filled, twice over
+    assert dropped and min(dropped) > 0
+
+
+def test_agent_accepts_spaces_and_envs(tiny_policy):
+    model = tiny_policy()
+    env = pendulum()
+    for source in (env, (env.observation_space, env.action_space)):
+        agent = model.agent(source)
+        assert agent.codec.vocab == model.vocab and agent.codec.patch_size == model.patch_size
+        obs, _ = env.reset(seed=0)
+        assert env.action_space.contains(agent.act(obs))
+    env.close()
+
+
+def test_a_codec_of_another_vocabulary_is_refused(cartpole_task, tiny_policy):
+    model = tiny_policy()
+    codec = SpaceCodec(cartpole_task.env.observation_space, cartpole_task.env.action_space, Vocab())
+    assert codec.vocab != model.vocab
+    for source in (codec, Namespace(codec=codec)):  # a codec, or a task encoded for the default vocabulary
+        with pytest.raises(VocabMismatchError, match=r"task\.encode_for\(policy\.vocab\)"):
+            model.agent(source)
+
+
+def test_what_an_agent_cannot_act_in_is_named(tiny_policy):
+    with pytest.raises(ValueError, match="not str"):
+        tiny_policy().agent("CartPole-v1")
+
+
+def test_act_is_for_one_env_and_act_batch_for_the_envs_it_was_reset_for(cartpole_task, tiny_policy):
+    model = tiny_policy()
+    agent = model.agent(cartpole_task.encode_for(model.vocab))
+    envs = gym.vector.SyncVectorEnv([cartpole_task.make_env for _ in range(2)])
+    obs, _ = envs.reset(seed=[0, 1])
+    agent.reset(n_envs=2)
+    with pytest.raises(ValueError, match="act_batch"):
+        agent.act(obs[0])
+    agent.reset(n_envs=3)
+    with pytest.raises(ValueError, match="n_envs=2"):
+        agent.act_batch(obs)
+    envs.close()
+
+
+def test_the_readme_loop_runs(cartpole_task, tiny_policy, tmp_path, monkeypatch, session_minari_root):
+    """The README's loop, word for word, on a tiny untrained checkpoint of the CartPole fixture."""
+    checkpoint = tmp_path / "checkpoint"
+    model = tiny_policy()
+    model.save_pretrained(checkpoint, extra={"tasks.json": [cartpole_task.spec()]})
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))  # where the fixture's dataset is
+
+    from gato.policy.gato_policy import GatoPolicy
+    from gato.tasks.registry import build_task
+
+    policy = GatoPolicy.from_pretrained(checkpoint)
+    task = build_task(json.loads((checkpoint / "tasks.json").read_text())[0], policy.vocab)
+    agent, env = policy.agent(task), task.make_env()
+    obs, _ = env.reset(seed=0)
+    agent.reset()
+    done, steps = False, 0
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+        done, steps = terminated or truncated, steps + 1
+    env.close()
+    assert steps >= 1
