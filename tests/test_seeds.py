@@ -53,11 +53,12 @@ def test_a_block_gives_only_its_own_seeds():
     assert isinstance(seeds.SeedBlockError("x"), ValueError)  # the command line prints it in one line
 
 
-def test_evaluation_refuses_more_episodes_than_its_block_holds(cartpole_task):
-    from gato.policy.gato_policy import GatoPolicy
+def test_evaluation_refuses_more_episodes_than_its_block_holds(cartpole_dataset, tiny_policy):
+    from gato.tasks.control_task import ControlTask
 
-    policy = GatoPolicy(embed_dim=16, layers=1, heads=1, context_len=64)  # the task's (default) vocabulary
+    policy = tiny_policy(context_len=64)
+    task = ControlTask("cartpole", None, cartpole_dataset, 64, vocab=policy.vocab)
     with pytest.raises(seeds.SeedBlockError, match="evaluation"):
-        cartpole_task.evaluate(policy, len(seeds.EVALUATION) + 1)
+        task.evaluate(policy, len(seeds.EVALUATION) + 1)
     with pytest.raises(seeds.SeedBlockError, match="evaluation"):
-        cartpole_task.evaluate(policy, 2, seed=seeds.CORRECTIONS.start)
+        task.evaluate(policy, 2, seed=seeds.CORRECTIONS.start)
