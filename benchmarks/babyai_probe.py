@@ -33,12 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     C.set_threads(args.threads)
 
-    import minari
-    import numpy as np
-    import torch
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
-    from gato.evaluation.rollout import observation_stream
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import build_task
 
@@ -47,21 +43,17 @@ def main() -> None:
     if not babyai:
         sys.exit(f"{args.checkpoint} has no BabyAI task (its datasets: {[s['dataset_id'] for s in specs]})")
     policy = GatoPolicy.from_pretrained(args.checkpoint)
-    task = build_task(babyai[0])
-    codec = task.codec_for(policy.vocab)
-    ranges = torch.as_tensor(codec.action_ranges)
-    env = minari.load_dataset(task.dataset_id).recover_environment()
+    task = build_task(babyai[0], policy.vocab)
+    agent = policy.agent(task)  # argmax actions
+    env = task.make_env()
 
     def first_step(seed: int) -> tuple[bool, bool]:
         obs, _ = env.reset(seed=seed)
         bot = BabyAIBot(env.unwrapped)
         expert = int(bot.replan())
         exploring = any(goal.is_exploratory() for goal in bot.stack)
-        batch = {k: (np.asarray([v]) if k != "mission" else [v]) for k, v in obs.items()}
-        with torch.inference_mode():
-            tokens = policy.generate(policy.new_cache(), observation_stream(codec, batch, 1, None, policy.device),
-                                     ranges, codec.obs_tokens + 1, True, None)
-        return exploring, int(np.asarray(codec.decode_actions(tokens.cpu().numpy()))[0]) == expert
+        agent.reset()  # no prompt, no earlier steps: the policy sees this observation alone
+        return exploring, int(agent.act(obs)) == expert
 
     result = {"checkpoint": str(args.checkpoint), "task": task.name, "seeds": args.seeds}
     for kind, start in (("dataset_seeds", 0), ("unseen_seeds", UNSEEN_SEED)):
