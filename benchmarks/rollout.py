@@ -2,10 +2,11 @@
 
 What is measured
     ``ControlTask.evaluate(model, n, use_cache=..., n_envs=..., promptless_eval=False)`` (the
-    real evaluation path) on BabyAI GoToLocal, for each context length and number of
-    environments stepped together, once with the key/value cache (``use_cache=True``: each
-    env step feeds only its new tokens) and once without (``use_cache=False``: every
-    generated token re-runs the whole context from scratch, the way NEKO evaluates).
+    real evaluation path: ``rollout``, whose ``gato.agent.Agent`` acts, as ``policy.agent(...)``
+    does for a user) on BabyAI GoToLocal, for each context length and number of environments
+    stepped together, once with the key/value cache (``use_cache=True``: each env step feeds
+    only its new tokens) and once without (``use_cache=False``: every generated token re-runs
+    the whole context from scratch, the way NEKO evaluates).
 
 How
     * Data: ~200 BabyAI bot episodes, generated into a temporary folder (or read from
@@ -61,10 +62,12 @@ def parse_args(argv=None):
     p.add_argument("--contexts", type=int, nargs="+", default=None, help="context lengths (default 512 1024)")
     p.add_argument("--envs", type=int, nargs="+", default=None, help="envs stepped together (default 1 16)")
     p.add_argument("--cache_rounds", type=int, default=None, help="cached rounds of n_envs episodes (default 3)")
-    p.add_argument("--nocache_rounds", type=int, default=None, help="uncached rounds of n_envs episodes (default 2; quick 1)")
+    p.add_argument("--nocache_rounds", type=int, default=None,
+                   help="uncached rounds of n_envs episodes (default 2; quick 1)")
     p.add_argument("--max_episode_steps", type=int, default=None,
                    help="override the env's step limit (GoToLocal: 64) to make longer episodes fill bigger contexts")
-    p.add_argument("--prompt_len_proportion", type=float, default=0.5, help="share of the context the eval prompt may take")
+    p.add_argument("--prompt_len_proportion", type=float, default=0.5,
+                   help="share of the context the eval prompt may take")
     p.add_argument("--data_dir", default=None, help="MINARI_DATASETS_PATH to use (default: a temporary folder)")
     p.add_argument("--data_episodes", type=int, default=None, help="bot episodes to generate if missing (default 200)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
@@ -134,10 +137,9 @@ def bench_context(ctx: int, args) -> list[dict]:
 
     env = None  # None: the env the dataset was recorded in
     if args.max_episode_steps:
-        import gymnasium as gym
-        import minigrid  # noqa: F401 (registers the BabyAI envs)
+        from gato.envs import make_env
 
-        env = gym.make(C.ENV_ID, max_steps=args.max_episode_steps)
+        env = make_env(C.ENV_ID, max_steps=args.max_episode_steps)
     task = ControlTask(C.LEVEL, env, C.DATASET_ID, ctx, Namespace(patch_size=4),
                        training_prompt_len_proportion=args.prompt_len_proportion)
     torch.manual_seed(args.seed)
@@ -158,8 +160,9 @@ def bench_context(ctx: int, args) -> list[dict]:
                 if r < rounds:
                     res = run_once(task, model, n_envs, use_cache, args.device)
                     runs[use_cache].append(res)
+                    rate = res["steps"] / res["seconds"]
                     C.log(f"context {ctx} envs {n_envs} {'cache   ' if use_cache else 'no-cache'} round {r + 1}: "
-                          f"{res['steps']:.0f} steps in {res['seconds']:.2f}s = {res['steps'] / res['seconds']:.1f} steps/s")
+                          f"{res['steps']:.0f} steps in {res['seconds']:.2f}s = {rate:.1f} steps/s")
         cache, nocache = summarise(runs[True]), summarise(runs[False])
         mean_len = cache["mean_episode_len"]
         fed = prompt_tokens + mean_len * S
@@ -202,8 +205,8 @@ def main(argv=None) -> dict:
     at_1024 = [r for r in rows if r["context_len"] == 1024]
     result = {
         "benchmark": "rollout",
-        "what": "evaluation env steps/s, ControlTask.evaluate(use_cache=True) vs (use_cache=False), "
-                "untrained default GatoPolicy, prompted BabyAI GoToLocal",
+        "what": "evaluation env steps/s, ControlTask.evaluate(use_cache=True) vs (use_cache=False) (the agent's "
+                "cached and uncached paths), untrained default GatoPolicy, prompted BabyAI GoToLocal",
         "machine": machine,
         "settings": {
             "quick": args.quick, "contexts": args.contexts, "envs": args.envs,
