@@ -96,7 +96,7 @@ def cartpole_task(cartpole_dataset):
     from gato.tasks.control_task import ControlTask
 
     return ControlTask("cartpole", gym.make("CartPole-v1"), cartpole_dataset, context_len=64,
-                       args=Namespace(patch_size=4), eval_envs=1)
+                       args=Namespace(patch_size=4), eval_envs=1, vocab=tiny_vocab())
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +104,14 @@ def babyai_task(babyai_dataset):
     from gato.tasks.control_task import ControlTask
 
     return ControlTask("babyai", gym.make("BabyAI-GoToRedBall-v0"), babyai_dataset, context_len=128,
-                       args=Namespace(patch_size=4), eval_envs=1)
+                       args=Namespace(patch_size=4), eval_envs=1, vocab=tiny_vocab())
+
+
+def tiny_vocab():
+    """The vocabulary of the ``tiny_policy`` models, which the session tasks are encoded for."""
+    from gato.vocab import Vocab
+
+    return Vocab(discrete_tokens=TINY["discrete_tokens"], continuous_tokens=TINY["continuous_tokens"])
 
 
 TINY = dict(embed_dim=32, layers=2, heads=2, dropout=0.0, patch_size=4, resid_mid_channels=8,

@@ -9,10 +9,12 @@ import torch
 
 
 def _task(dataset, noise):
+    from conftest import tiny_vocab
+
     from gato.tasks.control_task import ControlTask
 
     return ControlTask("cartpole", gym.make("CartPole-v1"), dataset, context_len=64, args=Namespace(patch_size=4),
-                       pack_windows=True, action_history_noise=noise)
+                       pack_windows=True, action_history_noise=noise, vocab=tiny_vocab())
 
 
 def test_only_action_inputs_change_and_only_within_their_range(cartpole_dataset, tiny_policy):

@@ -81,6 +81,7 @@ def test_notebook_workflow_trains_and_evaluates(babyai_dataset, tmp_path):
                        resid_mid_channels=8, continuous_tokens=64, discrete_tokens=64, context_len=64,
                        use_patch_pos_encoding=True, use_pos_encoding=True, activation_fn="geglu",
                        pretrained_lm=None, flash=False, tokenizer_model_name=None, pad_seq=False)
+    control.encode_for(model.vocab)  # the task was read for the default vocabulary; this model's is smaller
     before = control.evaluate(model, n_iterations=2)  # a bare policy: no trainer, no .module
     assert set(before) >= {"mean_return", "mean_episode_len", "success_rate"}
 
@@ -148,7 +149,9 @@ def test_symbolic_grid_is_fitted_one_hot_and_saved_in_the_spec(babyai_task):
 
 def test_random_returns_replay_the_evaluation_seeds(cartpole_task):
     """The chance baseline is seeded like ``evaluate``: episode i with seed + i, every time."""
-    first = cartpole_task.random_returns(4, seed=7)
-    assert np.array_equal(first, cartpole_task.random_returns(4, seed=7))
-    assert np.array_equal(first[1:], cartpole_task.random_returns(3, seed=8))
+    from gato.evaluation.baselines import random_returns
+
+    first = random_returns(cartpole_task.make_env, 4, seed=7)
+    assert np.array_equal(first, random_returns(cartpole_task.make_env, 4, seed=7))
+    assert np.array_equal(first[1:], random_returns(cartpole_task.make_env, 3, seed=8))
     assert len(set(first)) > 1 and first.max() < 200  # random CartPole falls within ~20 steps

@@ -131,9 +131,10 @@ def test_prompted_batches_keep_the_mask(cartpole_dataset, tiny_policy):
 
     from gato.tasks.control_task import ControlTask
 
-    task = ControlTask("cartpole", gym.make("CartPole-v1"), cartpole_dataset, 60, Namespace(patch_size=4),
-                       prompt_ep_proportion=1.0, share_prompt_episodes=False, prompt_type="uniform")
     model = tiny_policy()
+    task = ControlTask("cartpole", gym.make("CartPole-v1"), cartpole_dataset, 60, Namespace(patch_size=4),
+                       prompt_ep_proportion=1.0, share_prompt_episodes=False, prompt_type="uniform",
+                       vocab=model.vocab)
     layout = StepLayout.of(task.codec_for(model.vocab))
     batch = batch_of(task, model, n=5, seed=3)
     S = layout.tokens_per_step
@@ -616,8 +617,9 @@ def test_packed_rows_equal_each_window_run_alone(babyai_dataset, tiny_policy):
     hidden states and loss terms it gets alone in a row of its own."""
     from gato.tasks.control_task import ControlTask
 
-    task = ControlTask("packed", None, babyai_dataset, 256, Namespace(patch_size=4), pack_windows=True)
     model = tiny_policy(context_len=256)
+    task = ControlTask("packed", None, babyai_dataset, 256, Namespace(patch_size=4), pack_windows=True,
+                       vocab=model.vocab)
     batch = task.sample_batch(3, model.vocab, rng=np.random.default_rng(3))
     assert batch.segment_ids is not None and (batch.segment_ids.max(1) >= 2).any()  # rows hold >1 window
     stream = batch.to_torch()

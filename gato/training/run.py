@@ -95,7 +95,7 @@ def build_trainer(args: TrainingArgs, tasks=None):
                          "CUDA_VISIBLE_DEVICES (or `accelerate launch`) and leave --device empty")
     # The policy first: its initialisation then follows the seed alone, whatever making the tasks draws.
     model = build_policy(args, accelerator.device)
-    tasks = tasks if tasks is not None else build_tasks(args)
+    tasks = tasks if tasks is not None else build_tasks(args, model.vocab)
     optimizer = make_optimizer(model, args)
     exp_name = args.exp_name or "-".join(t.name for t in tasks)[:60] + time.strftime("-%Y%m%d-%H%M%S")
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=None, accelerator=accelerator, tasks=tasks,
