@@ -25,6 +25,7 @@ import torch
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from gato.codec import SpaceCodec, VocabMismatchError
+from gato.policy.gato_policy import single_token_stream
 
 
 class Agent:
@@ -93,8 +94,6 @@ class Agent:
         if self.use_cache:
             return self.policy.generate(self._cache, chunk, self._ranges, first_pos, self.deterministic,
                                         self.generator)
-        from gato.policy.gato_policy import single_token_stream
-
         self._history.append(chunk)
         out = []
         for j in range(len(self._ranges)):
