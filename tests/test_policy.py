@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from gato.data.batch import StepLayout
-from gato.evaluation.rollout import observation_stream
 from gato.policy.config import PolicyConfig
 from gato.policy.gato_policy import GatoPolicy, single_token_stream
 
@@ -246,26 +245,25 @@ def test_extend_drops_the_oldest_tokens_when_the_context_is_full(cartpole_task, 
 
 @pytest.mark.parametrize("task_name, env_id", [("cartpole_task", "CartPole-v1"),
                                                 ("babyai_task", "BabyAI-GoToRedBall-v0")])
-def test_rollout_loop_with_a_small_context_keeps_running(task_name, env_id, request, tiny_policy):
-    """A real env loop (rollout's own chunks), far past the context: observation chunks go
+def test_rollout_loop_with_a_small_context_keeps_running(task_name, env_id, request, tiny_policy, monkeypatch):
+    """A real env loop (the agent's own chunks), far past the context: observation chunks go
     in, generated actions come out and step the envs."""
     task = request.getfixturevalue(task_name)
     model = tiny_policy(context_len=24)
-    codec = task.codec_for(model.vocab)
-    ranges = torch.as_tensor(codec.action_ranges)
+    caches = []  # the agent's cache, to watch it
+    new_cache = model.new_cache
+    monkeypatch.setattr(model, "new_cache", lambda: caches.append(new_cache()) or caches[-1])
+    agent = model.agent(task, deterministic=False, generator=torch.Generator().manual_seed(0))
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(2)])
     obs, _ = envs.reset(seed=[0, 1])
-    cache, pending = model.new_cache(), None
-    gen = torch.Generator().manual_seed(0)
+    agent.reset(n_envs=2)
     for _ in range(12):  # 12 steps of >= 6 tokens through a 24-token context
-        chunk = observation_stream(codec, obs, 2, pending, "cpu")
-        act = model.generate(cache, chunk, ranges, codec.obs_tokens + 1, deterministic=False, generator=gen)
-        assert ((act >= ranges[:, 0]) & (act < ranges[:, 1])).all()
-        assert cache.length <= 24
-        obs, *_ = envs.step(codec.decode_actions(act.numpy()))
-        pending = act[:, -1]
+        actions = agent.act_batch(obs)
+        assert envs.action_space.contains(actions)
+        assert caches[-1].length <= 24
+        obs, *_ = envs.step(actions)
     envs.close()
-    assert cache.next_position >= 12 * codec.tokens_per_step - 1
+    assert caches[-1].next_position >= 12 * agent.codec.tokens_per_step - 1
 
 
 @pytest.mark.parametrize("task_name", ["cartpole_task", "babyai_task"])

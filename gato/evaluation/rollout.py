@@ -12,7 +12,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from gato.agent import Agent, observation_stream  # noqa: F401 (tests/test_policy.py imports observation_stream here)
+from gato import seeds
+from gato.agent import Agent
 from gato.codec import SpaceCodec
 
 
@@ -26,7 +27,7 @@ class RolloutResult:
 
 @torch.inference_mode()
 def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int = 8,
-            deterministic: bool = True, prompt=None, seed: int = 1_000_000, use_cache: bool = True,
+            deterministic: bool = True, prompt=None, seed: int = seeds.EVALUATION.start, use_cache: bool = True,
             progress: bool = False, frames: list | None = None, observer=None) -> RolloutResult:
     """Run ``n_episodes`` episodes of ``make_env()`` envs with ``policy``.
 
