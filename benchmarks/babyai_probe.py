@@ -15,7 +15,6 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -36,9 +35,9 @@ def main() -> None:
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
     from gato.policy.gato_policy import GatoPolicy
-    from gato.tasks.registry import build_task
+    from gato.tasks.registry import build_task, task_specs
 
-    specs = json.loads((Path(args.checkpoint) / "tasks.json").read_text())
+    specs = task_specs(args.checkpoint)
     babyai = [s for s in specs if s["dataset_id"].startswith("babyai/")]
     if not babyai:
         sys.exit(f"{args.checkpoint} has no BabyAI task (its datasets: {[s['dataset_id'] for s in specs]})")

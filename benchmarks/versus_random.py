@@ -11,7 +11,6 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,16 +31,12 @@ def main() -> None:
 
     from gato.evaluation.baselines import random_returns
     from gato.policy.gato_policy import GatoPolicy
-    from gato.tasks.registry import build_task
-    from gato.training.trainer import TASKS_FILE
+    from gato.tasks.registry import load_tasks
 
     checkpoint = Path(args.checkpoint)
-    specs = {s["env_name"]: s for s in json.loads((checkpoint / TASKS_FILE).read_text())}
-    if args.task not in specs:
-        sys.exit(f"--task {args.task}: not in {checkpoint}; its tasks: {' '.join(specs)}")
     with C.stdout_to_stderr():
         policy = GatoPolicy.from_pretrained(checkpoint)
-        task = build_task(specs[args.task], vocab=policy.vocab)
+        task = load_tasks(checkpoint, policy.vocab, names=[args.task])[0]
         C.log(f"random policy, {args.episodes} episodes")
         chance = random_returns(task.make_env, args.episodes)
         result = {"checkpoint": str(checkpoint), "task": args.task, "episodes": args.episodes,

@@ -146,26 +146,12 @@ def cmd_eval(ns) -> int:
     from gato.evaluation.scores import plot_scores
     from gato.evaluation.video import record_video
     from gato.policy.gato_policy import GatoPolicy
-    from gato.tasks.registry import build_task
-    from gato.training.trainer import TASKS_FILE
+    from gato.tasks.registry import load_tasks
 
     checkpoint = Path(ns.checkpoint)
     policy = GatoPolicy.from_pretrained(checkpoint, device=ns.device)
-    tasks_file = checkpoint / TASKS_FILE
-    if not tasks_file.is_file():
-        print(f"{tasks_file} is missing: this checkpoint does not say which tasks it was trained on", file=sys.stderr)
-        return 2
-    specs = json.loads(tasks_file.read_text())
-    names = [spec.get("env_name", "?") for spec in specs]
-    unknown = sorted(set(ns.tasks or []) - set(names))
-    if unknown:
-        print(f"--tasks {' '.join(unknown)}: not in this checkpoint; its tasks: {' '.join(names)}", file=sys.stderr)
-        return 2
     results, videos = {}, {}
-    for spec, name in zip(specs, names):
-        if ns.tasks and name not in ns.tasks:
-            continue
-        task = build_task(spec, vocab=policy.vocab)
+    for task in load_tasks(checkpoint, policy.vocab, names=ns.tasks):
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
                                            promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
         if ns.video:

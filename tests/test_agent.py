@@ -3,9 +3,7 @@ the same episodes as rollout on the same seeds, cached or not, past a full conte
 
 from __future__ import annotations
 
-import json
 from argparse import Namespace
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -209,11 +207,10 @@ def test_the_readme_loop_runs(cartpole_task, tiny_policy, tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
 
     from gato.policy.gato_policy import GatoPolicy
-    from gato.tasks.registry import build_task
+    from gato.tasks.registry import load_tasks
 
-    checkpoint = Path("checkpoint")
-    policy = GatoPolicy.from_pretrained(checkpoint)
-    task = build_task(json.loads((checkpoint / "tasks.json").read_text())[0], policy.vocab)
+    policy = GatoPolicy.from_pretrained("checkpoint")
+    task = load_tasks("checkpoint", policy.vocab)[0]  # the first task it was trained on; its dataset must be local
     agent, env = policy.agent(task), task.make_env()
     obs, _ = env.reset(seed=0)
     agent.reset()

@@ -131,4 +131,4 @@ def test_multitask_train_then_score_table_json_chart_and_videos(recipe_datasets,
     assert set(json.loads(one.read_text())["results"]) == {"pendulum/scripted"}
     assert main(["eval", str(checkpoint), "--tasks", "pong"]) == 2
     err = capsys.readouterr().err
-    assert "--tasks pong: not in this checkpoint; its tasks: cartpole/scripted pendulum/scripted" in err
+    assert "no task named pong in this checkpoint; its tasks: cartpole/scripted pendulum/scripted" in err

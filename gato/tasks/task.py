@@ -9,6 +9,9 @@ import numpy as np
 from gato.data.batch import Batch
 from gato.vocab import Vocab
 
+TASKS_FILE = "tasks.json"
+"""Where a checkpoint keeps the specs of the tasks it was trained on (see gato.tasks.registry.load_tasks)."""
+
 
 @runtime_checkable
 class Task(Protocol):

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from gato.data.batch import Batch
+from gato.tasks.task import TASKS_FILE
 from gato.training.arguments import TrainingArgs
 
-TASKS_FILE = "tasks.json"
 ARGS_FILE = "training_args.json"
 HISTORY_FILE = "history.json"
 
