@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +194,64 @@ def test_noisy_bot_records_the_moves_it_took_and_still_succeeds():
         for t, action in enumerate(ep.actions):
             obs, *_ = env.step(int(action))
             assert np.array_equal(obs["image"], ep.observations["image"][t + 1])
+
+
+def _first_episode_then(action):
+    """A stand-in for minari's HDF5Storage.update_episodes: writes the first episode, then ``action()``."""
+    from minari.dataset._storages.hdf5_storage import HDF5Storage
+
+    update = HDF5Storage.update_episodes
+
+    def first_then(self, episodes):
+        update(self, list(episodes)[:1])
+        action()
+
+    return first_then
+
+
+def test_write_failing_midway_leaves_the_previous_dataset_or_none(minari_root, monkeypatch):
+    from minari.dataset._storages.hdf5_storage import HDF5Storage
+
+    kwargs = dict(env_id=None, observation_space=_TINY_OBS_SPACE, action_space=gym.spaces.Discrete(7))
+    write_dataset("tests/tiny-v0", [_tiny_episode()], **kwargs)
+
+    def disk_full():
+        raise OSError("disk full")
+
+    monkeypatch.setattr(HDF5Storage, "update_episodes", _first_episode_then(disk_full))
+    for dataset_id, overwrite in (("tests/tiny-v0", True), ("tests/new-v0", False)):
+        with pytest.raises(OSError, match="disk full"):
+            write_dataset(dataset_id, [_tiny_episode()] * 3, overwrite=overwrite, **kwargs)
+    assert not local_dataset_exists("tests/new-v0")
+    assert minari.load_dataset("tests/tiny-v0").total_episodes == 1  # the previous one, untouched
+    assert [p.name for p in minari_root.iterdir()] == ["tests"]  # no staging folder left behind
+
+
+def test_write_killed_midway_leaves_the_previous_dataset_or_none(minari_root):
+    """SIGKILL while the hdf5 file is half written: under the id there is the previous dataset or none."""
+    code = (
+        "import os, signal, sys\n"
+        "import gymnasium as gym, numpy as np\n"
+        "from minari.dataset._storages.hdf5_storage import HDF5Storage\n"
+        "from gato.data.writer import write_dataset\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_data_babyai import _first_episode_then\n"
+        "if sys.argv[2] == 'kill':\n"
+        "    HDF5Storage.update_episodes = _first_episode_then(lambda: os.kill(os.getpid(), signal.SIGKILL))\n"
+        "episode = {'observations': [np.zeros(2, np.float32)] * 2, 'actions': [0], 'rewards': [1.0],\n"
+        "           'terminations': [True], 'truncations': [False]}\n"
+        "space = gym.spaces.Box(-1, 1, (2,), np.float32)\n"
+        "write_dataset(sys.argv[1], [episode] * int(sys.argv[3]), env_id=None, overwrite=True,\n"
+        "              observation_space=space, action_space=gym.spaces.Discrete(2))\n"
+    )
+
+    def write(dataset_id: str, how: str, episodes: int) -> int:
+        return subprocess.run([sys.executable, "-c", code, dataset_id, how, str(episodes)],
+                              cwd=Path(__file__).resolve().parents[1], env={**os.environ}).returncode
+
+    assert write("tests/box-v0", "write", 1) == 0
+    assert write("tests/box-v0", "kill", 3) == -signal.SIGKILL
+    assert write("tests/fresh-v0", "kill", 3) == -signal.SIGKILL
+    assert not local_dataset_exists("tests/fresh-v0")
+    assert minari.load_dataset("tests/box-v0").total_episodes == 1
+    assert list(minari.list_local_datasets()) == ["tests/box-v0"]  # the killed writes' leftovers are hidden

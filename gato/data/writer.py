@@ -9,6 +9,9 @@ Where things are stored:
 
 * Datasets go under ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``);
   minari resolves that itself, nothing here hardcodes a path.
+* A dataset is written whole under a hidden folder of that root (``.writing-*``,
+  which minari's listings skip), then renamed into place: a killed write never
+  leaves a half-written dataset under its id.
 * ``ref_min_score`` / ``ref_max_score`` (read by ``minari.get_normalized_score``)
   are passed to ``create_dataset_from_buffers`` when an ``env_id`` is given.
   Minari silently drops them when the dataset has no env spec, so without an
@@ -23,16 +26,23 @@ Where things are stored:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import minari
+import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
+from minari.dataset.minari_dataset import parse_dataset_id
+from minari.namespace import create_namespace, list_local_namespaces
 from minari.storage.datasets_root_dir import get_dataset_path
 
 __all__ = ["write_dataset", "validate_dataset_id", "local_dataset_exists"]
@@ -205,134 +215,138 @@ def _check_extra_metadata(extra: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def write_dataset(
-    dataset_id: str,
-    episodes: Iterable[Mapping[str, Any]],
-    *,
-    env_id: "str | gym.envs.registration.EnvSpec | None",
-    observation_space: gym.Space,
-    action_space: gym.Space,
-    ref_min_score: float | None = None,
-    ref_max_score: float | None = None,
-    description: str | None = None,
-    algorithm_name: str | None = None,
-    author: str | None = None,
-    author_email: str | None = None,
-    code_permalink: str | None = None,
-    requirements: list[str] | None = None,
-    num_episodes_average_score: int | None = None,
-    extra_metadata: Mapping[str, Any] | None = None,
-    jpeg_encoding: bool = False,
-    overwrite: bool = False,
-    validate: bool = True,
+    dataset_id: str, episodes: Iterable[Mapping[str, Any]], *,
+    env_id: str | gym.envs.registration.EnvSpec | None, observation_space: gym.Space, action_space: gym.Space,
+    ref_min_score: float | None = None, ref_max_score: float | None = None, description: str | None = None,
+    algorithm_name: str | None = None, author: str | None = None, author_email: str | None = None,
+    code_permalink: str | None = None, requirements: list[str] | None = None,
+    num_episodes_average_score: int | None = None, extra_metadata: Mapping[str, Any] | None = None,
+    jpeg_encoding: bool = False, overwrite: bool = False, validate: bool = True,
 ) -> minari.MinariDataset:
-    """Write whole episodes as a local Minari dataset (hdf5 backend) and return it.
+    """Write whole episodes as a local Minari dataset (hdf5 backend) in one atomic step; return it.
+
+    The dataset is written in full under a hidden folder of the datasets root, then renamed into
+    place: a kill at any instant leaves either no dataset under ``dataset_id`` or a complete one
+    (with ``overwrite``, the previous one until the new one replaces it).
 
     Args:
-        dataset_id: Minari id ``(namespace/)name-vN``. Written under
-            ``$MINARI_DATASETS_PATH`` (minari's default root if unset).
-        episodes: iterable of dicts with keys ``observations`` (T+1 per-step
-            observations, or already stacked: a dict of arrays / an array),
-            ``actions`` (T), ``rewards`` (T), ``terminations`` (T),
-            ``truncations`` (T), and optionally ``seed`` (int, stored as the
-            episode's seed attribute) and ``options`` (dict).
-        env_id: registered gymnasium id used to collect the data, or the ``EnvSpec`` of
-            the env itself when it was made with kwargs or wrappers (stored as the
-            env spec so ``dataset.recover_environment()`` works), or None.
-        observation_space: space the stored observations live in. Required
-            because an env's own space may not be storable (e.g. minigrid's
-            MissionSpace must be replaced by ``gymnasium.spaces.Text``).
-        action_space: space of the stored actions.
-        ref_min_score: reference (random-policy) return for
-            ``minari.get_normalized_score``. Give it together with
-            ``ref_max_score``: if only ``ref_max_score`` is given and ``env_id``
-            is set, minari itself estimates ``ref_min_score`` by rolling out a
-            random policy for ``num_episodes_average_score`` episodes.
-        ref_max_score: reference (expert) return.
-        description, algorithm_name, author, author_email, code_permalink,
-        requirements: passed to minari's metadata unchanged (``requirements`` are
-            pip-style pins checked by ``recover_environment``).
-        num_episodes_average_score: how many episodes the reference scores were
-            averaged over (stored by minari next to them; default 100).
-        extra_metadata: further JSON-serialisable top-level keys for
-            ``metadata.json`` (e.g. return stds); stored via
-            ``dataset.storage.update_metadata`` because ``create_dataset_from_buffers``
-            has no parameter for them. May not reuse minari's own keys.
-        jpeg_encoding: False (default) stores image observations losslessly as
-            raw uint8 arrays; True lets minari JPEG-encode them (lossy).
-        overwrite: if a dataset with this id exists, delete it first
-            (``minari.delete_dataset``) instead of raising.
-        validate: check every observation/action against its space before
-            writing (catches e.g. mission strings with characters outside a
-            Text charset, which minari would store but which would violate the
-            declared space).
-
-    Returns:
-        The freshly written ``minari.MinariDataset``.
+        dataset_id: Minari id ``(namespace/)name-vN``, written under ``$MINARI_DATASETS_PATH``
+            (minari's default root if unset).
+        episodes: dicts with ``observations`` (T+1 per-step observations, or already stacked: a
+            dict of arrays / an array), ``actions``, ``rewards``, ``terminations``, ``truncations``
+            (T each), optionally ``seed`` (stored as the episode's seed) and ``options``.
+        env_id: registered gymnasium id used to collect the data, or the env's own ``EnvSpec`` when
+            it was made with kwargs or wrappers (so ``dataset.recover_environment()`` works), or None.
+        observation_space, action_space: spaces of the stored data (an env's own space may not be
+            storable: minigrid's MissionSpace is stored as ``gymnasium.spaces.Text``).
+        ref_min_score, ref_max_score: reference (random-policy, expert) returns for
+            ``minari.get_normalized_score``; give both (with only ``ref_max_score`` and an
+            ``env_id``, minari rolls out a random policy itself).
+        description, algorithm_name, author, author_email, code_permalink, requirements: minari's
+            metadata, unchanged (``requirements``: pip pins checked by ``recover_environment``).
+        num_episodes_average_score: episodes the reference scores average over (default 100).
+        extra_metadata: further JSON-serialisable top-level keys of ``metadata.json`` (not
+            minari's own keys), stored with ``dataset.storage.update_metadata``.
+        jpeg_encoding: False stores images losslessly; True lets minari JPEG-encode them.
+        overwrite: replace a dataset with this id instead of raising.
+        validate: check every observation and action against its space before writing (e.g. a
+            mission with characters outside a Text charset, which minari would store anyway).
 
     Raises:
         FileExistsError: the id exists locally and ``overwrite`` is False.
-        ValueError: malformed id, malformed episodes, no episodes, or bad
-            ``extra_metadata``. Nothing is left on disk when writing fails.
+        ValueError: malformed id, malformed episodes, no episodes, or bad ``extra_metadata``.
+            Nothing is left on disk when writing fails.
     """
     validate_dataset_id(dataset_id)
     extra = _check_extra_metadata(extra_metadata)
     if isinstance(env_id, str):
         gym.spec(env_id)  # fail fast (gymnasium's NameNotFound) before touching the disk
-    if local_dataset_exists(dataset_id):
-        if not overwrite:
-            raise FileExistsError(
-                f"Minari dataset {dataset_id!r} already exists at {get_dataset_path(dataset_id)}; "
-                "pass overwrite=True to replace it, choose another id, or bump its -vN version."
-            )
-        minari.delete_dataset(dataset_id)
+    if local_dataset_exists(dataset_id) and not overwrite:
+        raise _taken(dataset_id)
+    buffers = _to_buffers(dataset_id, episodes, observation_space, action_space, validate)
+    metadata = dict(algorithm_name=algorithm_name, author=author, author_email=author_email,
+                    code_permalink=code_permalink, description=description, requirements=requirements,
+                    observation_space=observation_space, action_space=action_space, jpeg_encoding=jpeg_encoding)
+    staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=get_dataset_path()))
+    try:
+        with _datasets_root(staging):
+            _create(dataset_id, buffers, env_id, metadata, (ref_min_score, ref_max_score),
+                    num_episodes_average_score, extra)
+        _move_into_place(staging, dataset_id, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return minari.load_dataset(dataset_id)
 
-    # Convert eagerly so that malformed input is reported before anything is written.
-    buffers = [
-        _to_buffer(i, ep, observation_space, action_space, validate)
-        for i, ep in enumerate(episodes)
-    ]
+
+def _taken(dataset_id: str) -> FileExistsError:
+    """The error for a taken dataset id."""
+    return FileExistsError(
+        f"Minari dataset {dataset_id!r} already exists at {get_dataset_path(dataset_id)}; "
+        "pass overwrite=True to replace it, choose another id, or bump its -vN version."
+    )
+
+
+def _to_buffers(dataset_id: str, episodes, observation_space, action_space, validate: bool) -> list[EpisodeBuffer]:
+    """Convert every episode first, so that malformed input is reported before anything is written."""
+    buffers = [_to_buffer(i, ep, observation_space, action_space, validate) for i, ep in enumerate(episodes)]
     if not buffers:
         raise ValueError(f"No episodes to write for dataset {dataset_id!r}.")
+    return buffers
 
+
+@contextlib.contextmanager
+def _datasets_root(root: Path):
+    """Point minari at ``root`` meanwhile: it reads ``MINARI_DATASETS_PATH`` on every call (and has no
+    other way to be told where to write). Not thread-safe, as that variable is the process's."""
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = before
+
+
+def _create(dataset_id: str, buffers: list[EpisodeBuffer], env_id, metadata: dict[str, Any],
+            ref_scores: tuple[float | None, float | None], num_episodes_average_score: int | None,
+            extra: dict[str, Any]) -> None:
+    """``minari.create_dataset_from_buffers``, then the metadata it takes no argument for."""
+    ref_min_score, ref_max_score = ref_scores
     # Minari only records ref scores when the dataset has an env spec; otherwise we add them.
     refs_via_minari = env_id is not None and ref_max_score is not None
-    kwargs: dict[str, Any] = {}
     if refs_via_minari:
-        kwargs.update(ref_min_score=ref_min_score, ref_max_score=ref_max_score)
+        metadata.update(ref_min_score=ref_min_score, ref_max_score=ref_max_score)
         if num_episodes_average_score is not None:
-            kwargs["num_episodes_average_score"] = int(num_episodes_average_score)
+            metadata["num_episodes_average_score"] = int(num_episodes_average_score)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NOISY_WARNINGS, category=UserWarning)
+        dataset = minari.create_dataset_from_buffers(dataset_id, buffers, env=env_id, **metadata)
+    late: dict[str, Any] = dict(extra)
+    if not refs_via_minari:
+        for key, value in (("ref_min_score", ref_min_score), ("ref_max_score", ref_max_score)):
+            if value is not None:
+                late[key] = float(value)
+        if ref_min_score is not None or ref_max_score is not None:
+            late["num_episodes_average_score"] = int(num_episodes_average_score or 100)
+    if late:
+        dataset.storage.update_metadata(late)
 
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_NOISY_WARNINGS, category=UserWarning)
-            dataset = minari.create_dataset_from_buffers(
-                dataset_id,
-                buffers,
-                env=env_id,
-                algorithm_name=algorithm_name,
-                author=author,
-                author_email=author_email,
-                code_permalink=code_permalink,
-                action_space=action_space,
-                observation_space=observation_space,
-                description=description,
-                requirements=requirements,
-                jpeg_encoding=jpeg_encoding,
-                **kwargs,
-            )
-        late: dict[str, Any] = dict(extra)
-        if not refs_via_minari:
-            for key, value in (("ref_min_score", ref_min_score), ("ref_max_score", ref_max_score)):
-                if value is not None:
-                    late[key] = float(value)
-            if ref_min_score is not None or ref_max_score is not None:
-                late["num_episodes_average_score"] = int(num_episodes_average_score or 100)
-        if late:
-            dataset.storage.update_metadata(late)
-    except BaseException:
-        # Do not leave a half-written dataset that would block the next attempt.
-        if local_dataset_exists(dataset_id):
-            minari.delete_dataset(dataset_id)
-        raise
-    return dataset
 
+def _move_into_place(staging: Path, dataset_id: str, overwrite: bool) -> None:
+    """Rename the dataset written under ``staging`` to its place in the datasets root.
+
+    Each rename is atomic (same file system). With ``overwrite`` the previous dataset is first
+    renamed into ``staging`` (deleted with it): a kill between the two renames leaves no dataset
+    under the id, the previous one still whole in the hidden staging folder.
+    """
+    namespace = parse_dataset_id(dataset_id)[0]
+    if namespace is not None and namespace not in list_local_namespaces():
+        create_namespace(namespace)  # as minari does, so that the root lists the namespace
+    target = get_dataset_path(dataset_id)
+    if target.exists():
+        if not overwrite:
+            raise _taken(dataset_id)  # written by someone else meanwhile
+        os.replace(target, staging / ".replaced")  # "." cannot start a namespace: no clash
+    os.replace(staging / dataset_id, target)
