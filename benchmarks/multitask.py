@@ -99,8 +99,8 @@ def _task_name(dataset_id: str) -> str:
 
 def make_data(datasets: list[str], babyai_episodes: int, quick: bool) -> dict:
     """Generate the datasets that are missing; returns what each recipe measured."""
+    from gato.data.generation import ensure_dataset
     from gato.data.recipes import recipe_for_dataset
-    from gato.training.run import ensure_dataset
 
     made = {}
     with C.stdout_to_stderr():

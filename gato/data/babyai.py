@@ -6,6 +6,7 @@ bounded by a wall-clock alarm inside its worker, because the bot can loop
 forever inside ``replan()`` on some levels (GoToImpUnlock, UnlockToUnlock) and a
 pure-Python hang cannot be interrupted from another thread. Episodes that hang,
 raise (e.g. KeyInBox, PutNext*Carrying) or do not succeed are skipped and counted.
+The level is a source of the one generation driver, :func:`gato.data.generation.generate`.
 
 Stored layout (hdf5, lossless images)::
 
@@ -28,27 +29,22 @@ its ``seed`` attribute.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import difflib
-import itertools
-import math
-import multiprocessing
-import os
 import re
 import signal
 import string
-import sys
-import time
-import warnings
 from collections import OrderedDict
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from gato.data.generation import RANDOM, Collected, GenerationReport, acting_after_reset, generate
+from gato.envs import Episode, make_env, play_episode
+
 __all__ = [
-    "GenerationReport",
+    "BOT_NAME",
     "MISSION_CHARSET",
     "MISSION_MAX_LENGTH",
     "babyai_levels",
@@ -64,47 +60,7 @@ MISSION_MAX_LENGTH: int = 1024
 
 BOT_NAME = "minigrid.utils.baby_ai_bot.BabyAIBot"
 
-# Reference (random-policy) episodes use seeds far from the data seeds so the two
-# sets stay disjoint for any realistic dataset size, and do not depend on it.
-_REFERENCE_SEED_OFFSET = 1_000_000_000
-
 _LEVEL_ID_RE = re.compile(r"^BabyAI-(?P<name>.+)-v(?P<version>\d+)$")
-
-
-@dataclasses.dataclass
-class GenerationReport:
-    """Outcome of :func:`generate_babyai`.
-
-    Attributes:
-        dataset_id: Minari id the data was written to (nothing is written when
-            ``episodes_written == 0``).
-        episodes_written: successful bot episodes stored.
-        episodes_skipped: attempted episodes that were dropped.
-        skip_reasons: counts per reason: ``"timeout"`` (exceeded
-            ``episode_timeout_s``), ``"failed"`` (ended with return <= 0),
-            ``"error:<ExceptionType>"`` (the bot or env raised), and
-            ``"worker_unresponsive"`` (a worker stopped answering; generation
-            stopped early).
-        expert_mean_return / expert_std_return: mean / population std of the
-            returns of the written episodes (NaN if none).
-        random_mean_return / random_std_return: same for a uniform-random policy
-            over ``reference_episodes`` episodes (NaN if not computed).
-        seconds: wall-clock time of the whole call.
-        env_id: gymnasium id the data came from.
-        attempts: episodes attempted (written + skipped).
-    """
-
-    dataset_id: str
-    episodes_written: int
-    episodes_skipped: int
-    skip_reasons: collections.Counter
-    expert_mean_return: float
-    expert_std_return: float
-    random_mean_return: float
-    random_std_return: float
-    seconds: float
-    env_id: str = ""
-    attempts: int = 0
 
 
 def _ensure_registered() -> None:
@@ -163,40 +119,11 @@ def babyai_observation_space(env_space: gym.spaces.Dict) -> gym.spaces.Dict:
     return gym.spaces.Dict(spaces)
 
 
-# --------------------------------------------------------------------------- workers
-# Everything below the line runs inside spawned worker processes. It only
-# imports gymnasium/minigrid/numpy (not minari/h5py) to keep worker start-up cheap.
+# --------------------------------------------------------------------------- source
 
 
-class _EpisodeTimeout(BaseException):
-    """Raised by SIGALRM in a worker. BaseException so `except Exception` in bot code cannot swallow it."""
-
-
-_WORKER_ENVS: dict[str, gym.Env] = {}
-
-
-def _on_alarm(signum, frame):
-    raise _EpisodeTimeout()
-
-
-def _worker_init() -> None:
-    """Per-worker setup: silence level-generation prints, install the alarm handler."""
-    # minigrid's level generator prints "Sampling rejected: ..." on stdout.
-    sys.stdout = open(os.devnull, "w")
-    signal.signal(signal.SIGALRM, _on_alarm)
-    warnings.filterwarnings("ignore")
-    _ensure_registered()
-
-
-def _worker_env(env_id: str) -> gym.Env:
-    env = _WORKER_ENVS.get(env_id)
-    if env is None:
-        env = _WORKER_ENVS[env_id] = gym.make(env_id)
-    return env
-
-
-def _play_bot(env: gym.Env, seed: int, noise: float = 0.0) -> dict[str, Any]:
-    """One bot episode; returns the episode dict in the writer's per-step format.
+def _bot(env: gym.Env, seed: int, noise: float):
+    """The BabyAI bot as ``play_episode``'s ``act``, for the level ``env`` was just reset to.
 
     With ``noise`` > 0, each step takes a random turn or forward move with that probability
     (recorded as taken) and the bot, told what was taken, plans its way back: the data then
@@ -204,103 +131,94 @@ def _play_bot(env: gym.Env, seed: int, noise: float = 0.0) -> dict[str, Any]:
     """
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
-    obs, _ = env.reset(seed=seed)
-    bot = BabyAIBot(env.unwrapped)
-    rng = np.random.default_rng(seed)
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    done, taken = False, None
-    while not done:
+    bot, rng, taken = BabyAIBot(env.unwrapped), np.random.default_rng(seed), None
+
+    def act(obs) -> int:
+        nonlocal taken
         action = int(bot.replan(taken))
         if noise and rng.random() < noise:
             action = int(rng.integers(3))  # left, right or forward
         taken = action
-        obs, reward, terminated, truncated, _ = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
-        terms.append(bool(terminated))
-        truncs.append(bool(truncated))
-        done = terminated or truncated
-    return {
-        "seed": seed,
-        "observations": observations,
-        "actions": actions,
-        "rewards": rewards,
-        "terminations": terms,
-        "truncations": truncs,
-    }
+        return action
+
+    return act
 
 
-def _play_random(env: gym.Env, seed: int) -> float:
-    """Return of one uniform-random-policy episode (actions seeded by the episode seed)."""
-    rng = np.random.default_rng(seed)
-    n_actions = int(env.action_space.n)
-    env.reset(seed=seed)
-    total, done = 0.0, False
-    while not done:
-        _, reward, terminated, truncated, _ = env.step(int(rng.integers(n_actions)))
-        total += float(reward)
-        done = terminated or truncated
-    return total
+@dataclasses.dataclass(frozen=True)
+class _BotSource:
+    """BabyAI bot demonstrations of one level (a :class:`gato.data.generation.Source`)."""
 
+    env_id: str
+    level: str  # the short name, e.g. "GoToLocal"
+    episode_timeout_s: float
+    noise: float
+    expert = "The BabyAI bot"
+    skips_failures = True  # the bot hangs in replan() or raises on some levels, or fails
+    clean_expert_reference = False  # the expert reference is the written (noisy) episodes
 
-def _run_task(task: tuple[str, str, int, float, float]) -> tuple[int, str, Any]:
-    """Run one episode under a wall-clock alarm: ``(seed, "ok"|skip_reason, payload)``."""
-    kind, env_id, seed, timeout_s, noise = task
-    try:
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
-        try:
-            env = _worker_env(env_id)
-            payload = _play_bot(env, seed, noise) if kind == "bot" else _play_random(env, seed)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _EpisodeTimeout:
-        return seed, "timeout", None
-    except Exception as err:  # the bot raises AssertionError, DisappearedBoxError, ...
-        return seed, f"error:{type(err).__name__}", None
-    if kind == "bot" and sum(payload["rewards"]) <= 0:
-        return seed, "failed", None
-    return seed, "ok", payload
+    @property
+    def label(self) -> str:
+        """Progress bar name."""
+        return f"{self.env_id} bot"
 
+    def prepare(self) -> tuple[str, gym.Space, gym.Space]:
+        """The env id, the storable observation space and the action space."""
+        probe = make_env(self.env_id)
+        spaces = babyai_observation_space(probe.observation_space), probe.action_space
+        probe.close()
+        return self.env_id, *spaces
 
-# --------------------------------------------------------------------------- driver
+    def player(self):
+        """Plays bot demonstrations and uniform-random references (actions from the episode seed)."""
+        env = make_env(self.env_id)
 
+        def play(kind: str, seed: int) -> Episode:
+            if kind == RANDOM:
+                rng, n_actions = np.random.default_rng(seed), int(env.action_space.n)
+                return play_episode(env, lambda _: int(rng.integers(n_actions)), seed)
+            return play_episode(env, acting_after_reset(lambda: _bot(env, seed, self.noise)), seed, record=True)
 
-def _default_dataset_id(name: str) -> str:
-    return f"babyai/{name}-bot-v0"
+        return play
 
+    def succeeded(self, episode: Episode) -> bool:
+        """A demonstration is kept when the bot reached the goal (return > 0)."""
+        return episode.total > 0
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population std of returns (NaN, NaN for none)."""
-    if not values:
-        return math.nan, math.nan
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std())
+    def metadata(self, collected: Collected, action_space: gym.Space) -> dict[str, Any]:
+        """Description, bot name, minigrid pin and the extra keys listed in the module docstring."""
+        import minigrid
 
-
-def _run_chunk(tasks: list[tuple[str, str, int, float, float]]) -> list[tuple[int, str, Any]]:
-    """Run a chunk of episodes in one IPC round-trip (BabyAI episodes take ~ms each)."""
-    return [_run_task(task) for task in tasks]
-
-
-def _imap_with_watchdog(pool, tasks, chunksize: int, patience_s: float):
-    """Ordered results of ``_run_task`` over ``tasks``, chunked, with a watchdog.
-
-    Raises ``multiprocessing.TimeoutError`` if no chunk arrives for ``patience_s``.
-    The per-episode alarm handles hangs in Python code; this only guards against
-    a worker wedged where signals cannot reach it (e.g. inside a C call).
-    Chunking is done here rather than via ``imap(chunksize=...)`` because the
-    latter returns a plain generator whose ``next`` takes no timeout.
-    """
-    tasks = iter(tasks)
-    chunks = iter(lambda: list(itertools.islice(tasks, chunksize)), [])
-    it = pool.imap(_run_chunk, chunks)
-    while True:
-        try:
-            chunk = it.next(timeout=patience_s)
-        except StopIteration:
-            return
-        yield from chunk
+        seed, attempts, written, skipped = collected.seed, collected.attempts, len(collected.demos), collected.skipped
+        (expert_mean, expert_std), (random_mean, random_std) = collected.expert_stats, collected.random_stats
+        refs = collected.reference_seeds
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(collected.skip_reasons.items())) or "none"
+        description = (
+            f"Expert demonstrations for {self.env_id}, generated offline by the BabyAI bot "
+            f"({BOT_NAME}, minigrid {minigrid.__version__}). Attempt i uses env.reset(seed={seed}+i) and "
+            f"follows bot.replan() until the episode ends"
+            + (f", taking a random left/right/forward move with probability {self.noise} (recorded; the bot then "
+               "recovers)" if self.noise else "")
+            + f"; {attempts} attempts (seeds {seed}..{seed + attempts - 1}), "
+            f"{written} successful episodes written, {skipped} skipped (timeout > {self.episode_timeout_s}s, "
+            f"bot error, or return <= 0; {reasons}). Each episode's seed is stored with it. "
+            "The mission is stored as a gymnasium Text space; images are stored losslessly. "
+            + (f"ref_max_score = mean bot return over the written episodes ({expert_mean:.4f} +- {expert_std:.4f}); "
+               f"ref_min_score = mean return of a uniform-random policy over {len(collected.random_returns)} episodes "
+               f"with seeds {refs[0]}..{refs[-1]} ({random_mean:.4f} +- {random_std:.4f})."
+               if collected.have_refs else "No reference scores were computed.")
+        )
+        extra = {
+            "level": self.level, "expert_mean_return": expert_mean, "expert_std_return": expert_std,
+            "num_expert_episodes": written, "episodes_skipped": skipped, "skip_reasons": dict(collected.skip_reasons),
+            "generator": {"recipe": "gato.data.babyai.generate_babyai", "bot": BOT_NAME, "env_id": self.env_id,
+                          "seed": seed, "attempts": attempts, "episode_timeout_s": float(self.episode_timeout_s),
+                          "noise": float(self.noise)},
+        }
+        if collected.have_refs:
+            extra.update(random_mean_return=random_mean, random_std_return=random_std,
+                         num_random_episodes=len(collected.random_returns), random_seeds=[refs[0], refs[-1]])
+        return {"description": description, "algorithm_name": BOT_NAME,
+                "requirements": [f"minigrid=={minigrid.__version__}"], "extra_metadata": extra}
 
 
 def generate_babyai(
@@ -325,7 +243,7 @@ def generate_babyai(
     return <= 0 are skipped. The first ``episodes`` successful attempts in seed
     order are written (deterministic, apart from which episodes time out on a
     slow machine); generation stops early once they are known, or after
-    ``max_attempts`` attempts.
+    ``max_attempts`` attempts. The driver is :func:`gato.data.generation.generate`.
 
     Args:
         level: BabyAI level name (``"GoToLocal"`` -> ``BabyAI-GoToLocal-v0``; see
@@ -337,20 +255,20 @@ def generate_babyai(
         episode_timeout_s: wall-clock budget per episode, enforced by SIGALRM
             inside the worker (reset + bot planning + stepping).
         noise: probability of a random move at each step, which the bot then recovers
-            from (see ``_play_bot``); the expert reference return is that of the noisy bot.
+            from (see ``_bot``); the expert reference return is that of the noisy bot.
         reference_episodes: uniform-random-policy episodes for ``ref_min_score``
             (seeds ``seed + 10**9 + j``, disjoint from the data seeds). 0 skips the
             reference scores entirely (no ``ref_*_score`` is stored).
         max_attempts: cap on attempted bot episodes; default ``3 * episodes``.
         overwrite: replace an existing local dataset with the same id.
-        progress: show a tqdm progress bar (successful episodes) on stderr.
+        progress: show a tqdm progress bar (episodes played) on stderr.
 
     Episodes run in ``spawn``-ed worker processes, so a script calling this
     must guard its entry point with ``if __name__ == "__main__":``.
 
     Returns:
-        A :class:`GenerationReport`. If no attempt succeeds, nothing is written
-        and ``episodes_written == 0`` (a RuntimeWarning is issued).
+        A :class:`~gato.data.generation.GenerationReport`. If no attempt succeeds, nothing is
+        written and ``episodes_written == 0`` (a RuntimeWarning is issued).
 
     Raises:
         ValueError: unknown level, non-positive ``episodes``/``workers``/
@@ -358,184 +276,14 @@ def generate_babyai(
         FileExistsError: ``dataset_id`` exists locally and ``overwrite`` is False
             (checked before any episode is played).
     """
-    from tqdm.auto import tqdm
-
-    from gato.data.writer import local_dataset_exists, validate_dataset_id, write_dataset
-
-    start = time.perf_counter()
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
-        raise ValueError(f"episodes must be a positive int (number of episodes to write), got {episodes!r}")
-    if not isinstance(workers, int) or workers <= 0:
-        raise ValueError(f"workers must be a positive int (number of worker processes), got {workers!r}")
+    env_id, name = _resolve_level(level)
     if not episode_timeout_s or episode_timeout_s <= 0:
         raise ValueError(f"episode_timeout_s must be > 0 seconds, got {episode_timeout_s!r}")
-    if not isinstance(reference_episodes, int) or reference_episodes < 0:
-        raise ValueError(f"reference_episodes must be an int >= 0, got {reference_episodes!r}")
-    max_attempts = 3 * episodes if max_attempts is None else int(max_attempts)
-    if max_attempts < episodes:
-        raise ValueError(f"max_attempts ({max_attempts}) must be >= episodes ({episodes})")
     if not hasattr(signal, "setitimer"):
         raise RuntimeError("generate_babyai needs signal.setitimer (POSIX) to bound episodes by time.")
-
-    env_id, name = _resolve_level(level)
-    dataset_id = dataset_id or _default_dataset_id(name)
-    validate_dataset_id(dataset_id)
-    # Fail before spending minutes on generation.
-    if local_dataset_exists(dataset_id) and not overwrite:
-        raise FileExistsError(
-            f"Minari dataset {dataset_id!r} already exists; pass overwrite=True to replace it "
-            "or choose another dataset_id."
-        )
-
-    probe = gym.make(env_id)
-    observation_space = babyai_observation_space(probe.observation_space)
-    action_space = probe.action_space
-    probe.close()
-
-    # A chunk of episodes per IPC round-trip: BabyAI episodes take ~ms, so
-    # per-task pickling would otherwise dominate. Small enough to balance load.
-    chunksize = max(1, min(16, max_attempts // (workers * 8)))
-    # Workers are spawned (~seconds to import); after that a chunk needs at most
-    # chunksize * timeout. Generous slack: this is only a last-resort watchdog.
-    patience_s = chunksize * episode_timeout_s + 120.0
-
-    skip_reasons: collections.Counter = collections.Counter()
-    written: list[dict[str, Any]] = []
-    random_returns: list[float] = []
-    attempts = 0
-    random_seeds = [seed + _REFERENCE_SEED_OFFSET + j for j in range(reference_episodes)]
-
-    ctx = multiprocessing.get_context("spawn")  # fork is unsafe with threads; spawn also carries sys.path
-    pool = ctx.Pool(workers, initializer=_worker_init)
-    bar = tqdm(total=episodes, desc=f"{env_id} bot", unit="ep", disable=not progress)
-    try:
-        try:
-            if reference_episodes:
-                tasks = [("random", env_id, s, episode_timeout_s, 0.0) for s in random_seeds]
-                ref_chunk = max(1, min(16, reference_episodes // (workers * 4)))
-                for _, status, ret in _imap_with_watchdog(pool, tasks, ref_chunk, patience_s):
-                    if status == "ok":
-                        random_returns.append(ret)
-            tasks = (("bot", env_id, seed + i, episode_timeout_s, noise) for i in range(max_attempts))
-            for _, status, payload in _imap_with_watchdog(pool, tasks, chunksize, patience_s):
-                attempts += 1
-                if status == "ok":
-                    written.append(payload)
-                    bar.update(1)
-                    if len(written) == episodes:
-                        break
-                else:
-                    skip_reasons[status] += 1
-                    bar.set_postfix(skipped=sum(skip_reasons.values()), refresh=False)
-        except multiprocessing.TimeoutError:
-            skip_reasons["worker_unresponsive"] += 1
-            attempts += 1
-            warnings.warn(
-                f"A worker stopped responding for {patience_s:.0f}s (beyond the per-episode alarm); "
-                "stopping generation early and writing what was collected.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-    finally:
-        bar.close()
-        # terminate (not close): remaining queued attempts are no longer needed.
-        pool.terminate()
-        pool.join()
-
-    expert_mean, expert_std = mean_std([sum(ep["rewards"]) for ep in written])
-    random_mean, random_std = mean_std(random_returns)
-    skipped = sum(skip_reasons.values())
-    report = GenerationReport(
-        dataset_id=dataset_id,
-        episodes_written=len(written),
-        episodes_skipped=skipped,
-        skip_reasons=skip_reasons,
-        expert_mean_return=expert_mean,
-        expert_std_return=expert_std,
-        random_mean_return=random_mean,
-        random_std_return=random_std,
-        seconds=0.0,
-        env_id=env_id,
-        attempts=attempts,
-    )
-    if not written:
-        warnings.warn(
-            f"The BabyAI bot solved none of {attempts} attempts on {env_id} "
-            f"(skips: {dict(skip_reasons)}); no dataset was written.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        report.seconds = time.perf_counter() - start
-        return report
-    if len(written) < episodes:
-        warnings.warn(
-            f"Only {len(written)}/{episodes} successful episodes on {env_id} after {attempts} attempts "
-            f"(skips: {dict(skip_reasons)}); writing those.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-    import minigrid
-
-    have_refs = reference_episodes > 0 and bool(random_returns)
-    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skip_reasons.items())) or "none"
-    description = (
-        f"Expert demonstrations for {env_id}, generated offline by the BabyAI bot "
-        f"({BOT_NAME}, minigrid {minigrid.__version__}). Attempt i uses env.reset(seed={seed}+i) and "
-        f"follows bot.replan() until the episode ends"
-        + (f", taking a random left/right/forward move with probability {noise} (recorded; the bot then "
-           "recovers)" if noise else "")
-        + f"; {attempts} attempts (seeds {seed}..{seed + attempts - 1}), "
-        f"{len(written)} successful episodes written, {skipped} skipped (timeout > {episode_timeout_s}s, "
-        f"bot error, or return <= 0; {reasons}). Each episode's seed is stored with it. "
-        "The mission is stored as a gymnasium Text space; images are stored losslessly. "
-        + (
-            f"ref_max_score = mean bot return over the written episodes ({expert_mean:.4f} +- {expert_std:.4f}); "
-            f"ref_min_score = mean return of a uniform-random policy over {len(random_returns)} episodes with seeds "
-            f"{random_seeds[0]}..{random_seeds[-1]} ({random_mean:.4f} +- {random_std:.4f})."
-            if have_refs
-            else "No reference scores were computed."
-        )
-    )
-    extra = {
-        "level": name,
-        "expert_mean_return": expert_mean,
-        "expert_std_return": expert_std,
-        "num_expert_episodes": len(written),
-        "episodes_skipped": skipped,
-        "skip_reasons": dict(skip_reasons),
-        "generator": {
-            "recipe": "gato.data.babyai.generate_babyai",
-            "bot": BOT_NAME,
-            "env_id": env_id,
-            "seed": seed,
-            "attempts": attempts,
-            "episode_timeout_s": float(episode_timeout_s),
-            "noise": float(noise),
-        },
-    }
-    if have_refs:
-        extra.update(
-            random_mean_return=random_mean,
-            random_std_return=random_std,
-            num_random_episodes=len(random_returns),
-            random_seeds=[random_seeds[0], random_seeds[-1]],
-        )
-    write_dataset(
-        dataset_id,
-        written,
-        env_id=env_id,
-        observation_space=observation_space,
-        action_space=action_space,
-        ref_min_score=random_mean if have_refs else None,
-        ref_max_score=expert_mean if have_refs else None,
-        num_episodes_average_score=len(random_returns) if have_refs else None,
-        description=description,
-        algorithm_name=BOT_NAME,
-        requirements=[f"minigrid=={minigrid.__version__}"],
-        extra_metadata=extra,
-        jpeg_encoding=False,
-        overwrite=overwrite,
-    )
-    report.seconds = time.perf_counter() - start
-    return report
+    if max_attempts is None and isinstance(episodes, int):
+        max_attempts = 3 * episodes
+    return generate(_BotSource(env_id, name, episode_timeout_s, noise), episodes,
+                    dataset_id=dataset_id or f"babyai/{name}-bot-v0", seed=seed, workers=workers,
+                    reference_episodes=reference_episodes, max_attempts=max_attempts, overwrite=overwrite,
+                    progress=progress)

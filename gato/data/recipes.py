@@ -1,11 +1,11 @@
 """Data recipes: an environment plus an expert that plays it, written as a local Minari dataset.
 
 ``gato data list`` shows them; ``gato data NAME --episodes N`` runs one. BabyAI (any level,
-the BabyAI bot) lives in :mod:`gato.data.babyai`; the recipes here share one driver,
-:func:`generate`, which plays the expert for ``N`` episodes (seeds ``seed .. seed+N-1``) and a
-uniform-random policy for the reference return (seeds from ``seed + 10**9``), in worker
-processes, and records both means and spreads in the dataset's metadata (``ref_max_score`` /
-``ref_min_score`` for ``minari.get_normalized_score``).
+the BabyAI bot) lives in :mod:`gato.data.babyai`. Both are sources of one driver,
+:func:`gato.data.generation.generate`: :func:`generate` here plays the expert for ``N`` episodes
+(seeds ``seed .. seed+N-1``) and a uniform-random policy for the reference return (seeds from
+``seed + 10**9``), in worker processes, and records both means and spreads in the dataset's
+metadata (``ref_max_score`` / ``ref_min_score`` for ``minari.get_normalized_score``).
 
 Deterministic experts visit a narrow band of states, and a cloned policy that drifts out of it
 has never seen how to come back. With ``action_noise`` > 0 the env executes a perturbed action
@@ -20,23 +20,19 @@ stable-baselines3) is reported with the extra that installs it.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import importlib
 import importlib.util
-import multiprocessing
-import time
-import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from gato.data.babyai import GenerationReport, mean_std
+from gato.data.generation import DEMO, EXPERT, RANDOM, Collected, GenerationReport, acting_after_reset
+from gato.data.generation import generate as generate_from
+from gato.envs import Episode, play_episode
 
 __all__ = ["RECIPES", "MissingDependencyError", "Recipe", "generate", "recipe_for_dataset"]
-
-_REFERENCE_SEED_OFFSET = 1_000_000_000
 
 
 class MissingDependencyError(ImportError):
@@ -148,66 +144,115 @@ def _resolve(ref: str):
     return getattr(importlib.import_module(module), attr)
 
 
-# --------------------------------------------------------------------------- workers
-
-_WORKER: dict[tuple, tuple[gym.Env, Any]] = {}
-
-
-def _worker_init() -> None:
-    warnings.filterwarnings("ignore")
+# --------------------------------------------------------------------------- source
 
 
 def _perturb(action, space: gym.Space, noise: float, rng: np.random.Generator):
-    """The action the env executes when recording with ``noise`` (see ``Recipe.action_noise``)."""
-    if noise <= 0:
-        return action
+    """The action the env executes when recording with ``noise`` > 0 (see ``Recipe.action_noise``)."""
     if isinstance(space, gym.spaces.Box):
         half = (space.high - space.low) / 2
         return np.clip(action + rng.normal(0.0, noise, space.shape) * half, space.low, space.high).astype(space.dtype)
     return space.sample() if rng.random() < noise else action
 
 
-def play_out(env: gym.Env, obs, act) -> float:
-    """Play ``env`` from observation ``obs`` (just reset) to the episode's end, choosing each
-    action with ``act(obs)``; returns the total reward."""
-    total, done = 0.0, False
-    while not done:
-        obs, reward, terminated, truncated, _ = env.step(act(obs))
-        total += float(reward)
-        done = terminated or truncated
-    return total
-
-
-def _play(job: tuple[str, str, int, int | None, float]) -> tuple[int, Any]:
-    """One episode of ``job = (recipe, kind, seed, max_episode_steps, action_noise)``: for kind
-    "demo" the episode dict, for "expert" (clean) and "random" the return."""
-    name, kind, seed, max_steps, noise = job
-    if (name, max_steps) not in _WORKER:
-        env = RECIPES[name].build_env(max_episode_steps=max_steps)
-        _WORKER[name, max_steps] = (env, _resolve(RECIPES[name].expert)(env))
-    env, expert = _WORKER[name, max_steps]
-    obs, _ = env.reset(seed=seed)
-    env.action_space.seed(seed)
+def _reset(expert, seed: int):
+    """``expert``, reset for the episode of ``seed``."""
     expert.reset(seed=seed)
-    if kind != "demo":
-        return seed, play_out(env, obs, (lambda _: env.action_space.sample()) if kind == "random" else expert)
-    rng = np.random.default_rng(seed)
-    episode = {"seed": seed, "observations": [obs], "actions": [], "rewards": [], "terminations": [],
-               "truncations": []}
-    done = False
-    while not done:
-        action = expert(obs)
-        obs, reward, terminated, truncated, _ = env.step(_perturb(action, env.action_space, noise, rng))
-        episode["observations"].append(obs)
-        episode["actions"].append(action)
-        episode["rewards"].append(float(reward))
-        episode["terminations"].append(bool(terminated))
-        episode["truncations"].append(bool(truncated))
-        done = terminated or truncated
-    return seed, episode
+    return expert
 
 
-# --------------------------------------------------------------------------- driver
+@dataclasses.dataclass(frozen=True)
+class _RecipeSource:
+    """A recipe's expert demonstrations (a :class:`gato.data.generation.Source`)."""
+
+    recipe: Recipe
+    max_episode_steps: int | None
+    noise: float
+    episode_timeout_s = None
+    skips_failures = False  # every episode is written, so the reference is the expert's true return
+
+    @property
+    def env_id(self) -> str:
+        """The recipe's Gymnasium id."""
+        return self.recipe.env_id
+
+    @property
+    def label(self) -> str:
+        """Progress bar name."""
+        return f"{self.recipe.name} expert + random"
+
+    @property
+    def expert(self) -> str:
+        """The expert, for warnings."""
+        return f"The {self.recipe.name} expert"
+
+    @property
+    def clean_expert_reference(self) -> bool:
+        """With action noise the recorded episodes are perturbed: the expert is measured apart."""
+        return self.noise > 0
+
+    def prepare(self) -> tuple[Any, gym.Space, gym.Space]:
+        """Run the recipe's ``prepare`` (e.g. train its expert); the env's spec (kwargs and wrappers) and spaces."""
+        if self.recipe.prepare:
+            _resolve(self.recipe.prepare)(self.recipe.env_id)
+        probe = self.recipe.build_env(max_episode_steps=self.max_episode_steps)
+        env_spec, observation_space, action_space = probe.spec, probe.observation_space, probe.action_space
+        probe.close()
+        return env_spec, observation_space, action_space
+
+    def player(self):
+        """Plays the expert (demonstrations perturbed by the noise, clean references) and uniform-random references."""
+        env = self.recipe.build_env(max_episode_steps=self.max_episode_steps)
+        expert = _resolve(self.recipe.expert)(env)
+
+        def play(kind: str, seed: int) -> Episode:
+            if kind == RANDOM:
+                return play_episode(env, lambda _: env.action_space.sample(), seed)
+            act = acting_after_reset(lambda: _reset(expert, seed))
+            if kind == EXPERT or self.noise <= 0:
+                return play_episode(env, act, seed, record=kind == DEMO)
+            rng = np.random.default_rng(seed)
+            return play_episode(env, act, seed, record=True,
+                                execute=lambda action: _perturb(action, env.action_space, self.noise, rng))
+
+        return play
+
+    def succeeded(self, episode: Episode) -> bool:
+        """Every episode is kept."""
+        return True
+
+    def metadata(self, collected: Collected, action_space: gym.Space) -> dict[str, Any]:
+        """Description, expert name and the extra keys (returns, noise, field overrides)."""
+        recipe, noise, demo_returns = self.recipe, self.noise, collected.demo_returns
+        (expert_mean, expert_std), (random_mean, random_std) = collected.expert_stats, collected.random_stats
+        noise_note = (
+            f"While recording, the env executed the expert's action perturbed (action_noise={noise}: "
+            + ("Gaussian noise of that std times half the action range" if isinstance(action_space, gym.spaces.Box)
+               else "a uniformly random action with that probability")
+            + ") and the dataset stores the expert's own action for each state (DART-style data, showing "
+            f"recoveries); these episodes return {np.mean(demo_returns):.3f} on average. "
+            if noise > 0 else "")
+        description = (
+            f"{recipe.summary}. {len(collected.demos)} expert episodes ({recipe.expert}), episode i played from "
+            f"env.reset(seed={collected.seed}+i); observations stored losslessly. " + noise_note
+            + (_resolve(recipe.env_note) + " " if recipe.env_note else "")
+            + (f"ref_max_score = mean return of the {'clean ' if noise > 0 else ''}expert ({expert_mean:.3f} +- "
+               f"{expert_std:.3f} over {len(collected.expert_returns)} episodes); ref_min_score = mean return of a "
+               f"uniform-random policy over {len(collected.random_returns)} episodes ({random_mean:.3f} +- "
+               f"{random_std:.3f})." if collected.have_refs else "No reference scores were computed.")
+        )
+        extra = {
+            "recipe": recipe.name, "expert_mean_return": expert_mean, "expert_std_return": expert_std,
+            "num_expert_episodes": len(collected.expert_returns), "action_noise": noise,
+            "demo_mean_return": float(np.mean(demo_returns)),
+            "generator": {"recipe": recipe.name, "expert": recipe.expert, "seed": collected.seed},
+        }
+        if recipe.field_overrides:
+            extra["gato_field_overrides"] = recipe.field_overrides
+        if collected.have_refs:
+            extra.update(random_mean_return=random_mean, random_std_return=random_std,
+                         num_random_episodes=len(collected.random_returns))
+        return {"description": description, "algorithm_name": recipe.expert, "extra_metadata": extra}
 
 
 def generate(recipe: str | Recipe, episodes: int | None = None, *, dataset_id: str | None = None, seed: int = 0,
@@ -223,104 +268,20 @@ def generate(recipe: str | Recipe, episodes: int | None = None, *, dataset_id: s
     ``action_noise`` (default: the recipe's) perturbs the executed actions (``Recipe.action_noise``);
     then clean expert episodes, on the reference seeds, give the expert's return. Workers are
     spawned processes, so a script calling this needs an ``if __name__ == "__main__":`` guard.
+    The driver is :func:`gato.data.generation.generate`.
 
     Raises:
-        KeyError: unknown recipe name. MissingDependencyError: its optional packages are missing.
-        FileExistsError: the dataset exists and ``overwrite`` is False. ValueError: bad counts.
+        ValueError: unknown recipe name, bad counts. MissingDependencyError: its optional packages
+        are missing. FileExistsError: the dataset exists and ``overwrite`` is False.
     """
-    from tqdm.auto import tqdm
-
-    from gato.data.writer import local_dataset_exists, validate_dataset_id, write_dataset
-
-    start = time.perf_counter()
     if isinstance(recipe, str):
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; known: babyai, {', '.join(RECIPES)} (see `gato data list`)")
         recipe = RECIPES[recipe]
     recipe.check_dependencies()
-    episodes = recipe.episodes if episodes is None else episodes
-    max_episode_steps = max_episode_steps or recipe.max_episode_steps
-    reference_episodes = recipe.reference_episodes if reference_episodes is None else reference_episodes
-    if episodes <= 0 or workers <= 0 or reference_episodes < 0:
-        raise ValueError(f"need episodes > 0, workers > 0 and reference_episodes >= 0 "
-                         f"(got {episodes}, {workers}, {reference_episodes})")
-    dataset_id = dataset_id or recipe.dataset_id
-    validate_dataset_id(dataset_id)
-    if local_dataset_exists(dataset_id) and not overwrite:
-        raise FileExistsError(f"Minari dataset {dataset_id!r} already exists; pass --overwrite to replace it "
-                              "or choose another --dataset_id.")
-    if recipe.prepare:
-        _resolve(recipe.prepare)(recipe.env_id)
-    probe = recipe.build_env(max_episode_steps=max_episode_steps)
-    env_spec, observation_space, action_space = probe.spec, probe.observation_space, probe.action_space
-    probe.close()
-
     noise = recipe.action_noise if action_noise is None else float(action_noise)
-    refs = [seed + _REFERENCE_SEED_OFFSET + j for j in range(reference_episodes)]
-    jobs = [(recipe.name, "random", s, max_episode_steps, 0.0) for s in refs]
-    if noise > 0:  # the recorded episodes are perturbed: measure the clean expert apart
-        jobs += [(recipe.name, "expert", s, max_episode_steps, 0.0) for s in refs]
-    jobs += [(recipe.name, "demo", seed + i, max_episode_steps, noise) for i in range(episodes)]
-    returns: dict[str, list] = {"random": [], "expert": [], "demo": []}
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_worker_init)
-    bar = tqdm(total=len(jobs), desc=f"{recipe.name} expert + random", unit="ep", disable=not progress)
-    try:
-        # Ordered results: demonstrations come back in seed order.
-        results = pool.imap(_play, jobs, chunksize=max(1, min(8, len(jobs) // (8 * workers))))
-        for (_, kind, *_), (_, payload) in zip(jobs, results):
-            returns[kind].append(payload)
-            bar.update(1)
-    finally:
-        bar.close()
-        pool.terminate()
-        pool.join()
-
-    written = returns["demo"]
-    demo_returns = [sum(ep["rewards"]) for ep in written]
-    expert_returns = returns["expert"] if noise > 0 else demo_returns
-    expert_mean, expert_std = mean_std(expert_returns)
-    random_mean, random_std = mean_std(returns["random"])
-    have_refs = bool(returns["random"]) and bool(expert_returns)
-    noise_note = (
-        f"While recording, the env executed the expert's action perturbed (action_noise={noise}: "
-        + ("Gaussian noise of that std times half the action range" if isinstance(action_space, gym.spaces.Box)
-           else "a uniformly random action with that probability")
-        + ") and the dataset stores the expert's own action for each state (DART-style data, showing "
-        f"recoveries); these episodes return {np.mean(demo_returns):.3f} on average. "
-        if noise > 0 else "")
-    description = (
-        f"{recipe.summary}. {episodes} expert episodes ({recipe.expert}), episode i played from "
-        f"env.reset(seed={seed}+i); observations stored losslessly. " + noise_note
-        + (_resolve(recipe.env_note) + " " if recipe.env_note else "")
-        + (f"ref_max_score = mean return of the {'clean ' if noise > 0 else ''}expert ({expert_mean:.3f} +- "
-           f"{expert_std:.3f} over {len(expert_returns)} episodes); ref_min_score = mean return of a uniform-random "
-           f"policy over {len(returns['random'])} episodes ({random_mean:.3f} +- {random_std:.3f})."
-           if have_refs else "No reference scores were computed.")
-    )
-    extra = {
-        "recipe": recipe.name,
-        "expert_mean_return": expert_mean,
-        "expert_std_return": expert_std,
-        "num_expert_episodes": len(expert_returns),
-        "action_noise": noise,
-        "demo_mean_return": float(np.mean(demo_returns)),
-        "generator": {"recipe": recipe.name, "expert": recipe.expert, "seed": seed},
-    }
-    if recipe.field_overrides:
-        extra["gato_field_overrides"] = recipe.field_overrides
-    if have_refs:
-        extra.update(random_mean_return=random_mean, random_std_return=random_std,
-                     num_random_episodes=len(returns["random"]))
-    write_dataset(
-        dataset_id, written, env_id=env_spec, observation_space=observation_space, action_space=action_space,
-        ref_min_score=random_mean if have_refs else None, ref_max_score=expert_mean if have_refs else None,
-        num_episodes_average_score=len(returns["random"]) if have_refs else None, description=description,
-        algorithm_name=recipe.expert, extra_metadata=extra, jpeg_encoding=False, overwrite=overwrite,
-    )
-    return GenerationReport(
-        dataset_id=dataset_id, episodes_written=len(written), episodes_skipped=0,
-        skip_reasons=collections.Counter(), expert_mean_return=expert_mean,
-        expert_std_return=expert_std, random_mean_return=random_mean, random_std_return=random_std,
-        seconds=time.perf_counter() - start, env_id=recipe.env_id, attempts=len(written),
-    )
-
+    source = _RecipeSource(recipe, max_episode_steps or recipe.max_episode_steps, noise)
+    return generate_from(source, recipe.episodes if episodes is None else episodes,
+                         dataset_id=dataset_id or recipe.dataset_id, seed=seed, workers=workers,
+                         reference_episodes=recipe.reference_episodes if reference_episodes is None
+                         else reference_episodes, overwrite=overwrite, progress=progress)

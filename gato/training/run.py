@@ -5,36 +5,8 @@ from __future__ import annotations
 import re
 import time
 
+from gato.data.generation import ensure_dataset
 from gato.training.arguments import TrainingArgs
-
-_DEFAULT_BABYAI = re.compile(r"^babyai/(?P<level>[A-Za-z0-9]+)-bot-v0$")
-
-
-def ensure_dataset(dataset_id: str, babyai_episodes: int, recipe_episodes: int | None = None,
-                   progress: bool = True):
-    """Generate a missing dataset that a recipe makes: ``babyai/LEVEL-bot-v0`` (with
-    ``babyai_episodes`` episodes) or a recipe's default id (``cartpole/scripted-v0``, ... with
-    ``recipe_episodes``, default the recipe's own count; see ``gato data list``). Other ids must
-    exist locally. Returns the generation report, or None when nothing was generated."""
-    from gato.data.recipes import generate, recipe_for_dataset
-    from gato.data.writer import local_dataset_exists
-
-    if local_dataset_exists(dataset_id):
-        return None
-    match = _DEFAULT_BABYAI.match(dataset_id)
-    if match:
-        from gato.data.babyai import generate_babyai
-
-        print(f"dataset {dataset_id} not found locally: generating {babyai_episodes} BabyAI bot episodes")
-        report = generate_babyai(match["level"], babyai_episodes, dataset_id=dataset_id, progress=progress)
-    elif (recipe := recipe_for_dataset(dataset_id)) is not None:
-        episodes = recipe_episodes or recipe.episodes
-        print(f"dataset {dataset_id} not found locally: generating {episodes} {recipe.name} expert episodes")
-        report = generate(recipe, episodes, progress=progress)
-    else:
-        return None  # load_minari reports it, with the fix
-    print(f"wrote {report.episodes_written} episodes ({report.episodes_skipped} skipped) in {report.seconds:.0f}s")
-    return report
 
 
 def task_name(dataset_id: str) -> str:
