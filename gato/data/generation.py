@@ -8,8 +8,9 @@ by :func:`gato.envs.play_episode`), whether a demonstration is kept, what the me
 
 Seeds: demonstration attempt ``i`` resets with ``seed + i``; reference episode ``j`` (a
 uniform-random policy, and the clean expert when a source asks for it) with
-``seed + REFERENCE_SEED_OFFSET + j``, disjoint from the data seeds for any realistic dataset
-size and independent of it. Demonstrations are written in seed order, each with its seed.
+``seed + REFERENCE_SEED_OFFSET + j`` (``gato.seeds``' reference block), disjoint from the data
+seeds for any realistic dataset size and independent of it. Demonstrations are written in seed
+order, each with its seed.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ import gymnasium as gym
 import numpy as np
 
 from gato.envs import Episode
+from gato.seeds import REFERENCE
 
 __all__ = ["DEMO", "EXPERT", "RANDOM", "REFERENCE_SEED_OFFSET", "Collected", "GenerationReport", "Source",
            "acting_after_reset", "ensure_dataset", "generate", "mean_std"]
 
-REFERENCE_SEED_OFFSET = 1_000_000_000
-"""Reference episode ``j`` resets with ``seed + REFERENCE_SEED_OFFSET + j``."""
+REFERENCE_SEED_OFFSET = REFERENCE.start
+"""Reference episode ``j`` resets with ``seed + REFERENCE_SEED_OFFSET + j`` (10**9, ``gato.seeds.REFERENCE``)."""
 
 DEMO, EXPERT, RANDOM = "demo", "expert", "random"
 """Kinds of episode: a recorded demonstration, a clean expert reference, a uniform-random reference."""
