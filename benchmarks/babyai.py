@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--eval_every", type=float, default=2.5, help="minutes of training between evaluations")
     parser.add_argument("--eval_episodes", type=int, default=100, help="episodes per intermediate evaluation")
     parser.add_argument("--final_episodes", type=int, default=200, help="episodes of the final evaluation")
-    parser.add_argument("--episodes", type=int, default=None, help="bot episodes in the dataset (default: TrainingArgs)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="bot episodes in the dataset (default: TrainingArgs)")
     parser.add_argument("--data_dir", default=None, help="Minari folder to use/keep (default: a temporary one)")
     parser.add_argument("--out", default="runs/benchmarks", help="folder for the PNG and the run's outputs")
     parser.add_argument("--dagger_rounds", type=int, default=0,
@@ -61,8 +62,8 @@ def main() -> None:
     finally:
         C.cleanup(folder, created)
     target = TARGETS.get(args.level)
-    result["target"] = {"minutes": target[0], "success_rate": target[1],
-                        "met": result["final"]["success_rate"] >= target[1] and minutes <= target[0]} if target else None
+    met = target is not None and result["final"]["success_rate"] >= target[1] and minutes <= target[0]
+    result["target"] = {"minutes": target[0], "success_rate": target[1], "met": met} if target else None
     result["machine"] = C.machine_info("cpu")
     C.emit(result)
 

@@ -67,11 +67,13 @@ def parse_args(argv=None):
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), help="which configurations")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5; quick 1)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 20; quick 3)")
-    p.add_argument("--prompt_ep_proportion", type=float, default=0.0, help="share of windows with a prompt (default 0)")
-    p.add_argument("--pack_sequences", type=int, default=1, help="1: pack several windows per row (the default training "
-                   "setting; rows are then mostly real tokens), 0: one window per row")
+    p.add_argument("--prompt_ep_proportion", type=float, default=0.0,
+                   help="share of windows with a prompt (default 0)")
+    p.add_argument("--pack_sequences", type=int, default=1,
+                   help="1: pack several windows per row (the default training setting; rows are then mostly real "
+                   "tokens), 0: one window per row")
     p.add_argument("--dropout", type=float, default=None,
-                   help="model dropout (default: TrainingArgs' 0.1). Attention dropout > 0 makes CPU SDPA fall "
+                   help="model dropout (default: PolicyConfig's 0.0). Attention dropout > 0 makes CPU SDPA fall "
                         "back to its math kernel, which materialises every attention matrix")
     p.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"], help="accelerate mixed precision")
     p.add_argument("--data_dir", default=None, help="MINARI_DATASETS_PATH to use (default: a temporary folder)")

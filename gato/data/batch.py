@@ -53,7 +53,7 @@ class Batch:
         return stream
 
     @staticmethod
-    def concat(batches: list["Batch"]) -> "Batch":
+    def concat(batches: list[Batch]) -> Batch:
         """Stack batches of one length (from several tasks); images get the most channels."""
         batches = [b for b in batches if len(b)]
         patch_sets = [b.patches for b in batches if b.patches.shape[0]]
@@ -143,7 +143,7 @@ class StepLayout:
         return int(self.is_patch.sum())
 
     @classmethod
-    def of(cls, codec) -> "StepLayout":
+    def of(cls, codec) -> StepLayout:
         """The layout of a SpaceCodec's timestep: observation, separator, action."""
         S = codec.tokens_per_step
         is_patch = np.zeros(S, bool)

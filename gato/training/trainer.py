@@ -140,16 +140,18 @@ class Trainer:
             episodes = self.args.dagger_episodes_for(i)
             if collect is None or episodes == 0:
                 continue
-            stats = collect(self.policy, episodes, round_index=self.dagger_rounds_done * n + self.accelerator.process_index)
+            round_index = self.dagger_rounds_done * n + self.accelerator.process_index  # unique across processes
+            stats = collect(self.policy, episodes, round_index=round_index)
             if stats is not None:
                 results[task.name] = stats
         self.dagger_rounds_done += 1
         self.train_seconds += time.monotonic() - t0
         self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "corrections": results})
         if results and self.accelerator.is_main_process:
-            summary = "  ".join(f"{name}: +{s['episodes']} episodes, model != expert on {s['disagreement']:.0%} of steps"
-                                for name, s in results.items())
-            (bar.write if bar is not None else print)(f"step {self.step} DAgger round {self.dagger_rounds_done}: {summary}")
+            summary = "  ".join(f"{name}: +{s['episodes']} episodes, model != expert on {s['disagreement']:.0%} "
+                                "of steps" for name, s in results.items())
+            say = bar.write if bar is not None else print
+            say(f"step {self.step} DAgger round {self.dagger_rounds_done}: {summary}")
         return results
 
     def progress_bar(self, **kw):
