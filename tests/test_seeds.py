@@ -62,3 +62,10 @@ def test_evaluation_refuses_more_episodes_than_its_block_holds(cartpole_dataset,
         task.evaluate(policy, len(seeds.EVALUATION) + 1)
     with pytest.raises(seeds.SeedBlockError, match="evaluation"):
         task.evaluate(policy, 2, seed=seeds.CORRECTIONS.start)
+
+
+def test_generation_refuses_data_seeds_that_reach_the_evaluation_block():
+    from gato.data.recipes import generate
+
+    with pytest.raises(seeds.SeedBlockError, match="data block"):
+        generate("cartpole", 5, seed=seeds.EVALUATION.start - 3, progress=False)

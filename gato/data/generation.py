@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 from gato.envs import Episode
-from gato.seeds import REFERENCE
+from gato.seeds import DATA, REFERENCE
 
 __all__ = ["DEMO", "EXPERT", "RANDOM", "REFERENCE_SEED_OFFSET", "Collected", "GenerationReport", "Source",
            "acting_after_reset", "ensure_dataset", "generate", "mean_std"]
@@ -355,13 +355,15 @@ def generate(source: Source, episodes: int, *, dataset_id: str, seed: int = 0, w
     ``episodes_written == 0`` (a RuntimeWarning says so).
 
     Raises:
-        ValueError: a bad count or dataset id. FileExistsError: ``dataset_id`` exists locally
-            and ``overwrite`` is False (checked before any episode is played).
+        ValueError: a bad count or dataset id, or seeds past the data block of ``gato.seeds``.
+        FileExistsError: ``dataset_id`` exists locally and ``overwrite`` is False (both checked
+            before any episode is played).
     """
     from gato.data.writer import write_dataset
 
     start = time.perf_counter()
     max_attempts = _check_counts(episodes, workers, reference_episodes, max_attempts)
+    DATA.take(max_attempts, seed)  # raises if demonstrations would replay evaluation or correction episodes
     _claim(dataset_id, overwrite)
     env, observation_space, action_space = source.prepare()
     collected = _collect(source, episodes, seed, workers, reference_episodes, max_attempts, progress)
