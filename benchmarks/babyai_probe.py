@@ -21,8 +21,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-UNSEEN_SEED = 1_000_000
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +32,7 @@ def main() -> None:
 
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
+    from gato import seeds
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import build_task, task_specs
 
@@ -55,7 +54,7 @@ def main() -> None:
         return exploring, int(agent.act(obs)) == expert
 
     result = {"checkpoint": str(args.checkpoint), "task": task.name, "seeds": args.seeds}
-    for kind, start in (("dataset_seeds", 0), ("unseen_seeds", UNSEEN_SEED)):
+    for kind, start in (("dataset_seeds", 0), ("unseen_seeds", seeds.EVALUATION.start)):
         counts = {True: [0, 0], False: [0, 0]}
         with C.stdout_to_stderr():  # minigrid prints its level-sampling retries
             for seed in range(start, start + args.seeds):

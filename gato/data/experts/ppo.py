@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gato.seeds import EVALUATION
+
 __all__ = ["PPOExpert", "ppo_expert_path", "train_ppo_expert"]
 
 FORMAT = "gato-ppo-actor/1"
@@ -47,7 +49,7 @@ _ACTIVATIONS = {"Tanh": nn.Tanh, "ReLU": nn.ReLU}
 # operations, so anything but rounding noise means the extracted structure is wrong.
 _MATCH_ATOL = 1e-5
 _EVAL_EPISODES = 5  # quick check of the saved actor, recorded in the metadata
-_EVAL_SEED = 1_000_000
+_EVAL_SEED = EVALUATION.start  # the seeds policies are scored on, unseen in training
 
 
 def _cache_root() -> pathlib.Path:
