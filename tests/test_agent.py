@@ -39,7 +39,10 @@ def checked(agent, space, seen):
     return act
 
 
-@pytest.mark.parametrize("name", ["babyai_task", "cartpole_task", "pendulum"])
+SLOW_BABYAI = pytest.param("babyai_task", marks=pytest.mark.slow)  # an untrained policy wanders for 64 steps
+
+
+@pytest.mark.parametrize("name", [SLOW_BABYAI, "cartpole_task", "pendulum"])
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_agent_plays_episodes_with_valid_actions(name, deterministic, request, tiny_policy):
     """BabyAI (Dict obs: image, direction, mission string), CartPole, Pendulum (continuous
@@ -90,7 +93,7 @@ class ActionRecorder:
         pass
 
 
-@pytest.mark.parametrize("name", ["babyai_task", "cartpole_task", "pendulum"])
+@pytest.mark.parametrize("name", [SLOW_BABYAI, "cartpole_task", "pendulum"])
 @pytest.mark.parametrize("deterministic", [True, False])
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_agent_plays_the_episodes_rollout_plays(name, deterministic, use_cache, request, tiny_policy):
@@ -114,6 +117,7 @@ def test_agent_plays_the_episodes_rollout_plays(name, deterministic, use_cache, 
     np.testing.assert_array_equal(np.stack(recorder.actions), np.stack(actions))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_a_prompted_agent_plays_the_episodes_rollout_plays(deterministic, babyai_task, tiny_policy):
     model = tiny_policy()

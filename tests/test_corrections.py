@@ -5,6 +5,7 @@ from argparse import Namespace
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 
 def _fresh_babyai_task(dataset):
@@ -15,6 +16,7 @@ def _fresh_babyai_task(dataset):
                        args=Namespace(patch_size=4), eval_envs=2)
 
 
+@pytest.mark.slow
 def test_bot_labels_the_policys_states_and_they_join_the_data(babyai_dataset, tiny_policy):
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
@@ -83,6 +85,7 @@ def test_tasks_without_an_advising_expert_collect_nothing(cartpole_task, tiny_po
     assert cartpole_task.collect_corrections(tiny_policy(), 2) is None
 
 
+@pytest.mark.slow
 def test_trainer_runs_dagger_rounds_within_its_budget(babyai_dataset, tmp_path):
     from gato.training.arguments import TrainingArgs
     from gato.training.run import build_trainer
@@ -100,6 +103,7 @@ def test_trainer_runs_dagger_rounds_within_its_budget(babyai_dataset, tmp_path):
     assert added >= 4 and len(task.raw) == episodes_before + added
 
 
+@pytest.mark.slow
 def test_dagger_episodes_are_given_once_or_per_dataset(babyai_dataset, tmp_path):
     import argparse
 

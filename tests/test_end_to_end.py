@@ -17,6 +17,7 @@ TINY_FLAGS = ["--embed_dim", "32", "--layers", "1", "--heads", "2", "--resid_mid
               "--sequence_length", "64", "--batch_size", "4", "--warmup_steps", "2", "--dropout", "0"]
 
 
+@pytest.mark.slow
 def test_command_line_data_inspect_train_eval(tmp_path, capsys):
     assert main(["data", "babyai", "--level", "GoToRedBall", "--episodes", "6", "--workers", "1"]) == 0
     dataset_id = "babyai/GoToRedBall-bot-v0"
@@ -60,6 +61,7 @@ def test_command_line_reports_user_errors_in_one_line(capsys):
     assert "missing-v0" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_notebook_workflow_trains_and_evaluates(babyai_dataset, tmp_path):
     """The notebook, cell by cell: a Dict-space BabyAI dataset, ControlTask with its
     signature, GatoPolicy with its keywords, Trainer by keyword in the notebook's order."""

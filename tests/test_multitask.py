@@ -95,6 +95,7 @@ def test_score_rows_and_summary():
     assert summary(results) == {"tasks_scored": 2, "mean_normalized_score": 0.625, "iqm_normalized_score": 0.625}
 
 
+@pytest.mark.slow
 def test_multitask_train_then_score_table_json_chart_and_videos(recipe_datasets, tmp_path, capsys):
     from gato.cli import main
 

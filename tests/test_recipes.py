@@ -35,6 +35,7 @@ def test_every_recipe_is_tested():
     assert set(SIZES) == set(RECIPES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_recipe_writes_expert_data_that_beats_random(name, capsys):
     episodes, max_steps = SIZES[name]
