@@ -143,6 +143,7 @@ def print_scores(results: dict) -> dict:
 
 
 def cmd_eval(ns) -> int:
+    from gato import atomic
     from gato.evaluation.scores import plot_scores
     from gato.evaluation.video import record_video
     from gato.policy.gato_policy import GatoPolicy
@@ -160,10 +161,14 @@ def cmd_eval(ns) -> int:
     print()
     summary = print_scores(results)
     out = Path(ns.out) if ns.out else checkpoint.parent / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results,
-                               "summary": summary, "videos": videos}, indent=2))
-    chart = plot_scores(results, out.with_suffix(".png")) if summary["tasks_scored"] else None
+    # each written under a temporary name and renamed: a kill leaves the previous file or the new one
+    atomic.write_json(out, {"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results,
+                            "summary": summary, "videos": videos})
+    chart = None
+    if summary["tasks_scored"]:
+        chart = out.with_suffix(".png")
+        with atomic.replacing(chart) as tmp:
+            plot_scores(results, tmp)
     print(f"\nwrote {out}" + (f" and {chart}" if chart else ""))
     for name, v in videos.items():
         print(f"video {name}: {v['path']} (return {v['return']:.2f}, {v['length']} steps)")

@@ -205,9 +205,19 @@ class GatoPolicy(nn.Module):
     # -- saving --------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
-        """Write config.json and model.safetensors (plus ``extra`` JSON files, name -> data)
-        into ``directory`` atomically: a crash leaves the old checkpoint or the new, never half."""
+        """Write config.json and model.safetensors (plus ``extra`` JSON files, name -> data) into ``directory``
+        so that a kill at any instant leaves a complete checkpoint there: the previous one or the new one.
+
+        How: everything is written into a hidden temporary directory beside ``directory`` and flushed to
+        disk; then :func:`gato.atomic.replace_dir` swaps the two names in one atomic step (Linux's
+        renameat2 RENAME_EXCHANGE), and the previous checkpoint, now under the temporary name, is deleted.
+        ``directory`` stays a plain directory (copy it, delete it, pass its path as before). Where the atomic
+        exchange is missing (another OS, NFS) the swap takes two renames, and a kill between them leaves the
+        previous checkpoint in a hidden sibling that :meth:`from_pretrained` loads instead, and the next
+        save restores first (see :mod:`gato.atomic`)."""
         from safetensors.torch import save_file
+
+        from gato import atomic
 
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -219,12 +229,8 @@ class GatoPolicy(nn.Module):
             for name, data in (extra or {}).items():
                 (tmp / name).write_text(json.dumps(data, indent=2))
             _share_like_new_files(tmp)
-            old = directory.with_name(directory.name + ".old")
-            if directory.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
+            atomic.fsync_tree(tmp)
+            atomic.replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -232,25 +238,21 @@ class GatoPolicy(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device="cpu", **overrides) -> GatoPolicy:
         """Rebuild a policy saved by :meth:`save_pretrained` (safetensors only, nothing unpickled): config.json is
-        its PolicyConfig; ``overrides`` replace fields of it (e.g. ``flash=False``)."""
-        directory = Path(directory)
-        config_path = directory / CONFIG_FILE
-        if not config_path.is_file():
-            raise CheckpointError(
-                f"no checkpoint at {directory}: {CONFIG_FILE} is missing. Pass the directory that "
-                "GatoPolicy.save_pretrained or `gato train` wrote (it holds config.json and model.safetensors)."
-            )
+        its PolicyConfig; ``overrides`` replace fields of it (e.g. ``flash=False``). A damaged checkpoint raises
+        CheckpointError."""
+        from gato.atomic import resolve_dir
+
+        directory = resolve_dir(directory)  # a swap killed halfway without atomic exchange: the previous one
+        config = _read_config(directory / CONFIG_FILE)
         try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_path} is not valid JSON ({e}); the checkpoint is damaged") from e
-        known = set(PolicyConfig.__dataclass_fields__)
-        unknown = set(config) - known
-        if unknown:
-            raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; "
-                                  "it is not a neko-gato checkpoint")
-        config.setdefault("text_film", False)  # written before the FiLM existed
-        model = cls(PolicyConfig(**config), device=device, **overrides)
+            if not overrides.get("pretrained_lm"):
+                # built on the meta device first (nothing allocated): a damaged config.json that asks for a
+                # huge model is caught by the shapes in model.safetensors' header before memory runs out
+                _check_shapes(cls(config, device="meta", **overrides), directory / WEIGHTS_FILE)
+            model = cls(config, device=device, **overrides)
+        except (ValueError, RuntimeError, AssertionError, ZeroDivisionError, MemoryError) as e:
+            raise CheckpointError(f"{directory / CONFIG_FILE} describes no model that can be built ({e}); "
+                                  "the checkpoint is damaged: re-save or re-train it") from e
         model.load_weights(directory)
         return model
 
@@ -260,28 +262,80 @@ class GatoPolicy(nn.Module):
         from safetensors.torch import load_file
 
         path = Path(directory) / WEIGHTS_FILE
-        if not path.is_file():
-            raise CheckpointError(f"no weights at {path}; the checkpoint is incomplete")
+        _check_shapes(self, path)
         try:
             state = load_file(str(path), device=str(self.device))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path} cannot be read ({e}); the file is truncated or damaged. "
                                   "Re-save or re-train the checkpoint.") from e
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            detail = "; ".join(
-                f"{label}: {names[:4]}{' ...' if len(names) > 4 else ''}"
-                for label, names in (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong))
-                if names
-            )
-            raise CheckpointError(
-                f"{path} was saved from a different model configuration ({detail}). "
-                "Load it with GatoPolicy.from_pretrained(dir), which uses the saved config.json."
-            )
         self.load_state_dict(state)
+
+
+def _read_config(config_path: Path) -> PolicyConfig:
+    """The PolicyConfig a checkpoint's config.json holds; CheckpointError if it is missing or damaged."""
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {config_path.parent}: {CONFIG_FILE} is missing. Pass the directory that "
+            "GatoPolicy.save_pretrained or `gato train` wrote (it holds config.json and model.safetensors)."
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config_path} is not valid JSON ({e}); the checkpoint is damaged") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path} holds {type(config).__name__}, not an object of settings; "
+                              "the checkpoint is damaged")
+    known = {f.name: f for f in fields(PolicyConfig)}
+    unknown = set(config) - set(known)
+    if unknown:
+        raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; "
+                              "it is not a neko-gato checkpoint")
+    config.setdefault("text_film", False)  # written before the FiLM existed
+    default = PolicyConfig()
+    for name, value in config.items():
+        expected = getattr(default, name)
+        if not _fits(value, expected, nullable=name == "tokenizer_model_name"):
+            raise CheckpointError(f"{config_path}: {name} is {value!r}, not a {type(expected).__name__}; "
+                                  "the checkpoint is damaged")
+    return PolicyConfig(**config)
+
+
+def _fits(value, expected, nullable: bool) -> bool:
+    """Whether a config.json value has its field's type (a float field takes an int; JSON has no int/float)."""
+    if nullable and value is None:
+        return True
+    if isinstance(expected, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) is type(expected) or (nullable and isinstance(value, str))
+
+
+def _check_shapes(model: nn.Module, path: Path) -> None:
+    """Compare the tensor shapes model.safetensors' header lists with ``model``'s (which may live on the meta
+    device: nothing is allocated); CheckpointError, saying which tensors differ, if they do not fit."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"no weights at {path}; the checkpoint is incomplete")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} cannot be read ({e}); the file is truncated or damaged. "
+                              "Re-save or re-train the checkpoint.") from e
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k] != state[k])
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label}: {names[:4]}{' ...' if len(names) > 4 else ''}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong))
+            if names
+        )
+        raise CheckpointError(
+            f"{path} was saved from a different model configuration ({detail}). "
+            "Load it with GatoPolicy.from_pretrained(dir), which uses the saved config.json."
+        )
 
 
 def _share_like_new_files(directory: Path) -> None:
