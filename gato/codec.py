@@ -269,8 +269,10 @@ class ContinuousField(Field):
     def decode(self, tokens, vocab):
         bins = np.clip(tokens - vocab.continuous_offset, 0, vocab.continuous_tokens - 1)
         y = (bins + 0.5) / vocab.continuous_tokens * 2.0 - 1.0
-        x = self._from_unit(y, vocab).astype(self.space.dtype)
-        return x.reshape((len(tokens),) + self.shape)
+        x = self._from_unit(y, vocab)
+        if np.issubdtype(self.space.dtype, np.integer):  # a bin centre rounds to the nearest integer, not down
+            x = np.rint(x)
+        return x.astype(self.space.dtype).reshape((len(tokens),) + self.shape)
 
     def token_ranges(self, vocab):
         return [(vocab.continuous_offset, vocab.continuous_offset + vocab.continuous_tokens)] * self.n_tokens
