@@ -269,7 +269,8 @@ class ContinuousField(Field):
     def decode(self, tokens, vocab):
         bins = np.clip(tokens - vocab.continuous_offset, 0, vocab.continuous_tokens - 1)
         y = (bins + 0.5) / vocab.continuous_tokens * 2.0 - 1.0
-        x = self._from_unit(y, vocab)
+        # Clipped to the bounds: a Box with low == high is read by mu-law, whose bin centre is not the bound.
+        x = np.clip(self._from_unit(y, vocab), self.low, self.high)
         if np.issubdtype(self.space.dtype, np.integer):  # a bin centre rounds to the nearest integer, not down
             x = np.rint(x)
         return x.astype(self.space.dtype).reshape((len(tokens),) + self.shape)
