@@ -116,7 +116,7 @@ def is_string_space(space: spaces.Space) -> bool:
 def _image_layout(space: spaces.Box, spec: FieldSpec | None) -> tuple[int, int, int, bool] | None:
     """(C, H, W, channels_first) if the Box reads as an image, else None."""
     shape = space.shape
-    if spec is not None and spec.kind != "image":
+    if (spec is not None and spec.kind != "image") or 0 in shape:  # 0 in shape: no pixels, a field of 0 tokens
         return None
     if len(shape) == 2:
         if spec is None and min(shape) < 8:  # a small matrix of features, not a picture
@@ -260,8 +260,13 @@ class ContinuousField(Field):
         mulaw = np.sign(y) * np.expm1(np.abs(y) * math.log1p(vocab.M * vocab.mu)) / vocab.mu
         return np.where(self.bounded, scaled, mulaw)
 
+    def _rows(self, values) -> np.ndarray:
+        """(N, n_tokens) float64 values; a Box of size 0 gives N rows of 0 tokens."""
+        x = np.asarray(values, dtype=np.float64)
+        return x.reshape(-1, self.n_tokens) if self.n_tokens else x.reshape(len(x), 0)
+
     def encode(self, values, vocab):
-        x = np.asarray(values, dtype=np.float64).reshape(-1, self.n_tokens)
+        x = self._rows(values)
         y = self._to_unit(np.nan_to_num(x), vocab)
         bins = np.floor((y + 1.0) / 2.0 * vocab.continuous_tokens).astype(np.int64)
         return np.clip(bins, 0, vocab.continuous_tokens - 1) + vocab.continuous_offset
@@ -279,7 +284,7 @@ class ContinuousField(Field):
         return [(vocab.continuous_offset, vocab.continuous_offset + vocab.continuous_tokens)] * self.n_tokens
 
     def check(self, values):
-        x = np.asarray(values, dtype=np.float64).reshape(-1, self.n_tokens)
+        x = self._rows(values)
         if not np.isfinite(x).all():
             row = int(np.argwhere(~np.isfinite(x))[0, 0])
             return f"{self.name} holds NaN or inf at step {row}"
