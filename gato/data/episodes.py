@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -16,13 +17,29 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset id with no local copy."""
 
 
-def load_minari(dataset_id: str):
-    """``minari.load_dataset`` restricted to local data, with an error that says what to do."""
-    import minari
+class DamagedDatasetError(ValueError):
+    """A local dataset whose files are missing, truncated or damaged (e.g. left half-written by a killed
+    write of an older version); the message names the folder to delete and the command that remakes it."""
 
-    try:
-        return minari.load_dataset(dataset_id, download=False)
-    except FileNotFoundError:
+
+# What minari and h5py raise on a damaged metadata.json or main_data.hdf5 (h5py: OSError for a file it
+# cannot open or read, KeyError for a missing object; json: ValueError; minari: ValueError "No data found",
+# KeyError/TypeError for metadata without its keys or of the wrong types, AssertionError for an hdf5 file
+# whose groups are not laid out as it expects).
+_DAMAGE = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError, AssertionError)
+
+
+def load_minari(dataset_id: str):
+    """``minari.load_dataset`` restricted to local data, with an error that says what to do: a missing
+    dataset raises DatasetNotFoundError, a damaged or half-written one DamagedDatasetError."""
+    import minari
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    from gato.atomic import resolve_dir
+
+    # resolve_dir: where a swap was killed halfway on a system without atomic exchange, the previous one
+    path = resolve_dir(get_dataset_path(dataset_id))
+    if not path.is_dir():
         local = sorted(minari.list_local_datasets())
         where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
         hint = f"local datasets: {', '.join(local[:8])}" if local else "there are no local datasets"
@@ -30,6 +47,60 @@ def load_minari(dataset_id: str):
             f"dataset {dataset_id!r} is not in {where} ({hint}). neko-gato never downloads: make it with "
             "`gato data babyai --level LEVEL` or point MINARI_DATASETS_PATH at the folder that holds it."
         ) from None
+    try:
+        dataset = minari.MinariDataset(path / "data")
+        # read now what minari reads lazily, so that damage shows here and not deep inside a later step
+        dataset.observation_space, dataset.action_space, dataset.total_steps  # noqa: B018
+        if dataset.total_episodes:
+            dataset.storage.get_episodes([int(dataset.episode_indices[0])])  # opens the data file
+    except _DAMAGE as e:
+        raise damaged(dataset_id, path, e) from e
+    except MemoryError as e:
+        raise (damaged(dataset_id, path, e) if _oversized(path) else e) from e
+    return dataset
+
+
+def _oversized(path) -> bool:
+    """Whether an hdf5 dataset declares arrays longer than its metadata's step count allows (a damaged
+    shape, which makes h5py try to allocate terabytes); False where that cannot be told."""
+    try:
+        import h5py
+
+        total = json.loads((Path(path) / "data" / "metadata.json").read_text())["total_steps"]
+        found = []
+        with h5py.File(Path(path) / "data" / "main_data.hdf5", "r") as f:
+            f.visititems(lambda _, obj: found.append(obj.shape[0]) if getattr(obj, "shape", None) else None)
+        return max(found, default=0) > int(total) + 1
+    except Exception:  # noqa: BLE001 -- a probe of a damaged file: any failure means "cannot tell"
+        return False
+
+
+def damaged(dataset_id: str, path, error: BaseException) -> DamagedDatasetError:
+    """The error for a dataset whose files cannot be read: what failed, which folder to delete, how to remake it."""
+    what = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    return DamagedDatasetError(
+        f"dataset {dataset_id!r} is damaged or half-written ({what}); a write killed by an older neko-gato "
+        f"leaves one like this. Delete the folder {path} and remake the dataset: {remake_command(dataset_id)}"
+    )
+
+
+def remake_command(dataset_id: str) -> str:
+    """The `gato data` command that rewrites ``dataset_id`` (over the damaged one)."""
+    import re
+
+    match = re.fullmatch(r"babyai/(?P<level>[A-Za-z0-9]+)-bot-v0", dataset_id)
+    if match:
+        return f"`gato data babyai --level {match['level']} --overwrite`"
+    try:
+        from gato.data.recipes import recipe_for_dataset
+
+        recipe = recipe_for_dataset(dataset_id)
+    except ImportError:
+        recipe = None
+    if recipe is not None:
+        return f"`gato data {recipe.name} --overwrite`"
+    return (f"`gato data RECIPE --dataset_id {dataset_id} --overwrite` with the recipe that made it "
+            "(see `gato data list`)")
 
 
 def recommended_overrides(metadata: dict) -> dict:
@@ -86,13 +157,20 @@ class RawEpisodes:
     def read(cls, dataset, name: str) -> RawEpisodes:
         """Read every episode of a MinariDataset; an empty dataset is an error."""
         obs, act, rew, ids = [], [], [], []
-        for ep in dataset.iterate_episodes():
-            if len(ep.actions) == 0:
-                continue
-            ids.append(ep.id)
-            obs.append(ep.observations)
-            act.append(ep.actions)
-            rew.append(np.asarray(ep.rewards, dtype=np.float64))
+        try:
+            for ep in dataset.iterate_episodes():
+                if len(ep.actions) == 0:
+                    continue
+                ids.append(ep.id)
+                obs.append(ep.observations)
+                act.append(ep.actions)
+                rew.append(np.asarray(ep.rewards, dtype=np.float64))
+        except (*_DAMAGE, MemoryError) as e:
+            where = getattr(getattr(dataset, "storage", None), "_data_path", None)
+            folder = Path(where).parent if where else None
+            if isinstance(e, MemoryError) and not (folder and _oversized(folder)):
+                raise
+            raise damaged(name, folder or "that holds it", e) from e
         if not act:
             raise DatasetValueError(f"dataset {name!r} holds no episodes with at least one step; regenerate it")
         return cls(obs, act, rew, ids)

@@ -10,8 +10,9 @@ Where things are stored:
 * Datasets go under ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``);
   minari resolves that itself, nothing here hardcodes a path.
 * A dataset is written whole under a hidden folder of that root (``.writing-*``,
-  which minari's listings skip), then renamed into place: a killed write never
-  leaves a half-written dataset under its id.
+  which minari's listings skip), then renamed into place (over a previous one:
+  swapped with it atomically, see ``gato.atomic.replace_dir``): a killed write
+  never leaves a half-written dataset under its id, nor none where one existed.
 * ``ref_min_score`` / ``ref_max_score`` (read by ``minari.get_normalized_score``)
   are passed to ``create_dataset_from_buffers`` when an ``env_id`` is given.
   Minari silently drops them when the dataset has no env spec, so without an
@@ -337,16 +338,17 @@ def _create(dataset_id: str, buffers: list[EpisodeBuffer], env_id, metadata: dic
 def _move_into_place(staging: Path, dataset_id: str, overwrite: bool) -> None:
     """Rename the dataset written under ``staging`` to its place in the datasets root.
 
-    Each rename is atomic (same file system). With ``overwrite`` the previous dataset is first
-    renamed into ``staging`` (deleted with it): a kill between the two renames leaves no dataset
-    under the id, the previous one still whole in the hidden staging folder.
+    A new id is one atomic rename (same file system). With ``overwrite`` the previous dataset and the
+    new one swap names in one atomic step (:func:`gato.atomic.replace_dir`), so a kill at any instant
+    leaves a complete dataset under the id, the previous one or the new.
     """
+    from gato import atomic
+
     namespace = parse_dataset_id(dataset_id)[0]
     if namespace is not None and namespace not in list_local_namespaces():
         create_namespace(namespace)  # as minari does, so that the root lists the namespace
     target = get_dataset_path(dataset_id)
-    if target.exists():
-        if not overwrite:
-            raise _taken(dataset_id)  # written by someone else meanwhile
-        os.replace(target, staging / ".replaced")  # "." cannot start a namespace: no clash
-    os.replace(staging / dataset_id, target)
+    if target.exists() and not overwrite:
+        raise _taken(dataset_id)  # written by someone else meanwhile
+    atomic.fsync_tree(staging / dataset_id)
+    atomic.replace_dir(staging / dataset_id, target)
