@@ -195,7 +195,7 @@ class DiscreteField(Field):
             raise UnsupportedSpaceError(f"{self.name}: {space} cannot be read as discrete values")
         self.start, self.nvec = start.astype(np.int64), nvec.astype(np.int64)
         self.n_tokens = len(self.nvec)
-        if self.nvec.max() > vocab.discrete_tokens:
+        if self.nvec.max(initial=0) > vocab.discrete_tokens:  # initial: a MultiDiscrete([]) has no values
             raise UnsupportedSpaceError(
                 f"{self.name}: {space} has {int(self.nvec.max())} values but the vocabulary has "
                 f"{vocab.discrete_tokens} discrete tokens; raise discrete_tokens"
