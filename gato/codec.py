@@ -516,6 +516,10 @@ class SpaceCodec:
         text_budget = text_budget or {}
         self.obs_fields = _build_fields(observation_space, "obs", self.vocab, patch_size, overrides, False, text_budget)
         self.action_fields = _build_fields(action_space, "action", self.vocab, patch_size, None, True, {})
+        if not sum(f.n_tokens for f in self.action_fields):  # nothing to predict, nothing to step the env with
+            raise UnsupportedSpaceError(
+                f"action: {action_space} holds no values (0 action tokens); an agent needs an action space "
+                "with at least one Discrete, MultiDiscrete, MultiBinary or Box value")
         self.obs_tokens = sum(f.n_tokens for f in self.obs_fields) + int(task_id is not None)
         self.action_tokens = sum(f.n_tokens for f in self.action_fields)
         self.tokens_per_step = self.obs_tokens + 1 + self.action_tokens
