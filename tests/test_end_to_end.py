@@ -35,7 +35,7 @@ def test_command_line_data_inspect_train_eval(tmp_path, capsys):
     assert sorted(p.name for p in checkpoint.iterdir()) == [
         "config.json", "history.json", "model.safetensors", "tasks.json", "training_args.json"]
     assert (run_dir / "e2e" / "learning_curve.png").stat().st_size > 0
-    assert list((run_dir / "e2e" / "logs").glob("events.out.tfevents.*"))
+    assert list((run_dir / "e2e" / "logs" / "neko-gato").glob("events.out.tfevents.*"))
     printed = capsys.readouterr().out
     assert "babyai/GoToRedBall-bot" in printed and "normalized" in printed
 

@@ -27,3 +27,90 @@ def test_progress_bar_counts_training_minutes_under_a_time_budget_else_steps(tin
     else:
         assert bar.total == 20000 and bar.n == 40
         assert "40/20000" in out.getvalue()
+
+
+TINY_ARGS = dict(embed_dim=32, layers=1, heads=2, dropout=0.0, patch_size=4, resid_mid_channels=8,
+                 continuous_tokens=64, discrete_tokens=64, sequence_length=64, batch_size=4, warmup_steps=1,
+                 training_steps=4, max_minutes=0, log_every=2, eval_episodes=1, eval_envs=1, save_model=False,
+                 device="cpu")
+
+
+def _train(cartpole_task, tmp_path, **kw):
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    args = TrainingArgs(**{**TINY_ARGS, "save_dir": str(tmp_path / "runs"), "exp_name": "tb", **kw})
+    args.validate()
+    trainer = build_trainer(args, tasks=[cartpole_task])
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.slow
+def test_tensorboard_by_default_logs_train_and_eval_scalars_and_the_args_under_runs_name_logs(cartpole_task,
+                                                                                           tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = _train(cartpole_task, tmp_path)
+    logs = tmp_path / "runs" / "tb" / "logs" / "neko-gato"
+    assert trainer.run_dir / "logs" / "neko-gato" == logs
+    assert list(logs.glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/tokens_per_s", "eval/cartpole/mean_return"} <= scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    losses = [h["loss"] for h in trainer.history if "loss" in h]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses, rel=1e-6)
+    assert events.Scalars("eval/cartpole/mean_return")[-1].step == 4
+    # The run's arguments, flattened to scalars (lists as text), are the hparams.
+    hparams = next(logs.glob("*/hparams.yml")).read_text()
+    assert "learning_rate: 0.001" in hparams and "report_to: '[''tensorboard'']'" in hparams
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("report_to", ["none", []])
+def test_report_to_none_or_empty_logs_nothing(cartpole_task, tmp_path, report_to):
+    trainer = _train(cartpole_task, tmp_path, report_to=report_to)
+    assert trainer.accelerator.trackers == []
+    assert not (tmp_path / "runs" / "tb" / "logs").exists()
+    assert [h["step"] for h in trainer.history if "loss" in h] == [2, 4]  # it trained all the same
+
+
+@pytest.mark.parametrize("report_to, message", [
+    ("tensorbored", "--report_to tensorbored: unknown tracker; choose from all, aim, tensorboard, wandb"),
+    (["none", "tensorboard"], "--report_to none cannot be combined"),
+])
+def test_report_to_unknown_tracker_is_a_clear_error(report_to, message):
+    from gato.training.arguments import TrainingArgs
+
+    with pytest.raises(ValueError) as caught:
+        TrainingArgs(report_to=report_to).validate()
+    assert str(caught.value).startswith(message)
+
+
+def test_report_to_a_tracker_that_is_not_installed_names_the_install_before_anything_runs(capsys, tmp_path):
+    """Accelerate would drop it silently and the run would log nowhere."""
+    from accelerate.utils import is_wandb_available
+
+    from gato.cli import main
+
+    if is_wandb_available():
+        pytest.skip("wandb is installed here")
+    # The dataset is missing too: the tracker is checked first, before data, policy or training.
+    assert main(["train", "--report_to", "wandb", "--control_datasets", "nobody/missing-v0",
+                 "--save_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--report_to wandb: not installed; pip install wandb" in err
+    assert "Traceback" not in err and "missing-v0" not in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_report_to_wandb_offline_writes_the_run_into_the_run_directory(cartpole_task, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    trainer = _train(cartpole_task, tmp_path, report_to=["tensorboard", "wandb"])
+    assert list((trainer.run_dir / "wandb").glob("offline-run-*"))
+    assert list((trainer.run_dir / "logs" / "neko-gato").glob("events.out.tfevents.*"))

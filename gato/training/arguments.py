@@ -112,6 +112,8 @@ class TrainingArgs:
     log_eval_freq: int = _f(0, "evaluate every N steps (0: by --eval_every_minutes)")
     eval_every_minutes: float = _f(0.0, "evaluate every N training minutes (0: at each fifth of the budget)")
     log_every: int = _f(20, "write training metrics every N steps")
+    report_to: list = _f(["tensorboard"], "Accelerate trackers for the metrics: tensorboard (in runs/NAME/logs), "
+                                          "wandb, comet_ml, aim, mlflow, clearml, dvclive, all, ...; none: no logs")
     # saving
     save_model: bool = _f(True, "save the policy")
     save_mode: str = _f("checkpoint", "checkpoint: save at every evaluation; last: only at the end")
@@ -179,12 +181,31 @@ class TrainingArgs:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self.trackers()
 
     def __post_init__(self):
         if isinstance(self.action_history_noise, (int, float)):  # one value given from Python
             self.action_history_noise = [float(self.action_history_noise)]
         if isinstance(self.dagger_episodes, int):
             self.dagger_episodes = [self.dagger_episodes]
+        if isinstance(self.report_to, str):  # one name, or several joined by commas, given from Python
+            self.report_to = [self.report_to]
+
+    def trackers(self) -> list[str]:
+        """The Accelerate ``log_with`` names of ``--report_to`` (commas split, lower case); [] for none or empty.
+
+        Raises ValueError for a name Accelerate does not know, naming the choices. Whether the tracker's package is
+        installed is checked where the trackers start (``gato.training.run.check_trackers``)."""
+        from accelerate.utils import LoggerType
+
+        names = [n.strip().lower() for item in self.report_to for n in str(item).split(",") if n.strip()]
+        choices = [*LoggerType.list(), "none"]
+        unknown = [n for n in names if n not in choices]
+        if unknown:
+            raise ValueError(f"--report_to {' '.join(unknown)}: unknown tracker; choose from {', '.join(choices)}")
+        if "none" in names and len(names) > 1:
+            raise ValueError("--report_to none cannot be combined with other trackers")
+        return list(dict.fromkeys(n for n in names if n != "none"))
 
     def history_noise(self, i: int) -> float:
         """The action-history noise of dataset ``i``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 from gato.data.generation import ensure_dataset
 from gato.training.arguments import TrainingArgs
@@ -52,16 +53,42 @@ def build_policy(args: TrainingArgs, device):
     return GatoPolicy(args.policy_config(), device=device, pretrained_lm=args.pretrained_lm or None)
 
 
+class MissingTrackerError(ImportError):
+    """A ``--report_to`` tracker whose package is not installed."""
+
+
+def check_trackers(names: list[str]) -> list[str]:
+    """``names`` (``TrainingArgs.trackers()``), after checking that each one's package is installed: Accelerate
+    itself would drop a missing one silently (a debug message), and the run would log nowhere.
+    ``all`` means the installed ones and needs none in particular."""
+    from accelerate.tracking import get_available_trackers
+
+    available = {str(t) for t in get_available_trackers()}
+    missing = [n for n in names if n != "all" and n not in available]
+    if missing:
+        raise MissingTrackerError(f"--report_to {' '.join(missing)}: not installed; pip install "
+                                  f"{' '.join(missing)} (or choose another tracker, or none)")
+    return names
+
+
 def build_trainer(args: TrainingArgs, tasks=None):
     """A ready Trainer for ``args`` (tasks built from ``args`` unless given)."""
     import torch
     from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
 
     from gato.training.schedule import warmup_cosine
-    from gato.training.trainer import Trainer, make_optimizer
+    from gato.training.trainer import LOGS_DIR, Trainer, make_optimizer
 
     torch.manual_seed(args.seed)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu")
+    # The run's name first: the trackers' folder (runs/NAME/logs) is fixed when the Accelerator is made.
+    names = [t.name for t in tasks] if tasks is not None else [task_name(d) for d in args.control_datasets]
+    exp_name = args.exp_name or "-".join(names)[:60] + time.strftime("-%Y%m%d-%H%M%S")
+    run_dir = Path(args.save_dir) / exp_name
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu",
+                              log_with=check_trackers(args.trackers()) or None,
+                              project_config=ProjectConfiguration(project_dir=str(run_dir),
+                                                                  logging_dir=str(run_dir / LOGS_DIR)))
     if args.device not in ("", "cpu") and torch.device(args.device) != accelerator.device:
         raise ValueError(f"--device {args.device}: accelerate chose {accelerator.device}; select GPUs with "
                          "CUDA_VISIBLE_DEVICES (or `accelerate launch`) and leave --device empty")
@@ -69,7 +96,6 @@ def build_trainer(args: TrainingArgs, tasks=None):
     model = build_policy(args, accelerator.device)
     tasks = tasks if tasks is not None else build_tasks(args, model.vocab)
     optimizer = make_optimizer(model, args)
-    exp_name = args.exp_name or "-".join(t.name for t in tasks)[:60] + time.strftime("-%Y%m%d-%H%M%S")
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=None, accelerator=accelerator, tasks=tasks,
                       exp_name=exp_name, args=args)
     trainer.scheduler = warmup_cosine(optimizer, args.warmup_steps, args.training_steps, args.learning_rate,

@@ -1,7 +1,7 @@
 """Trainer: behaviour cloning over any set of tasks, on Hugging Face Accelerate.
 
 The trainer knows the Task protocol only (``sample_batch``, ``evaluate``, ``spec``, ``name``):
-it mixes tasks in each batch by weight, steps the optimizer, logs to TensorBoard, evaluates
+it mixes tasks in each batch by weight, steps the optimizer, logs to the Accelerate trackers, evaluates
 (by default at each fifth of the ``max_minutes`` training-time budget; ``eval_every_minutes``
 sets another period, ``log_eval_freq`` a period in steps; without a time budget, at each fifth
 of ``training_steps``) and once more at the end, and saves checkpoints atomically.
@@ -21,6 +21,8 @@ from gato.tasks.task import TASKS_FILE
 from gato.training.arguments import TrainingArgs
 
 ARGS_FILE = "training_args.json"
+LOGS_DIR = "logs"  # the trackers' folder in the run directory (TensorBoard: logs/PROJECT_NAME/events.out.tfevents.*)
+PROJECT_NAME = "neko-gato"  # the trackers' project (wandb, comet_ml, mlflow); each run is named by exp_name
 HISTORY_FILE = "history.json"
 
 
@@ -31,7 +33,9 @@ class Trainer:
         model: a GatoPolicy.
         optimizer, scheduler: a torch optimizer and LR scheduler (stepped once per optimizer
             step; see ``gato.training.schedule.warmup_cosine``).
-        accelerator: an ``accelerate.Accelerator`` (one process or many).
+        accelerator: an ``accelerate.Accelerator`` (one process or many). Metrics go to its trackers
+            (``log_with``; TensorBoard writes under its ``logging_dir``); ``gato.training.run.build_trainer``
+            makes one from ``--report_to``. Without ``log_with`` nothing is logged.
         tasks: objects following ``gato.tasks.task.Task``.
         exp_name: run name; outputs go to ``args.save_dir/exp_name``.
         args: TrainingArgs (or any object with its fields).
@@ -176,12 +180,29 @@ class Trainer:
         return bool(budget) and self.train_seconds >= budget
 
     def train(self) -> dict:
-        """Run to ``training_steps`` or the time budget; returns the last evaluation."""
-        from torch.utils.tensorboard import SummaryWriter
+        """Run to ``training_steps`` or the time budget; returns the last evaluation. The trackers start
+        here and are closed at the end, also when training fails (what was logged is kept)."""
+        self.start_trackers()
+        try:
+            return self._train()
+        finally:
+            self.accelerator.end_training()
 
+    def start_trackers(self) -> None:
+        """Start the accelerator's trackers (main process), with the run's arguments as their config."""
+        args = self.args.to_dict() if hasattr(self.args, "to_dict") else dict(vars(self.args))
+        config = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in args.items()}
+        # Name the run where a tracker takes a name (the project groups runs); wandb keeps its files in the run.
+        names = {"wandb": {"name": self.exp_name, "dir": str(self.run_dir)}, "mlflow": {"run_name": self.exp_name}}
+        used = {str(t) for t in self.accelerator.log_with}
+        if "wandb" in used and self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.init_trackers(PROJECT_NAME, config=config,
+                                       init_kwargs={k: v for k, v in names.items() if k in used})
+
+    def _train(self) -> dict:
         args = self.args
         main = self.accelerator.is_main_process
-        writer = SummaryWriter(str(self.run_dir / "logs")) if main else None
         bar = self.progress_bar(disable=not main)
         last_eval_seconds, window_tokens, window_start = 0.0, 0, self.train_seconds
         last = {}
@@ -198,31 +219,28 @@ class Trainer:
             if self.step % args.log_every == 0 and main:
                 rate = window_tokens / max(1e-9, self.train_seconds - window_start)
                 lr = self.optimizer.param_groups[0]["lr"]
-                writer.add_scalar("train/loss", out["loss"], self.step)
-                writer.add_scalar("train/lr", lr, self.step)
-                writer.add_scalar("train/tokens_per_s", rate, self.step)
+                self.accelerator.log({"train/loss": out["loss"], "train/lr": float(lr), "train/tokens_per_s": rate},
+                                     step=self.step)
                 where = {"step": self.step} if args.max_minutes else {"min": f"{self.train_seconds / 60:.1f}"}
                 bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", **where)
                 self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "loss": out["loss"]})
                 window_tokens, window_start = 0, self.train_seconds
             if self._eval_due(last_eval_seconds):
                 last_eval_seconds = self.train_seconds
-                last = self._evaluate_and_save(writer, bar)
+                last = self._evaluate_and_save(bar)
             if self._dagger_due():
                 self.collect_corrections(bar)
         bar.close()
         if not self.history or "eval" not in self.history[-1] or self.history[-1]["step"] != self.step:
-            last = self._evaluate_and_save(writer, None, final=True)
-        if writer is not None:
-            writer.close()
+            last = self._evaluate_and_save(None, final=True)
         return last
 
-    def _evaluate_and_save(self, writer, bar, final: bool = False) -> dict:
+    def _evaluate_and_save(self, bar, final: bool = False) -> dict:
         results = self.evaluate()
         if self.accelerator.is_main_process:
-            for name, metrics in results.items():
-                for key, value in metrics.items():
-                    writer.add_scalar(f"eval/{name}/{key}", value, self.step)
+            # float(): a tracker may skip numpy scalars (TensorBoard's takes Python int and float only)
+            self.accelerator.log({f"eval/{name}/{key}": float(value) for name, metrics in results.items()
+                                  for key, value in metrics.items()}, step=self.step)
             self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "eval": results})
             summary = "  ".join(f"{n}: " + (f"score {m['normalized_score']:.2f}" if "normalized_score" in m
                                              else f"success {m['success_rate']:.2f}")
