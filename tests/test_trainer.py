@@ -114,3 +114,20 @@ def test_report_to_wandb_offline_writes_the_run_into_the_run_directory(cartpole_
     trainer = _train(cartpole_task, tmp_path, report_to=["tensorboard", "wandb"])
     assert list((trainer.run_dir / "wandb").glob("offline-run-*"))
     assert list((trainer.run_dir / "logs" / "neko-gato").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_trackers_are_closed_after_train_and_a_second_train_logs_on(cartpole_task, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = _train(cartpole_task, tmp_path)
+    assert trainer.accelerator.trackers == []
+    trainer.args.training_steps = 6
+    trainer.train()
+    logs = tmp_path / "runs" / "tb" / "logs" / "neko-gato"
+    steps = []
+    for events_file in sorted(logs.glob("events.out.tfevents.*")):
+        events = EventAccumulator(str(events_file))
+        events.Reload()
+        steps += [e.step for e in events.Scalars("train/loss")]
+    assert sorted(steps) == [2, 4, 6]

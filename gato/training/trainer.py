@@ -186,7 +186,15 @@ class Trainer:
         try:
             return self._train()
         finally:
-            self.accelerator.end_training()
+            self.finish_trackers()
+
+    def finish_trackers(self) -> None:
+        """What ``accelerator.end_training()`` does, less its ``destroy_process_group()``: callers still evaluate
+        after ``train`` (the CLI, the benchmarks; ``evaluate`` waits for every process), and ``train`` may run
+        again. Whoever made the Accelerator ends the process group."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        self.accelerator.trackers.clear()
 
     def start_trackers(self) -> None:
         """Start the accelerator's trackers (main process), with the run's arguments as their config."""
