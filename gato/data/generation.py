@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from gato.envs import Episode
+from gato.envs import Episode, is_env_id
 from gato.seeds import DATA, REFERENCE
 
 __all__ = ["DEMO", "EXPERT", "RANDOM", "REFERENCE_SEED_OFFSET", "Collected", "GenerationReport", "Source",
@@ -193,12 +193,15 @@ def _on_alarm(signum, frame):
 
 
 def _worker_init(source: Source) -> None:
-    """Per-worker setup: silence prints, install the alarm handler, remember the source."""
+    """Per-worker setup: silence prints, install the alarm handler, remember the source, and import the
+    package that registers its env here, outside any episode's time budget (minigrid takes a good part
+    of a second to import on a loaded machine)."""
     global _SOURCE
     # Workers report through their results; prints (minigrid's "Sampling rejected: ...") would garble the bar.
     sys.stdout = open(os.devnull, "w")
     signal.signal(signal.SIGALRM, _on_alarm)
     warnings.filterwarnings("ignore")
+    is_env_id(source.env_id)
     _SOURCE = source
 
 
