@@ -122,8 +122,9 @@ def cmd_train(ns) -> int:
         print()
         print_scores(results)
         print(f"\ncheckpoint: {trainer.run_dir / 'checkpoint'}"
-              f"\nlearning curve: {trainer.run_dir / 'learning_curve.png'}"
-              f"\ntensorboard: tensorboard --logdir {trainer.run_dir / 'logs'}")
+              f"\nlearning curve: {trainer.run_dir / 'learning_curve.png'}")
+        if {"tensorboard", "all"} & set(args.trackers()):
+            print(f"tensorboard: tensorboard --logdir {trainer.run_dir / 'logs'}")
     return 0
 
 
