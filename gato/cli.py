@@ -3,6 +3,7 @@
     gato data babyai --level GoToLocal --episodes 5000   write a BabyAI bot dataset (Minari)
     gato inspect babyai/GoToLocal-bot-v0                per-field token layout of a dataset or env
     gato train                                          the main job: BabyAI GoToLocal, ~20 min
+    gato train --resume runs/NAME                       continue a killed run from its last saved state
     gato eval runs/NAME/checkpoint                      evaluate a checkpoint, write JSON
 """
 
@@ -109,7 +110,7 @@ def cmd_train(ns) -> int:
     from gato.training.arguments import TrainingArgs
     from gato.training.run import build_trainer
 
-    args = TrainingArgs.from_namespace(ns)
+    args = resumed_args(ns) if ns.resume else TrainingArgs.from_namespace(ns)
     trainer = build_trainer(args)
     tasks = trainer.tasks
     for task in tasks:
@@ -117,7 +118,9 @@ def cmd_train(ns) -> int:
               f"{task.tokens_per_timestep} tokens per timestep")
     n_params = sum(p.numel() for p in trainer.policy.parameters())
     print(f"policy: {n_params / 1e6:.2f}M parameters; outputs in {trainer.run_dir}")
-    results = trainer.train()
+    if ns.resume:
+        print(f"resuming {ns.resume} (its saved arguments)")
+    results = trainer.train(resume_from=ns.resume or None)
     if trainer.accelerator.is_main_process:
         print()
         print_scores(results)
@@ -126,6 +129,30 @@ def cmd_train(ns) -> int:
         if {"tensorboard", "all"} & set(args.trackers()):
             print(f"tensorboard: tensorboard --logdir {trainer.run_dir / 'logs'}")
     return 0
+
+
+def resumed_args(ns):
+    """The saved TrainingArgs of the run ``ns.resume`` (its outputs stay in that directory). A flag given with
+    ``--resume`` whose value differs from the saved one is an error: the resumed run must be the same run."""
+    import dataclasses
+
+    from gato.training.arguments import TrainingArgs
+    from gato.training.state import ResumeError, saved_args
+
+    run = Path(ns.resume)
+    saved = saved_args(run)
+    fields = {f.name: f for f in dataclasses.fields(TrainingArgs)}
+    values = {k: v for k, v in saved.items() if k in fields}
+    values.update(save_dir=str(run.parent), exp_name=run.name)
+    defaults = TrainingArgs()
+    differing = [name for name in fields if name not in ("save_dir", "exp_name")
+                 and getattr(ns, name) != getattr(defaults, name) and getattr(ns, name) != values.get(name)]
+    if differing:
+        raise ResumeError(f"--resume continues {run} with its saved arguments; drop "
+                          + ", ".join(f"--{n}" for n in differing) + " (or start a new run)")
+    args = TrainingArgs(**values)
+    args.validate()
+    return args
 
 
 def print_scores(results: dict) -> dict:
@@ -215,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a policy (no flags: the BabyAI main job)")
     TrainingArgs.add_arguments(train)
+    train.add_argument("--resume", default="", metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR (e.g. runs/NAME) exactly where its last saved state left "
+                            "it, with its saved arguments (other flags must be left out or equal)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint on its tasks; writes JSON")

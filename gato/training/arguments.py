@@ -117,6 +117,9 @@ class TrainingArgs:
     # saving
     save_model: bool = _f(True, "save the policy")
     save_mode: str = _f("checkpoint", "checkpoint: save at every evaluation; last: only at the end")
+    save_every_minutes: float = _f(5.0, "save the resumable state (runs/NAME/state; `gato train --resume`) every "
+                                        "N training minutes (0: only at evaluations)")
+    save_every_steps: int = _f(0, "also save the resumable state every N steps (0: never by steps)")
     save_dir: str = _f("runs", "folder for checkpoints, logs and plots")
     exp_name: str = _f("", "run name (default: derived from the datasets and time)")
 

@@ -62,6 +62,8 @@ class Trainer:
         self.train_seconds = 0.0
         self.step = 0
         self.dagger_rounds_done = 0
+        self.last_eval_seconds = 0.0  # training time at the last evaluation (saved with the state)
+        self.last_state_seconds = 0.0  # training time at the last state save
 
     @property
     def policy(self):
@@ -179,9 +181,17 @@ class Trainer:
         budget = self.args.max_minutes * 60
         return bool(budget) and self.train_seconds >= budget
 
-    def train(self) -> dict:
+    def train(self, resume_from=None) -> dict:
         """Run to ``training_steps`` or the time budget; returns the last evaluation. The trackers start
-        here and are closed at the end, also when training fails (what was logged is kept)."""
+        here and are closed at the end, also when training fails (what was logged is kept).
+
+        ``resume_from``: a run directory (or its ``state`` folder) whose saved state this trainer, built from
+        that run's saved arguments, continues exactly: weights, optimizer, scheduler, step, training time,
+        random generators and learning curve (see ``gato.training.state``)."""
+        if resume_from is not None:
+            from gato.training.state import load_state
+
+            load_state(self, resume_from)
         self.start_trackers()
         try:
             return self._train()
@@ -212,7 +222,7 @@ class Trainer:
         args = self.args
         main = self.accelerator.is_main_process
         bar = self.progress_bar(disable=not main)
-        last_eval_seconds, window_tokens, window_start = 0.0, 0, self.train_seconds
+        window_tokens, window_start = 0, self.train_seconds
         last = {}
         while self.step < args.training_steps and not self._out_of_time():
             t0 = time.monotonic()
@@ -233,11 +243,14 @@ class Trainer:
                 bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", **where)
                 self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "loss": out["loss"]})
                 window_tokens, window_start = 0, self.train_seconds
-            if self._eval_due(last_eval_seconds):
-                last_eval_seconds = self.train_seconds
+            evaluated = self._eval_due(self.last_eval_seconds)
+            if evaluated:
+                self.last_eval_seconds = self.train_seconds
                 last = self._evaluate_and_save(bar)
             if self._dagger_due():
                 self.collect_corrections(bar)
+            if evaluated or self._state_due():
+                self.save_state()  # at the end of the step, so that a resumed run repeats nothing
         bar.close()
         if not self.history or "eval" not in self.history[-1] or self.history[-1]["step"] != self.step:
             last = self._evaluate_and_save(None, final=True)
@@ -259,6 +272,27 @@ class Trainer:
                 self.save()
         self.accelerator.wait_for_everyone()
         return results
+
+    def _state_due(self) -> bool:
+        """Whether ``save_every_minutes`` of training time (or ``save_every_steps``) passed since the last save."""
+        every_steps = getattr(self.args, "save_every_steps", 0)
+        if every_steps and self.step % every_steps == 0:
+            return True
+        every = getattr(self.args, "save_every_minutes", 0) * 60
+        return bool(every) and self.train_seconds - self.last_state_seconds >= every
+
+    def save_state(self) -> Path | None:
+        """Save the resumable state to ``run_dir/state`` atomically (main process; only with ``save_model``);
+        ``gato train --resume`` continues from it."""
+        self.last_state_seconds = self.train_seconds
+        directory = None
+        if self.accelerator.is_main_process and getattr(self.args, "save_model", True):
+            from gato.training.state import save_state
+
+            args = self.args.to_dict() if hasattr(self.args, "to_dict") else dict(vars(self.args))
+            directory = save_state(self, args)
+        self.accelerator.wait_for_everyone()
+        return directory
 
     def save(self) -> Path:
         """Write the checkpoint (policy, task specs, args, history) and the learning curve."""

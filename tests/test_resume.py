@@ -1,0 +1,86 @@
+"""Exact resume: a run killed (SIGKILL, a real process) and resumed ends bit for bit where an unbroken run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gato.cli import main
+
+STEPS = 8
+FLAGS = ["--control_datasets", "test/cartpole-random-v0", "--embed_dim", "32", "--layers", "1", "--heads", "2",
+         "--dropout", "0.1", "--patch_size", "4", "--resid_mid_channels", "8", "--continuous_tokens", "64",
+         "--discrete_tokens", "64", "--sequence_length", "64", "--batch_size", "4", "--warmup_steps", "2",
+         "--training_steps", str(STEPS), "--max_minutes", "0", "--log_every", "1", "--eval_episodes", "1",
+         "--eval_envs", "1", "--log_eval_freq", "100", "--report_to", "none", "--device", "cpu",
+         "--save_every_minutes", "0", "--save_every_steps", str(STEPS // 4)]
+
+# Runs `gato train` in this process and SIGKILLs it during the third state save (step 6), after the new state's
+# files are written and before they are swapped in: the state on disk is then the one of step 4 (STEPS / 2).
+KILLER = """
+import os, signal, sys
+import gato.training.state as state
+real, calls = state.replace_dir, []
+def replace_dir(new, target):
+    calls.append(new)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(new, target)
+state.replace_dir = replace_dir
+from gato.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _weights(run_dir):
+    return load_file(str(run_dir / "checkpoint" / "model.safetensors"))
+
+
+def _losses(run_dir):
+    history = json.loads((run_dir / "checkpoint" / "history.json").read_text())
+    return [(h["step"], h["loss"]) for h in history if "loss" in h]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_way_and_resumed_ends_bitwise_equal_to_an_unbroken_run(cartpole_dataset, tmp_path,
+                                                                                 session_minari_root, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))
+    runs = tmp_path / "runs"
+    assert main(["train", *FLAGS, "--save_dir", str(runs), "--exp_name", "unbroken"]) == 0
+
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    killed = subprocess.run([sys.executable, "-c", KILLER, "train", *FLAGS, "--save_dir", str(runs),
+                             "--exp_name", "killed"], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # The kill came during a state write: the previous state (step 4) is the one in place, whole.
+    state = json.loads((runs / "killed" / "state" / "state.json").read_text())
+    assert state["step"] == STEPS // 2
+    assert not (runs / "killed" / "checkpoint").exists()
+
+    assert main(["train", "--resume", str(runs / "killed")]) == 0
+    unbroken, resumed = _weights(runs / "unbroken"), _weights(runs / "killed")
+    assert unbroken.keys() == resumed.keys()
+    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)
+    assert _losses(runs / "killed") == _losses(runs / "unbroken")
+    assert [s for s, _ in _losses(runs / "unbroken")] == list(range(1, STEPS + 1))
+
+
+def test_resume_refuses_a_flag_that_differs_from_the_saved_run_and_a_run_without_state(tmp_path, capsys):
+    from gato.training.arguments import TrainingArgs
+
+    run = tmp_path / "runs" / "r"
+    (run / "state").mkdir(parents=True)
+    (run / "state" / "state.json").write_text("{}")
+    (run / "state" / "training_args.json").write_text(json.dumps(TrainingArgs(batch_size=4).to_dict()))
+    assert main(["train", "--resume", str(run), "--batch_size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume continues" in err and "drop --batch_size" in err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no saved training state" in capsys.readouterr().err
