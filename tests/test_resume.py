@@ -84,3 +84,18 @@ def test_resume_refuses_a_flag_that_differs_from_the_saved_run_and_a_run_without
     assert "--resume continues" in err and "drop --batch_size" in err
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no saved training state" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_run_that_did_dagger_rounds(cartpole_task, tmp_path):
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+    from gato.training.state import ResumeError
+
+    args = TrainingArgs(embed_dim=32, layers=1, heads=2, patch_size=4, resid_mid_channels=8, continuous_tokens=64,
+                        discrete_tokens=64, sequence_length=64, batch_size=4, training_steps=2, max_minutes=0,
+                        report_to=["none"], device="cpu", save_dir=str(tmp_path), exp_name="dagger")
+    trainer = build_trainer(args, tasks=[cartpole_task])
+    trainer.dagger_rounds_done = 1
+    assert (trainer.save_state() / "state.json").is_file()
+    with pytest.raises(ResumeError, match="DAgger"):
+        build_trainer(args, tasks=[cartpole_task]).train(resume_from=tmp_path / "dagger")
