@@ -72,3 +72,9 @@ def test_random_returns_replay_the_evaluation_seeds(cartpole_task):
     assert first[2] == play_episode(env, lambda _: env.action_space.sample(), 9).total
     default = random_returns(cartpole_task.make_env, 1)
     assert default[0] == play_episode(env, lambda _: env.action_space.sample(), EVALUATION.start).total
+
+
+def test_evaluate_refuses_a_model_whose_patches_are_another_size(babyai_task, tiny_policy):
+    model = tiny_policy(patch_size=3)
+    with pytest.raises(ValueError, match="4-pixel patches but the policy reads 3-pixel ones"):
+        babyai_task.evaluate(model, 1)

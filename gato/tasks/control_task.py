@@ -196,9 +196,7 @@ class ControlTask:
         with positive return) and, when the dataset has reference returns,
         normalized_score = (return - random) / (expert - random)."""
         model = getattr(model, "module", model)
-        codec = self.codec_for(model.vocab)
-        if codec.patches_per_step and model.patch_size != self.patch_size:
-            raise ValueError(f"the model's patch_size {model.patch_size} differs from the task's {self.patch_size}")
+        codec = self.codec_for(model.vocab)  # its patch size is checked against the model's by the agent
         seeds.EVALUATION.take(n_iterations, first=seed)  # refuses seeds outside the evaluation block
         prompt = None if promptless_eval else self.eval_prompt(codec, np.random.default_rng(seed), model.context_len,
                                                                model.device)
