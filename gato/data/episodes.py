@@ -86,9 +86,9 @@ def damaged(dataset_id: str, path, error: BaseException) -> DamagedDatasetError:
 
 def remake_command(dataset_id: str) -> str:
     """The `gato data` command that rewrites ``dataset_id`` (over the damaged one)."""
-    import re
+    from gato.data.generation import DEFAULT_BABYAI_ID
 
-    match = re.fullmatch(r"babyai/(?P<level>[A-Za-z0-9]+)-bot-v0", dataset_id)
+    match = DEFAULT_BABYAI_ID.match(dataset_id)
     if match:
         return f"`gato data babyai --level {match['level']} --overwrite`"
     try:

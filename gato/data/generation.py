@@ -37,7 +37,7 @@ from gato.envs import Episode, is_env_id
 from gato.seeds import DATA, REFERENCE
 
 __all__ = ["DEMO", "EXPERT", "RANDOM", "REFERENCE_SEED_OFFSET", "Collected", "GenerationReport", "Source",
-           "acting_after_reset", "ensure_dataset", "generate", "mean_std"]
+           "DEFAULT_BABYAI_ID", "acting_after_reset", "ensure_dataset", "generate", "mean_std"]
 
 REFERENCE_SEED_OFFSET = REFERENCE.start
 """Reference episode ``j`` resets with ``seed + REFERENCE_SEED_OFFSET + j`` (10**9, ``gato.seeds.REFERENCE``)."""
@@ -391,7 +391,8 @@ def generate(source: Source, episodes: int, *, dataset_id: str, seed: int = 0, w
     return report
 
 
-_DEFAULT_BABYAI = re.compile(r"^babyai/(?P<level>[A-Za-z0-9]+)-bot-v0$")
+DEFAULT_BABYAI_ID = re.compile(r"^babyai/(?P<level>[A-Za-z0-9]+)-bot-v0$")
+"""The dataset ids ``gato data babyai --level LEVEL`` writes by default (and ``gato train`` makes when missing)."""
 
 
 def ensure_dataset(dataset_id: str, babyai_episodes: int, recipe_episodes: int | None = None,
@@ -407,7 +408,7 @@ def ensure_dataset(dataset_id: str, babyai_episodes: int, recipe_episodes: int |
 
     if local_dataset_exists(dataset_id):
         return None
-    match = _DEFAULT_BABYAI.match(dataset_id)
+    match = DEFAULT_BABYAI_ID.match(dataset_id)
     if match:
         print(f"dataset {dataset_id} not found locally: generating {babyai_episodes} BabyAI bot episodes")
         report = generate_babyai(match["level"], babyai_episodes, dataset_id=dataset_id, progress=progress)
