@@ -65,6 +65,10 @@ class Trainer:
         self.last_eval_seconds = 0.0  # training time at the last evaluation (saved with the state)
         self.last_state_seconds = 0.0  # training time at the last state save
 
+    def _args_dict(self) -> dict:
+        """The run's arguments as a JSON-able dict (TrainingArgs, or any object with its fields)."""
+        return self.args.to_dict() if hasattr(self.args, "to_dict") else dict(vars(self.args))
+
     @property
     def policy(self):
         """The bare policy (unwrapped from Accelerate/DDP)."""
@@ -208,8 +212,7 @@ class Trainer:
 
     def start_trackers(self) -> None:
         """Start the accelerator's trackers (main process), with the run's arguments as their config."""
-        args = self.args.to_dict() if hasattr(self.args, "to_dict") else dict(vars(self.args))
-        config = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in args.items()}
+        config = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in self._args_dict().items()}
         # Name the run where a tracker takes a name (the project groups runs); wandb keeps its files in the run.
         names = {"wandb": {"name": self.exp_name, "dir": str(self.run_dir)}, "mlflow": {"run_name": self.exp_name}}
         used = {str(t) for t in self.accelerator.log_with}
@@ -289,18 +292,16 @@ class Trainer:
         if self.accelerator.is_main_process and getattr(self.args, "save_model", True):
             from gato.training.state import save_state
 
-            args = self.args.to_dict() if hasattr(self.args, "to_dict") else dict(vars(self.args))
-            directory = save_state(self, args)
+            directory = save_state(self, self._args_dict())
         self.accelerator.wait_for_everyone()
         return directory
 
     def save(self) -> Path:
         """Write the checkpoint (policy, task specs, args, history) and the learning curve."""
         directory = self.run_dir / "checkpoint"
-        args = self.args.to_dict() if hasattr(self.args, "to_dict") else dict(vars(self.args))
         self.policy.save_pretrained(directory, extra={
             TASKS_FILE: [task.spec() for task in self.tasks],
-            ARGS_FILE: args,
+            ARGS_FILE: self._args_dict(),
             HISTORY_FILE: self.history,
         })
         from gato.evaluation.plots import plot_learning_curve
