@@ -137,9 +137,9 @@ def resumed_args(ns):
     import dataclasses
 
     from gato.training.arguments import TrainingArgs
-    from gato.training.state import ResumeError, saved_args
+    from gato.training.state import ResumeError, saved_args, state_dir
 
-    run = Path(ns.resume)
+    run = state_dir(ns.resume).parent  # --resume takes the run directory or its state folder
     saved = saved_args(run)
     fields = {f.name: f for f in dataclasses.fields(TrainingArgs)}
     values = {k: v for k, v in saved.items() if k in fields}

@@ -86,6 +86,19 @@ def test_resume_refuses_a_flag_that_differs_from_the_saved_run_and_a_run_without
     assert "no saved training state" in capsys.readouterr().err
 
 
+def test_resume_from_the_state_folder_continues_the_run_it_belongs_to(tmp_path, capsys):
+    """--resume runs/NAME/state is the run runs/NAME (its outputs stay there), not a run named "state"."""
+    from gato.cli import build_parser, resumed_args
+    from gato.training.arguments import TrainingArgs
+
+    run = tmp_path / "runs" / "r"
+    (run / "state").mkdir(parents=True)
+    (run / "state" / "state.json").write_text("{}")
+    (run / "state" / "training_args.json").write_text(json.dumps(TrainingArgs(batch_size=4).to_dict()))
+    args = resumed_args(build_parser().parse_args(["train", "--resume", str(run / "state")]))
+    assert (args.save_dir, args.exp_name, args.batch_size) == (str(run.parent), "r", 4)
+
+
 def test_resume_refuses_a_run_that_did_dagger_rounds(cartpole_task, tmp_path):
     from gato.training.arguments import TrainingArgs
     from gato.training.run import build_trainer
