@@ -24,8 +24,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["fsync_dir", "fsync_tree", "previous_path", "replace_dir", "replacing", "resolve_dir", "write_bytes",
-           "write_json", "write_text"]
+__all__ = ["fsync_dir", "fsync_tree", "previous_path", "replace_dir", "replacing", "replacing_dir", "resolve_dir",
+           "write_bytes", "write_json", "write_text"]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -73,6 +73,26 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def replacing_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary directory beside ``target`` to fill; when the block ends without error its files get the
+    permissions new files get (not mkdtemp's private ones), it is flushed to disk and swapped in with
+    :func:`replace_dir`; otherwise it is deleted."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
+    try:
+        yield tmp
+        _share_like_new_file(tmp, 0o777)
+        for path in tmp.rglob("*"):
+            _share_like_new_file(path, 0o777 if path.is_dir() else 0o666)
+        fsync_tree(tmp)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -22,18 +22,19 @@ FLAGS = ["--control_datasets", "test/cartpole-random-v0", "--embed_dim", "32", "
          "--eval_envs", "1", "--log_eval_freq", "100", "--report_to", "none", "--device", "cpu",
          "--save_every_minutes", "0", "--save_every_steps", str(STEPS // 4)]
 
-# Runs `gato train` in this process and SIGKILLs it during the third state save (step 6), after the new state's
-# files are written and before they are swapped in: the state on disk is then the one of step 4 (STEPS / 2).
+# Runs `gato train` in this process and SIGKILLs it during the third directory swap, the third state save (step 6;
+# no checkpoint is written before the end), after the new state's files are written and before they are swapped
+# in: the state on disk is then the one of step 4 (STEPS / 2).
 KILLER = """
 import os, signal, sys
-import gato.training.state as state
-real, calls = state.replace_dir, []
+import gato.atomic as atomic
+real, calls = atomic.replace_dir, []
 def replace_dir(new, target):
     calls.append(new)
     if len(calls) == 3:
         os.kill(os.getpid(), signal.SIGKILL)
     real(new, target)
-state.replace_dir = replace_dir
+atomic.replace_dir = replace_dir
 from gato.cli import main
 sys.exit(main(sys.argv[1:]))
 """

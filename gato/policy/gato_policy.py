@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -219,21 +217,12 @@ class GatoPolicy(nn.Module):
 
         from gato import atomic
 
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic.replacing_dir(directory) as tmp:
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE))
             (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
             for name, data in (extra or {}).items():
                 (tmp / name).write_text(json.dumps(data, indent=2))
-            _share_like_new_files(tmp)
-            atomic.fsync_tree(tmp)
-            atomic.replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device="cpu", **overrides) -> GatoPolicy:
@@ -336,16 +325,6 @@ def _check_shapes(model: nn.Module, path: Path) -> None:
             f"{path} was saved from a different model configuration ({detail}). "
             "Load it with GatoPolicy.from_pretrained(dir), which uses the saved config.json."
         )
-
-
-def _share_like_new_files(directory: Path) -> None:
-    """mkdtemp makes a private (0700) directory and safetensors a 0600 file: give the checkpoint
-    the permissions any new file would get (the umask's), so others can read it as usual."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for path in directory.iterdir():
-        os.chmod(path, 0o666 & ~umask)
 
 
 def single_token_stream(tok: torch.Tensor, pos: int, device) -> dict:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from gato.atomic import fsync_tree, replace_dir, resolve_dir
+from gato.atomic import replacing_dir, resolve_dir
 
 STATE_DIR = "state"
 STATE_FILE = "state.json"
@@ -60,9 +59,14 @@ def restore_rngs(trainer, states: dict) -> None:
 
 def save_state(trainer, args_dict: dict) -> Path:
     """Write ``trainer``'s resumable state to ``run_dir/state`` atomically; returns that directory."""
-    run_dir = trainer.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{STATE_DIR}.writing-", dir=run_dir))
+    target = trainer.run_dir / STATE_DIR
+    with replacing_dir(target) as tmp:
+        _write_state(trainer, args_dict, tmp)
+    return target
+
+
+def _write_state(trainer, args_dict: dict, tmp: Path) -> None:
+    """The state's files, written into the directory ``tmp``."""
     save_model(trainer.policy, str(tmp / MODEL_FILE))
     torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     torch_rngs = {"cpu": torch.get_rng_state()}
@@ -76,10 +80,6 @@ def save_state(trainer, args_dict: dict) -> Path:
              "rngs": capture_rngs(trainer)}
     (tmp / STATE_FILE).write_text(json.dumps(state))
     (tmp / ARGS_FILE).write_text(json.dumps(args_dict, indent=2))
-    fsync_tree(tmp)
-    target = run_dir / STATE_DIR
-    replace_dir(tmp, target)
-    return target
 
 
 def state_dir(path: str | Path) -> Path:
