@@ -42,9 +42,10 @@ def write_episodes(dataset_id: str, env_id: str, episodes, validate: bool = True
 
 @pytest.fixture(autouse=True)
 def minari_root(tmp_path, monkeypatch):
-    """Every test reads and writes its own empty Minari root."""
+    """Every test reads and writes its own empty Minari root (and text/image data root, GATO_DATASETS_PATH)."""
     root = tmp_path / "minari"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    monkeypatch.setenv("GATO_DATASETS_PATH", str(tmp_path / "gato-datasets"))
     return root
 
 
