@@ -23,16 +23,20 @@ class RolloutResult:
 
     returns: list = field(default_factory=list)
     lengths: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)
 
 
 @torch.inference_mode()
 def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int = 8,
             deterministic: bool = True, prompt=None, seed: int = seeds.EVALUATION.start, use_cache: bool = True,
-            progress: bool = False, frames: list | None = None, observer=None) -> RolloutResult:
+            progress: bool = False, frames: list | None = None, observer=None,
+            part: tuple[int, int] = (0, 1)) -> RolloutResult:
     """Run ``n_episodes`` episodes of ``make_env()`` envs with ``policy``.
 
     ``prompt(n)`` returns a stream dict (n rows, one length) fed before each round, or None.
-    Episode i uses seed ``seed + i``. ``use_cache=False`` re-runs the whole context at every
+    Episode i uses seed ``seed + i``. ``part`` = (p, k) plays only the episodes i = p, p + k, p + 2k, ...
+    (process p of k plays its share; with argmax actions each episode's result does not depend on which
+    process plays it). ``use_cache=False`` re-runs the whole context at every
     step instead (how NEKO evaluates; kept to measure the cache against). With ``frames`` (a
     list), ``render()`` of the first env is appended to it at every step of its first episode.
     ``observer`` (optional) sees every round: ``observer.reset(envs)`` after each reset,
@@ -40,20 +44,26 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
     observed state) and ``observer.after_step(rewards, finished)`` after it.
     """
     was_training = policy.training
-    n_envs = max(1, min(n_envs, n_episodes))
-    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    index, parts = part
+    episode_seeds = [seed + i for i in range(index, n_episodes, parts)]
+    n_envs = max(1, min(n_envs, len(episode_seeds)))
+    generator = torch.Generator(device=policy.device).manual_seed(seed + index)
     envs = gym.vector.SyncVectorEnv([make_env for _ in range(n_envs)])
     result = RolloutResult()
-    bar = _progress(n_episodes, progress)
+    bar = _progress(len(episode_seeds), progress)
     try:
         agent = Agent(policy, codec, deterministic=deterministic, use_cache=use_cache, generator=generator)
-        for first in range(0, n_episodes, n_envs):
-            obs, _ = envs.reset(seed=[seed + first + i for i in range(n_envs)])
+        for first in range(0, len(episode_seeds), n_envs):
+            round_seeds = episode_seeds[first:first + n_envs]
+            take = len(round_seeds)
+            # a short last round: the spare envs play (uncounted) episodes after the last seed
+            round_seeds += [episode_seeds[-1] + 1 + i for i in range(n_envs - take)]
+            obs, _ = envs.reset(seed=round_seeds)
             agent.reset(n_envs, None if prompt is None else prompt(n_envs))
             returns, lengths = _play_round(agent, envs, obs, frames if first == 0 else None, observer)
-            take = min(n_envs, n_episodes - first)
             result.returns += returns[:take].tolist()
             result.lengths += lengths[:take].tolist()
+            result.seeds += round_seeds[:take]
             if bar is not None:
                 bar.update(take)
     finally:

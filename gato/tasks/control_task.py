@@ -195,6 +195,15 @@ class ControlTask:
         and return mean_return, std_return, mean_episode_len, success_rate (share of episodes
         with positive return) and, when the dataset has reference returns,
         normalized_score = (return - random) / (expert - random)."""
+        return self.summarize(self.evaluate_part(model, n_iterations, 0, 1, deterministic=deterministic,
+                                                 promptless_eval=promptless_eval, n_envs=n_envs, seed=seed,
+                                                 use_cache=use_cache, progress=progress))
+
+    def evaluate_part(self, model, n_iterations: int, part: int, parts: int, deterministic: bool = True,
+                      promptless_eval: bool = False, n_envs: int | None = None, seed: int = seeds.EVALUATION.start,
+                      use_cache: bool = True, progress: bool = False) -> list[dict]:
+        """Process ``part`` of ``parts``' share of :meth:`evaluate`: episodes part, part + parts, ... of the
+        ``n_iterations``; one record (seed, return, length) per episode, for :meth:`summarize`."""
         model = getattr(model, "module", model)
         codec = self.codec_for(model.vocab)  # its patch size is checked against the model's by the agent
         seeds.EVALUATION.take(n_iterations, first=seed)  # refuses seeds outside the evaluation block
@@ -202,13 +211,18 @@ class ControlTask:
                                                                model.device)
         result = rollout(model, codec, self.make_env, n_iterations, n_envs=n_envs or self.eval_envs,
                          deterministic=deterministic, prompt=prompt, seed=seed, use_cache=use_cache,
-                         progress=progress)
-        returns = np.asarray(result.returns, dtype=np.float64)
+                         progress=progress, part=(part, parts))
+        return [{"seed": s, "return": r, "length": n} for s, r, n in zip(result.seeds, result.returns, result.lengths)]
+
+    def summarize(self, records: list[dict]) -> dict:
+        """The metrics of :meth:`evaluate` from the episode records of every part."""
+        records = sorted(records, key=lambda r: r["seed"])
+        returns = np.asarray([r["return"] for r in records], dtype=np.float64)
         metrics = {
             "episodes": float(len(returns)),
             "mean_return": float(returns.mean()),
             "std_return": float(returns.std()),
-            "mean_episode_len": float(np.mean(result.lengths)),
+            "mean_episode_len": float(np.mean([r["length"] for r in records])),
             "success_rate": float((returns > 0).mean()),
         }
         low, high = self.ref_min_score, self.ref_max_score
