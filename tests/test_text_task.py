@@ -189,6 +189,21 @@ def test_eval_windows_overrides_n_iterations(tiny_policy):
     assert task.evaluate(tiny_policy(), 50)["windows"] == 2
 
 
+def test_spec_round_trip_through_a_saved_corpus(tmp_path, no_network):
+    import datasets
+
+    path = tmp_path / "grammar"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": sentences(0, 30)}),
+                          "test": datasets.Dataset.from_dict({"text": sentences(1, 5)})}).save_to_disk(str(path))
+    task = TextTask.from_source("grammar", path, 32, vocab=tiny_vocab(), eval_windows=4)
+    spec = task.spec()
+    assert spec == {"type": "text", "name": "grammar", "source": str(path), "context_len": 32, "eval_windows": 4,
+                    "eval_batch_size": 16}
+    again = TextTask.from_spec(spec, vocab=tiny_vocab())
+    assert again.spec() == spec and (again.train_ids == task.train_ids).all()
+    assert again.training_texts() == sentences(0, 30)
+
+
 def test_a_spec_of_in_memory_text_cannot_rebuild_it(task):
     assert task.spec()["source"] is None
     with pytest.raises(TextTaskError, match="from_source"):
