@@ -195,7 +195,10 @@ def _read_splits(path: Path, task: str) -> dict:
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
         import datasets
 
-        return _two_splits(datasets.load_from_disk(str(path)), path)
+        try:
+            return _two_splits(datasets.load_from_disk(str(path)), path)
+        except IndexError as e:  # datasets cannot read back a saved split of no rows
+            raise EmptyDataError(f"{path}: a saved split has no rows") from e
     if path.is_dir() and list(path.glob("**/OpenEnded_mscoco_*_questions.json")):
         return _two_splits(_okvqa_splits(path), path)
     if path.is_dir() and list(path.glob("**/*.tar")):
@@ -240,7 +243,12 @@ def _builder_splits(builder: str, files: list[Path], base: Path) -> dict:
     data_files = {"train": [str(f) for f in kept], "test": [str(f) for f in held]} if held and kept \
         else {"train": [str(f) for f in files]}
     kwargs = {"sample_by": "document"} if builder == "text" else {}
-    return datasets.load_dataset(builder, data_files=data_files, cache_dir=_cache_dir(), **kwargs)
+    try:
+        return datasets.load_dataset(builder, data_files=data_files, cache_dir=_cache_dir(), **kwargs)
+    except ValueError as e:
+        if "corresponds to no data" in str(e):  # datasets' words for a split whose files hold no rows
+            raise EmptyDataError(f"{base}: the files of a split hold no rows") from e
+        raise
 
 
 def _okvqa_splits(path: Path) -> dict:
