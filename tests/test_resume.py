@@ -49,28 +49,49 @@ def _losses(run_dir):
     return [(h["step"], h["loss"]) for h in history if "loss" in h]
 
 
-@pytest.mark.slow
-def test_a_run_killed_mid_way_and_resumed_ends_bitwise_equal_to_an_unbroken_run(cartpole_dataset, tmp_path,
-                                                                                 session_minari_root, monkeypatch):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))
-    runs = tmp_path / "runs"
-    assert main(["train", *FLAGS, "--save_dir", str(runs), "--exp_name", "unbroken"]) == 0
-
+def _kill_and_resume(runs, flags):
+    """An unbroken run and a run SIGKILLed during its step-6 state save, then resumed: (unbroken, resumed) dirs."""
+    assert main(["train", *flags, "--save_dir", str(runs), "--exp_name", "unbroken"]) == 0
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    killed = subprocess.run([sys.executable, "-c", KILLER, "train", *FLAGS, "--save_dir", str(runs),
+    killed = subprocess.run([sys.executable, "-c", KILLER, "train", *flags, "--save_dir", str(runs),
                              "--exp_name", "killed"], env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     # The kill came during a state write: the previous state (step 4) is the one in place, whole.
     state = json.loads((runs / "killed" / "state" / "state.json").read_text())
     assert state["step"] == STEPS // 2
     assert not (runs / "killed" / "checkpoint").exists()
-
     assert main(["train", "--resume", str(runs / "killed")]) == 0
-    unbroken, resumed = _weights(runs / "unbroken"), _weights(runs / "killed")
-    assert unbroken.keys() == resumed.keys()
-    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)
-    assert _losses(runs / "killed") == _losses(runs / "unbroken")
-    assert [s for s, _ in _losses(runs / "unbroken")] == list(range(1, STEPS + 1))
+    return runs / "unbroken", runs / "killed"
+
+
+def _assert_identical(unbroken, resumed):
+    a, b = _weights(unbroken), _weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(resumed) == _losses(unbroken)
+    assert [s for s, _ in _losses(unbroken)] == list(range(1, STEPS + 1))
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_way_and_resumed_ends_bitwise_equal_to_an_unbroken_run(cartpole_dataset, tmp_path,
+                                                                                 session_minari_root, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))
+    _assert_identical(*_kill_and_resume(tmp_path / "runs", FLAGS))
+
+
+@pytest.mark.slow
+def test_a_dagger_run_resumes_with_the_episodes_its_rounds_added(babyai_dataset, tmp_path, session_minari_root,
+                                                                 monkeypatch):
+    """The DAgger round at step 4 (1/2 of the run) adds bot-labelled BabyAI episodes (Dict observations with
+    mission strings) before the step-4 state is saved; the resumed run must train on them too."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))
+    flags = [*FLAGS, "--control_datasets", babyai_dataset.spec.dataset_id, "--sequence_length", "128",
+             "--dagger_rounds", "1", "--dagger_episodes", "2"]
+    unbroken, resumed = _kill_and_resume(tmp_path / "runs", flags)
+    state = json.loads((resumed / "state" / "state.json").read_text())
+    assert state["dagger_rounds_done"] == 1
+    assert list((resumed / "state").glob("added_0_0.safetensors"))
+    _assert_identical(unbroken, resumed)
 
 
 def test_resume_refuses_a_flag_that_differs_from_the_saved_run_and_a_run_without_state(tmp_path, capsys):
@@ -98,18 +119,3 @@ def test_resume_from_the_state_folder_continues_the_run_it_belongs_to(tmp_path, 
     (run / "state" / "training_args.json").write_text(json.dumps(TrainingArgs(batch_size=4).to_dict()))
     args = resumed_args(build_parser().parse_args(["train", "--resume", str(run / "state")]))
     assert (args.save_dir, args.exp_name, args.batch_size) == (str(run.parent), "r", 4)
-
-
-def test_resume_refuses_a_run_that_did_dagger_rounds(cartpole_task, tmp_path):
-    from gato.training.arguments import TrainingArgs
-    from gato.training.run import build_trainer
-    from gato.training.state import ResumeError
-
-    args = TrainingArgs(embed_dim=32, layers=1, heads=2, patch_size=4, resid_mid_channels=8, continuous_tokens=64,
-                        discrete_tokens=64, sequence_length=64, batch_size=4, training_steps=2, max_minutes=0,
-                        report_to=["none"], device="cpu", save_dir=str(tmp_path), exp_name="dagger")
-    trainer = build_trainer(args, tasks=[cartpole_task])
-    trainer.dagger_rounds_done = 1
-    assert (trainer.save_state() / "state.json").is_file()
-    with pytest.raises(ResumeError, match="DAgger"):
-        build_trainer(args, tasks=[cartpole_task]).train(resume_from=tmp_path / "dagger")

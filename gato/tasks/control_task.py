@@ -100,6 +100,7 @@ class ControlTask:
         self.env = env if env is not None else dataset.recover_environment()
         self._check_spaces(dataset)
         self.raw = RawEpisodes.read(dataset, self.dataset_id)
+        self.added_episodes = RawEpisodes([], [], [], [])  # by add_episodes (DAgger), after the dataset's
         self._encode(fit_codec(self.raw, self.env.observation_space, self.env.action_space, vocab=vocab,
                                patch_size=self.patch_size, overrides=field_overrides, metadata=metadata,
                                task_id=task_id))
@@ -149,7 +150,9 @@ class ControlTask:
 
     def add_episodes(self, raw: RawEpisodes) -> None:
         """Append episodes (in the dataset's spaces) to the training data, encoded with the
-        current codec so that the token layout the model learns stays the same."""
+        current codec so that the token layout the model learns stays the same. They are kept in
+        ``added_episodes`` too (a training state saves them: see ``gato.training.state``)."""
+        self.added_episodes.extend(raw)
         self.raw.extend(raw)
         self.episodes = self.episodes.concat(EncodedEpisodes.encode(raw, self.codec, self.dataset_id))
 

@@ -75,7 +75,7 @@ def build_trainer(args: TrainingArgs, tasks=None):
     """A ready Trainer for ``args`` (tasks built from ``args`` unless given)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     from gato.training.schedule import warmup_cosine
     from gato.training.trainer import LOGS_DIR, Trainer, make_optimizer
@@ -85,7 +85,13 @@ def build_trainer(args: TrainingArgs, tasks=None):
     names = [t.name for t in tasks] if tasks is not None else [task_name(d) for d in args.control_datasets]
     exp_name = args.exp_name or "-".join(names)[:60] + time.strftime("-%Y%m%d-%H%M%S")
     run_dir = Path(args.save_dir) / exp_name
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu",
+    # Without a GPU, cpu=True: Accelerate then runs `torchrun`/`accelerate launch` processes as one multi-CPU job
+    # (with cpu=False it would treat each process as a separate single-process run).
+    cpu = args.device == "cpu" or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    # find_unused_parameters: a batch uses only some modules (no patch encoder without images), and DDP must not
+    # wait for the gradients of the others.
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=cpu,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
                               log_with=check_trackers(args.trackers()) or None,
                               project_config=ProjectConfiguration(project_dir=str(run_dir),
                                                                   logging_dir=str(run_dir / LOGS_DIR)))

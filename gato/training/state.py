@@ -6,10 +6,13 @@ safetensors, the optimizer's state dict through ``torch.save`` read back with ``
 seconds spent, the learning curve and every random generator (Python ``random``, NumPy's global one, the
 trainer's own ``numpy.random.Generator``; torch's CPU and CUDA states go in a safetensors file). Accelerate's own
 ``save_state`` pickles the RNG states and its ``load_state`` reads them with ``weights_only=False`` (and skips
-them silently when that fails), so it is not used; file names carry the process index as Accelerate's do.
+them silently when that fails), so it is not used. The episodes DAgger added to a task's data are saved too
+(``gato.data.episode_file``).
 
-The directory is written whole under a temporary name and swapped in with :func:`gato.atomic.replace_dir`, so a
-kill at any instant leaves the previous state or the new one.
+On several processes each one's generators and DAgger episodes differ: they are gathered to the main process,
+which alone writes, one file per process (``rng_{rank}``, ``added_{rank}_{task}``); a run resumes on as many
+processes as it was saved from. The directory is written whole under a temporary name and swapped in with
+:func:`gato.atomic.replace_dir`, so a kill at any instant leaves the previous state or the new one.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from gato.atomic import replacing_dir, resolve_dir
+from gato.data.episode_file import load_episodes, save_episodes
 
 STATE_DIR = "state"
 STATE_FILE = "state.json"
@@ -37,6 +42,10 @@ class ResumeError(ValueError):
 
 def _rng_file(process_index: int) -> str:
     return f"rng_{process_index}.safetensors"
+
+
+def _added_file(process_index: int, task_index: int) -> str:
+    return f"added_{process_index}_{task_index}.safetensors"
 
 
 def capture_rngs(trainer) -> dict:
@@ -57,27 +66,42 @@ def restore_rngs(trainer, states: dict) -> None:
     trainer.rng.bit_generator.state = states["trainer"]
 
 
-def save_state(trainer, args_dict: dict) -> Path:
-    """Write ``trainer``'s resumable state to ``run_dir/state`` atomically; returns that directory."""
-    target = trainer.run_dir / STATE_DIR
-    with replacing_dir(target) as tmp:
-        _write_state(trainer, args_dict, tmp)
-    return target
-
-
-def _write_state(trainer, args_dict: dict, tmp: Path) -> None:
-    """The state's files, written into the directory ``tmp``."""
-    save_model(trainer.policy, str(tmp / MODEL_FILE))
-    torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+def _process_state(trainer) -> dict:
+    """What differs between processes: generators and the episodes DAgger added to each task."""
     torch_rngs = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         torch_rngs.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(torch_rngs, str(tmp / _rng_file(trainer.accelerator.process_index)))
-    state = {"step": trainer.step, "train_seconds": trainer.train_seconds,
+    added = {i: task.added_episodes for i, task in enumerate(trainer.tasks) if len(getattr(task, "added_episodes", ()))}
+    return {"rngs": capture_rngs(trainer), "torch": torch_rngs, "added": added}
+
+
+def save_state(trainer, args_dict: dict) -> Path | None:
+    """Write ``trainer``'s resumable state to ``run_dir/state`` atomically. Every process calls it; the main
+    process writes and returns the directory (the others return None)."""
+    acc = trainer.accelerator
+    local = _process_state(trainer)
+    processes = gather_object([local]) if acc.num_processes > 1 else [local]
+    if not acc.is_main_process:
+        return None
+    target = trainer.run_dir / STATE_DIR
+    with replacing_dir(target) as tmp:
+        _write_state(trainer, args_dict, processes, tmp)
+    return target
+
+
+def _write_state(trainer, args_dict: dict, processes: list[dict], tmp: Path) -> None:
+    """The state's files, written into the directory ``tmp``."""
+    save_model(trainer.policy, str(tmp / MODEL_FILE))
+    torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    for rank, process in enumerate(processes):
+        save_file(process["torch"], str(tmp / _rng_file(rank)))
+        for task_index, episodes in process["added"].items():
+            save_episodes(episodes, tmp / _added_file(rank, task_index))
+    state = {"step": trainer.step, "train_seconds": trainer.train_seconds, "processes": len(processes),
              "dagger_rounds_done": trainer.dagger_rounds_done, "last_eval_seconds": trainer.last_eval_seconds,
              "last_state_seconds": trainer.train_seconds, "history": trainer.history,
              "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-             "rngs": capture_rngs(trainer)}
+             "rngs": [process["rngs"] for process in processes]}
     (tmp / STATE_FILE).write_text(json.dumps(state))
     (tmp / ARGS_FILE).write_text(json.dumps(args_dict, indent=2))
 
@@ -98,24 +122,32 @@ def saved_args(path: str | Path) -> dict:
 
 
 def load_state(trainer, path: str | Path) -> None:
-    """Restore ``trainer`` (built from the saved arguments) to the state saved in ``path``."""
+    """Restore ``trainer`` (built from the saved arguments, on as many processes) to the state saved in ``path``."""
     directory = state_dir(path)
     state = json.loads((directory / STATE_FILE).read_text())
-    if state["dagger_rounds_done"]:
-        raise ResumeError(f"{path}: the run did {state['dagger_rounds_done']} DAgger round(s); resuming such a run "
-                          "is not supported yet (the corrected episodes are not saved): start it again")
-    device = trainer.accelerator.device
+    acc = trainer.accelerator
+    saved_processes = state.get("processes", 1)
+    if saved_processes != acc.num_processes:
+        raise ResumeError(f"{path} was saved by {saved_processes} process(es) and this run has {acc.num_processes}: "
+                          f"each process's data stream continues from its own state; resume with "
+                          f"{saved_processes} process(es)")
+    rank = acc.process_index
+    device = acc.device
     load_model(trainer.policy, str(directory / MODEL_FILE), device=str(device))
     trainer.optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, map_location=device,
                                                  weights_only=True))
     if trainer.scheduler is not None and state["scheduler"] is not None:
         trainer.scheduler.load_state_dict(state["scheduler"])
-    torch_rngs = load_file(str(directory / _rng_file(trainer.accelerator.process_index)))
+    torch_rngs = load_file(str(directory / _rng_file(rank)))
     torch.set_rng_state(torch_rngs["cpu"])
     cuda = [torch_rngs[k] for k in sorted(torch_rngs) if k.startswith("cuda")]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
-    restore_rngs(trainer, state["rngs"])
+    restore_rngs(trainer, state["rngs"][rank])
+    for task_index, task in enumerate(trainer.tasks):
+        added = directory / _added_file(rank, task_index)
+        if added.is_file():
+            task.add_episodes(load_episodes(added))
     trainer.step = state["step"]
     trainer.train_seconds = state["train_seconds"]
     trainer.dagger_rounds_done = state["dagger_rounds_done"]

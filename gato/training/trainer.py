@@ -5,16 +5,24 @@ it mixes tasks in each batch by weight, steps the optimizer, logs to the Acceler
 (by default at each fifth of the ``max_minutes`` training-time budget; ``eval_every_minutes``
 sets another period, ``log_eval_freq`` a period in steps; without a time budget, at each fifth
 of ``training_steps``) and once more at the end, and saves checkpoints atomically.
+
+On N processes (``accelerate launch`` or ``torchrun``): ``batch_size`` is the global batch, each process samples
+``batch_size / N`` rows of its own (its generator is seeded by its rank) and DDP averages the gradients; the
+training clock is rank 0's, broadcast at every step, so every process takes the same decisions (learning rate,
+evaluation, DAgger, saving, stopping); evaluation episodes are split across the processes and gathered; only the
+main process writes files and logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import broadcast, broadcast_object_list, gather_object
 
 from gato.data.batch import Batch
 from gato.tasks.task import TASKS_FILE
@@ -82,19 +90,31 @@ class Trainer:
                  for task, n in zip(self.tasks, counts) if n]
         return Batch.concat(parts)
 
+    def micro_batch_size(self) -> int:
+        """Rows each process samples per micro-batch: the global ``batch_size`` split over the processes and the
+        ``gradient_accumulation_steps``."""
+        args, n = self.args, self.accelerator.num_processes
+        accum = max(1, args.gradient_accumulation_steps)
+        if args.batch_size % (n * accum):
+            raise ValueError(f"--batch_size {args.batch_size} is the global batch: it must divide into {n} "
+                             f"process(es) x {accum} accumulation step(s); use a multiple of {n * accum}")
+        return args.batch_size // (n * accum)
+
     def train_step(self) -> dict:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
         args = self.args
         accum = max(1, args.gradient_accumulation_steps)
-        micro = args.batch_size // accum
+        micro = self.micro_batch_size()
         self.model.train()
         total_loss, tokens = 0.0, 0
-        for _ in range(accum):
+        for i in range(accum):
             batch = self.sample_batch(micro)
             stream = batch.to_torch(self.accelerator.device)
-            with self.accelerator.autocast():
-                _, loss = self.model(stream)
-            self.accelerator.backward(loss / accum)
+            # gradients are averaged across processes once, at the last micro-batch
+            with self.accelerator.no_sync(self.model) if i + 1 < accum else contextlib.nullcontext():
+                with self.accelerator.autocast():
+                    _, loss = self.model(stream)
+                self.accelerator.backward(loss / accum)
             total_loss += float(loss.detach()) / accum
             tokens += int((batch.tokens != self.policy.vocab.pad).sum() + batch.patch_mask.sum())
         if not args.disable_grad_clip:
@@ -106,17 +126,24 @@ class Trainer:
         return {"loss": total_loss, "tokens": tokens}
 
     def evaluate(self) -> dict:
-        """Evaluate every task (main process only); returns {task name: metrics}."""
+        """Evaluate every task; returns {task name: metrics} on every process. On several processes a task that
+        can (``evaluate_part``/``summarize``, see the Task protocol) is split across them, the others are
+        evaluated by the main process."""
+        acc = self.accelerator
+        options = {"deterministic": self.args.eval_mode == "deterministic",
+                   "promptless_eval": self.args.promptless_eval, "n_envs": getattr(self.args, "eval_envs", None)}
         results = {}
-        if self.accelerator.is_main_process:
-            for task in self.tasks:
-                results[task.name] = task.evaluate(
-                    self.policy, n_iterations=self.args.eval_episodes,
-                    deterministic=self.args.eval_mode == "deterministic",
-                    promptless_eval=self.args.promptless_eval,
-                    n_envs=getattr(self.args, "eval_envs", None),
-                )
-        self.accelerator.wait_for_everyone()
+        for task in self.tasks:
+            if acc.num_processes > 1 and hasattr(task, "evaluate_part"):
+                part = task.evaluate_part(self.policy, self.args.eval_episodes, acc.process_index,
+                                          acc.num_processes, **options)
+                results[task.name] = task.summarize(gather_object(part))
+            elif acc.is_main_process:
+                results[task.name] = task.evaluate(self.policy, n_iterations=self.args.eval_episodes, **options)
+        if acc.num_processes > 1:
+            shared = [results]
+            broadcast_object_list(shared, from_process=0)
+            results = shared[0]
         return results
 
     def _eval_due(self, last_eval_seconds: float) -> bool:
@@ -231,12 +258,15 @@ class Trainer:
             t0 = time.monotonic()
             out = self.train_step()
             self.train_seconds += time.monotonic() - t0
+            self._share_clock()
             self.step += 1
             window_tokens += out["tokens"]
             bar.update(self._progress() - bar.n)
             if not math.isfinite(out["loss"]):
                 raise FloatingPointError(f"loss became {out['loss']} at step {self.step}; lower --learning_rate "
                                          "or enable gradient clipping")
+            if self.step % args.log_every == 0:
+                out, window_tokens = self._across_processes(out, window_tokens)
             if self.step % args.log_every == 0 and main:
                 rate = window_tokens / max(1e-9, self.train_seconds - window_start)
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -258,6 +288,21 @@ class Trainer:
         if not self.history or "eval" not in self.history[-1] or self.history[-1]["step"] != self.step:
             last = self._evaluate_and_save(None, final=True)
         return last
+
+    def _share_clock(self) -> None:
+        """Every process takes rank 0's training time: the schedule, evaluations, DAgger rounds, saves and the
+        end of the run all follow it, so the processes never disagree about what comes next."""
+        if self.accelerator.num_processes > 1:
+            clock = torch.tensor([self.train_seconds], dtype=torch.float64, device=self.accelerator.device)
+            self.train_seconds = float(broadcast(clock, from_process=0).item())
+
+    def _across_processes(self, out: dict, window_tokens: int) -> tuple[dict, int]:
+        """The loss averaged and the tokens summed over the processes (for logging)."""
+        if self.accelerator.num_processes == 1:
+            return out, window_tokens
+        both = torch.tensor([out["loss"], float(window_tokens)], dtype=torch.float64, device=self.accelerator.device)
+        loss, tokens = self.accelerator.reduce(both, reduction="sum").tolist()
+        return {**out, "loss": loss / self.accelerator.num_processes}, int(tokens)
 
     def _evaluate_and_save(self, bar, final: bool = False) -> dict:
         results = self.evaluate()
@@ -285,11 +330,11 @@ class Trainer:
         return bool(every) and self.train_seconds - self.last_state_seconds >= every
 
     def save_state(self) -> Path | None:
-        """Save the resumable state to ``run_dir/state`` atomically (main process; only with ``save_model``);
-        ``gato train --resume`` continues from it."""
+        """Save the resumable state to ``run_dir/state`` atomically (with ``save_model``; every process takes
+        part, the main one writes); ``gato train --resume`` continues from it."""
         self.last_state_seconds = self.train_seconds
         directory = None
-        if self.accelerator.is_main_process and getattr(self.args, "save_model", True):
+        if getattr(self.args, "save_model", True):
             from gato.training.state import save_state
 
             directory = save_state(self, self._args_dict())
