@@ -47,7 +47,31 @@ class PolicyConfig:
                                         "objects far apart, e.g. Breakout; see ImageSummary)")
     text_film: bool = _field(True, "condition each image's patch encoder on its timestep's text (FiLM, as BabyAI's "
                                    "baselines read the grid given the mission)")
+    positions: str = _field("rope", "order across the context: rope (rotary, relative; slides with the KV cache "
+                                    "for free) or learned (absolute table added at the input, as GPT-2's; set by "
+                                    "pretrained_lm)")
+    max_positions: int = _field(0, "rows of the learned position table (positions=learned; 0: context_len); "
+                                   "GPT-2's n_positions with pretrained_lm, and context_len may not exceed it")
+    layer_norm_eps: float = _field(1e-5, "epsilon of the transformer's layer norms (GPT-2's layer_norm_epsilon with "
+                                         "pretrained_lm)")
+    lora_r: int = _field(0, "LoRA rank on the transformer's attention and MLP linear layers (peft); 0: off. With "
+                            "LoRA only the adapters and the non-text embeddings train (NEKO: 8)")
+    lora_alpha: float = _field(32.0, "LoRA alpha (the adapters' scale is alpha / r; NEKO: 32)")
+    lora_dropout: float = _field(0.1, "dropout on the LoRA adapters' inputs (NEKO: 0.1)")
 
     def __post_init__(self):
         # NEKO passes mu=100, M=256: stored as floats so config.json reads back equal.
         self.mu, self.M = float(self.mu), float(self.M)
+        self.layer_norm_eps, self.lora_alpha = float(self.layer_norm_eps), float(self.lora_alpha)
+        if self.positions not in ("rope", "learned"):
+            raise ValueError(f"positions must be 'rope' or 'learned', got {self.positions!r}")
+        if self.positions == "learned" and self.context_len > self.position_rows:
+            raise ValueError(f"context_len {self.context_len} exceeds the {self.position_rows} learned positions "
+                             f"(max_positions, GPT-2's n_positions): pass context_len <= {self.position_rows}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (0: no LoRA), got {self.lora_r}")
+
+    @property
+    def position_rows(self) -> int:
+        """Rows of the learned position table (positions='learned'): max_positions, or context_len if 0."""
+        return self.max_positions or self.context_len

@@ -132,6 +132,24 @@ class ImageSummary(nn.Module):
         return out
 
 
+class SplitTable(nn.Module):
+    """A token table whose first ``frozen_rows`` rows never train (LoRA keeps a pretrained LM's text rows).
+
+    The frozen rows are a parameter with ``requires_grad=False``, not rows masked out of the gradient:
+    AdamW's decoupled weight decay would still shrink rows that only get zero gradients.
+    """
+
+    def __init__(self, weight: torch.Tensor, frozen_rows: int):
+        super().__init__()
+        self.frozen = nn.Parameter(weight[:frozen_rows].detach().clone(), requires_grad=False)
+        self.trainable = nn.Parameter(weight[frozen_rows:].detach().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """(rows, dim) the whole table, as nn.Embedding's ``weight``."""
+        return torch.cat([self.frozen, self.trainable], dim=0)
+
+
 class GatoEmbedding(nn.Module):
     """Embeds a token stream: ids through a table, patch positions through the patch
     encoder, plus learned in-timestep positions and patch (row, column) positions.
@@ -159,6 +177,10 @@ class GatoEmbedding(nn.Module):
         for table in self.position_tables():
             nn.init.normal_(table.weight, 0.0, 0.02)
         self.context_len = context_len
+
+    def freeze_rows(self, n: int) -> None:
+        """From now on the first ``n`` rows of the token table do not train (see :class:`SplitTable`)."""
+        self.tokens = SplitTable(self.tokens.weight, n)
 
     def position_tables(self) -> list[nn.Embedding]:
         """The learned position tables in use (in-timestep, patch row and column): tables of where a token sits,
@@ -208,14 +230,14 @@ class GatoEmbedding(nn.Module):
 
     def table(self) -> torch.Tensor:
         """(vocab, dim) embedding of every id (the output head uses it too)."""
-        w = self.tokens.weight
         if self.values is None:
-            return w
+            return self.tokens.weight
         if torch.is_grad_enabled():
             return self._build_table()
         # Without gradients (rollouts) the table is reused until a parameter changes: a cached
         # rollout asks for it at every generated token. Optimizer steps bump ``_version``.
-        key = (w._version, self.values.proj.weight._version, self.values.proj.bias._version, w.device, w.dtype)
+        parts = [*self.tokens.parameters(), *self.values.parameters()]
+        key = (*(p._version for p in parts), parts[0].device, parts[0].dtype)
         if getattr(self, "_table_key", None) != key:
             self._table, self._table_key = self._build_table(), key
         return self._table

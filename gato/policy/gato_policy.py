@@ -25,6 +25,7 @@ from gato.vocab import Vocab
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class CheckpointError(ValueError):
@@ -41,12 +42,16 @@ class GatoPolicy(nn.Module):
       ``resid_mid_channels``, ``continuous_tokens``, ``discrete_tokens``, ``context_len``,
       ``use_patch_pos_encoding``, ``use_pos_encoding``, ``activation_fn``, ``pretrained_lm``, ``flash``,
       ``tokenizer_model_name``, ``pad_seq``;
-    - our own: ``image_channels``, ``value_embedding``, ``image_summary``, ``text_film``.
+    - our own: ``image_channels``, ``value_embedding``, ``image_summary``, ``text_film``, ``positions``,
+      ``max_positions``, ``layer_norm_eps``, ``lora_r``, ``lora_alpha``, ``lora_dropout``.
 
     Any other keyword raises TypeError. Each one's meaning and default is documented on PolicyConfig; unlike
-    NEKO's, the dropout default is 0.0. ``pretrained_lm`` names a local Hugging Face GPT-2 checkpoint directory
-    whose transformer weights initialise ours: its sizes replace embed_dim/layers/heads in ``self.config`` and
-    RoPE replaces its learned positions. It is not a config field: config.json rebuilds the model without it.
+    NEKO's, the dropout default is 0.0. ``pretrained_lm`` names a local Hugging Face GPT-2 directory (with its
+    tokenizer.json) that the policy starts from (see :mod:`gato.policy.pretrained`): its blocks, token
+    embeddings (the text rows), learned positions (RoPE is off) and tokenizer; its sizes, positions, epsilon
+    and tokenizer directory replace those fields of ``self.config``, so config.json rebuilds the model without
+    it. ``lora_r > 0`` adds LoRA adapters and freezes the rest of the transformer and the text rows (see
+    :mod:`gato.policy.lora`).
     """
 
     def __init__(self, config: PolicyConfig | None = None, device="cpu", **keywords):
@@ -54,6 +59,8 @@ class GatoPolicy(nn.Module):
         if config is not None and not isinstance(config, PolicyConfig):
             raise TypeError(f"GatoPolicy's first argument is a PolicyConfig, got {config!r} (pass device=...)")
         pretrained_lm = keywords.pop("pretrained_lm", None)
+        # from_pretrained's: the tokenizer read from the checkpoint's own tokenizer.json (not a public keyword)
+        tokenizer_dir = keywords.pop("_tokenizer_dir", None)
         accepted = [f.name for f in fields(PolicyConfig)]
         unknown = sorted(set(keywords) - set(accepted))
         if unknown:
@@ -61,11 +68,9 @@ class GatoPolicy(nn.Module):
                             f"the PolicyConfig fields: {', '.join(accepted)}")
         config = replace(config if config is not None else PolicyConfig(), **keywords)
         if pretrained_lm:
-            lm = _read_gpt2_config(pretrained_lm)
-            config = replace(config, embed_dim=lm["n_embd"], layers=lm["n_layer"], heads=lm["n_head"])
+            config = _with_gpt2(config, pretrained_lm)
         self.config = config
-        self.vocab = Vocab(config.tokenizer_model_name, config.discrete_tokens, config.continuous_tokens,
-                           config.mu, config.M)
+        self.vocab, self._tokenizer_json = _policy_vocab(config, tokenizer_dir)
         self.embed_dim = config.embed_dim
         self.context_len = config.context_len
         self.patch_size = config.patch_size
@@ -77,23 +82,32 @@ class GatoPolicy(nn.Module):
                                        (self.vocab.text_tokens, self.vocab.tokenizer.pad_id, self.vocab.separator)
                                        if config.text_film else None)
         self.transformer = Transformer(config.embed_dim, config.layers, config.heads, config.dropout,
-                                       config.activation_fn, config.flash)
+                                       config.activation_fn, config.flash, config.positions, config.position_rows,
+                                       config.layer_norm_eps)
         init_weights(self.transformer, config.layers)
         nn.init.normal_(self.embedding.tokens.weight, 0.0, 0.02)
         if pretrained_lm:
-            _load_gpt2_weights(self.transformer, pretrained_lm)
+            from gato.policy.pretrained import load_gpt2
+
+            load_gpt2(self, pretrained_lm)
+        if config.lora_r:
+            from gato.policy.lora import add_lora
+
+            add_lora(self, config.lora_r, config.lora_alpha, config.lora_dropout)
         self.to(device)
 
     @property
     def device(self) -> torch.device:
         """Where the parameters live."""
-        return self.embedding.tokens.weight.device
+        return next(self.parameters()).device
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """AdamW parameter groups, as nanoGPT's configure_optimizers: ``weight_decay`` on every weight matrix and
         convolution kernel (the token table included), none on biases and norm gains (the 1-D parameters) nor on
-        the position tables the embedding names (decay would pull positions towards looking alike)."""
-        exempt = {id(table.weight) for table in self.embedding.position_tables()}
+        the position tables (the embedding's, and the transformer's learned positions: decay would pull positions
+        towards looking alike). Frozen parameters (``requires_grad=False``: LoRA's) are in no group."""
+        tables = self.embedding.position_tables() + [t for t in (self.transformer.wpe,) if t is not None]
+        exempt = {id(table.weight) for table in tables}
         decay, no_decay = [], []
         for p in self.parameters():
             if p.requires_grad:
@@ -203,7 +217,8 @@ class GatoPolicy(nn.Module):
     # -- saving --------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
-        """Write config.json and model.safetensors (plus ``extra`` JSON files, name -> data) into ``directory``
+        """Write config.json and model.safetensors (plus ``extra`` JSON files, name -> data, and the tokenizer's
+        tokenizer.json when it is a Hugging Face one) into ``directory``
         so that a kill at any instant leaves a complete checkpoint there: the previous one or the new one.
 
         How: everything is written into a hidden temporary directory beside ``directory`` and flushed to
@@ -221,18 +236,23 @@ class GatoPolicy(nn.Module):
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE))
             (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+            if self._tokenizer_json is not None:  # self-contained: the tokenizer's folder may go away
+                (tmp / TOKENIZER_FILE).write_text(self._tokenizer_json, encoding="utf-8")
             for name, data in (extra or {}).items():
                 (tmp / name).write_text(json.dumps(data, indent=2))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device="cpu", **overrides) -> GatoPolicy:
         """Rebuild a policy saved by :meth:`save_pretrained` (safetensors only, nothing unpickled): config.json is
-        its PolicyConfig; ``overrides`` replace fields of it (e.g. ``flash=False``). A damaged checkpoint raises
-        CheckpointError."""
+        its PolicyConfig; ``overrides`` replace fields of it (e.g. ``flash=False``). A Hugging Face tokenizer is
+        read from the checkpoint's own tokenizer.json (config.json's tokenizer_model_name names where it came
+        from, which may be gone). A damaged checkpoint raises CheckpointError."""
         from gato.atomic import resolve_dir
 
         directory = resolve_dir(directory)  # a swap killed halfway without atomic exchange: the previous one
         config = _read_config(directory / CONFIG_FILE)
+        if (directory / TOKENIZER_FILE).is_file() and "tokenizer_model_name" not in overrides:
+            overrides = {**overrides, "_tokenizer_dir": directory}
         try:
             if not overrides.get("pretrained_lm"):
                 # built on the meta device first (nothing allocated): a damaged config.json that asks for a
@@ -339,42 +359,31 @@ def single_token_stream(tok: torch.Tensor, pos: int, device) -> dict:
     }
 
 
-def _read_gpt2_config(path) -> dict:
-    directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise ValueError(
-            f"pretrained_lm {str(path)!r} is not a local directory with a config.json. neko-gato never "
-            "downloads at run time: save a GPT-2 checkpoint with save_pretrained(dir) on a machine with "
-            "internet and pass that directory."
-        )
-    config = json.loads((directory / "config.json").read_text())
-    if config.get("model_type") != "gpt2":
-        raise ValueError(f"pretrained_lm {path}: only GPT-2 checkpoints are supported, "
-                         f"got {config.get('model_type')!r}")
-    return config
+def _with_gpt2(config: PolicyConfig, path) -> PolicyConfig:
+    """``config`` with the fields a local GPT-2 directory sets (see gato.policy.pretrained.gpt2_fields)."""
+    from gato.policy.pretrained import PretrainedLMError, gpt2_fields, read_gpt2_config
+
+    lm = gpt2_fields(path, read_gpt2_config(path))
+    if config.tokenizer_model_name not in (None, "", lm["tokenizer_model_name"]):
+        raise PretrainedLMError(f"pretrained_lm {path} brings its own tokenizer; drop tokenizer_model_name "
+                                f"{config.tokenizer_model_name!r}")
+    if config.context_len > lm["max_positions"]:
+        raise PretrainedLMError(f"context_len {config.context_len} exceeds pretrained_lm {path}'s "
+                                f"{lm['max_positions']} positions (n_positions): pass context_len <= "
+                                f"{lm['max_positions']}")
+    return replace(config, **lm)
 
 
-def _load_gpt2_weights(transformer: Transformer, path) -> None:
-    """Copy a Hugging Face GPT-2 checkpoint's blocks into ours (its Conv1D weights are
-    stored transposed). Token and position tables are not used: our vocabulary differs and
-    positions come from RoPE."""
-    from safetensors.torch import load_file
+def _policy_vocab(config: PolicyConfig, tokenizer_dir=None) -> tuple[Vocab, str | None]:
+    """The policy's Vocab, and its tokenizer.json text when the tokenizer is a Hugging Face one (kept to be
+    saved into checkpoints). ``tokenizer_dir``: read the tokenizer there instead of config.tokenizer_model_name
+    (a checkpoint's copy), the Vocab keeping the config's name (tasks encoded for it still match)."""
+    from gato.text_tokenizer import WordByteTokenizer, load_tokenizer
 
-    file = Path(path) / "model.safetensors"
-    if not file.is_file():
-        raise ValueError(f"pretrained_lm {path}: model.safetensors is missing "
-                         "(pytorch_model.bin is not read: it would need unpickling)")
-    src = {k.removeprefix("transformer."): v for k, v in load_file(str(file)).items()}
-    names = {"ln_1": "ln_1", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "ln_2": "ln_2",
-             "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj"}
-    with torch.no_grad():
-        for i, block in enumerate(transformer.blocks):
-            params = dict(block.named_parameters())
-            for theirs, ours in names.items():
-                for kind in ("weight", "bias"):
-                    w = src[f"h.{i}.{theirs}.{kind}"]
-                    if kind == "weight" and theirs.startswith(("attn", "mlp")):
-                        w = w.t()
-                    params[f"{ours}.{kind}"].copy_(w)
-        transformer.ln_f.weight.copy_(src["ln_f.weight"])
-        transformer.ln_f.bias.copy_(src["ln_f.bias"])
+    name = config.tokenizer_model_name
+    source = Path(tokenizer_dir) if tokenizer_dir is not None and name else Path(name) if name else None
+    tokenizer = load_tokenizer(name if source is None else str(source))
+    vocab = Vocab(name, config.discrete_tokens, config.continuous_tokens, config.mu, config.M, tokenizer=tokenizer)
+    if isinstance(tokenizer, WordByteTokenizer):
+        return vocab, None
+    return vocab, (source / TOKENIZER_FILE).read_text(encoding="utf-8")

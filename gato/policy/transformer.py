@@ -1,8 +1,15 @@
-"""A GPT-style causal transformer with rotary positions and a key/value cache.
+"""A GPT-style causal transformer with rotary or learned positions and a key/value cache.
 
-Rotary position embeddings (RoPE) make attention depend only on the distance between tokens,
-so a rollout can drop the oldest cached timesteps when its context is full and keep going
+Rotary position embeddings (RoPE, the default) make attention depend only on the distance between
+tokens, so a rollout can drop the oldest cached timesteps when its context is full and keep going
 without recomputing anything: the remaining keys stay valid.
+
+Learned absolute positions (``positions="learned"``, GPT-2's table, see gato.policy.pretrained)
+number the tokens of the current context 0, 1, 2, ... (each packed segment from 0). When the
+cache slides (``drop_oldest``), every kept token's position changes, so its keys are stale: the
+next feed re-runs the kept tokens (the cache keeps their input embeddings) at their new
+positions. Cached and uncached generation over the same context then agree; the price is a
+forward pass over the whole context at each slide, where RoPE pays nothing.
 """
 
 from __future__ import annotations
@@ -47,12 +54,17 @@ class KVCache:
     live tokens are moved back to its front, once per ``capacity - context`` tokens fed.
     """
 
-    def __init__(self, layers: int, capacity: int = 0):
+    def __init__(self, layers: int, capacity: int = 0, keep_inputs: bool = False):
         self._k: list = [None] * layers
         self._v: list = [None] * layers
         self.capacity = capacity
         self.start = self.end = 0
         self.next_position = 0
+        # Learned positions: the inputs (B, 1, T, D) fed so far, to re-run them once a slide has
+        # moved their positions (``shifted``).
+        self.keep_inputs = keep_inputs
+        self._x = None
+        self.shifted = False
 
     @property
     def length(self) -> int:
@@ -69,24 +81,42 @@ class KVCache:
         """Per-layer cached values (B, H, length, D), or Nones before anything was fed."""
         return [None if v is None else v[:, :, self.start : self.end] for v in self._v]
 
+    @property
+    def inputs(self) -> torch.Tensor | None:
+        """(B, length, D) transformer inputs of the cached tokens (only with ``keep_inputs``)."""
+        return None if self._x is None else self._x[:, 0, self.start : self.end]
+
     def drop_oldest(self, n: int) -> None:
-        """Forget the ``n`` oldest tokens (RoPE keeps the others valid)."""
-        self.start += max(0, min(n, self.length))
+        """Forget the ``n`` oldest tokens (RoPE keeps the others valid; learned positions re-run them)."""
+        n = max(0, min(n, self.length))
+        self.start += n
+        self.shifted = self.shifted or n > 0
+
+    def clear(self) -> None:
+        """Forget every token (the buffers stay allocated for reuse); positions start again at 0."""
+        self.start = self.end = self.next_position = 0
+        self.shifted = False
+
+    def _buffers(self) -> list:
+        return [b for b in self._k + self._v + [self._x] if b is not None]
 
     def reserve(self, n: int) -> None:
         """Make room for ``n`` more tokens at the end of every layer's buffer."""
         if self._k[0] is None or self.end + n <= self._k[0].shape[2]:
             return
         if self.length + n <= self._k[0].shape[2]:  # move the live tokens to the front
-            for b in self._k + self._v:
+            for b in self._buffers():
                 b[:, :, : self.length] = b[:, :, self.start : self.end].clone()
         else:  # a bigger buffer (only when a chunk outgrows the capacity asked for)
             size = max(2 * self.length + n, self.capacity)
-            for buffers in (self._k, self._v):
-                for i, b in enumerate(buffers):
-                    grown = b.new_empty(b.shape[:2] + (size,) + b.shape[3:])
-                    grown[:, :, : self.length] = b[:, :, self.start : self.end]
-                    buffers[i] = grown
+
+            def grow(b):
+                grown = b.new_empty(b.shape[:2] + (size,) + b.shape[3:])
+                grown[:, :, : self.length] = b[:, :, self.start : self.end]
+                return grown
+
+            self._k, self._v = [grow(b) for b in self._k], [grow(b) for b in self._v]
+            self._x = None if self._x is None else grow(self._x)
         self.start, self.end = 0, self.length
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
@@ -100,6 +130,16 @@ class KVCache:
         self._k[layer][:, :, self.end : self.end + T] = k
         self._v[layer][:, :, self.end : self.end + T] = v
         return self._k[layer][:, :, self.start : self.end + T], self._v[layer][:, :, self.start : self.end + T]
+
+    def write_inputs(self, x: torch.Tensor) -> None:
+        """Store the (B, T, D) inputs about to be fed (room made by :meth:`reserve`), if ``keep_inputs``."""
+        if not self.keep_inputs:
+            return
+        T = x.shape[1]
+        if self._x is None:
+            size = max(self.capacity, self.end + T)
+            self._x = x.new_empty(x.shape[:1] + (1, size) + x.shape[2:])
+        self._x[:, 0, self.end : self.end + T] = x
 
     def advance(self, n: int) -> None:
         """Count the ``n`` tokens every layer has just written."""
@@ -121,7 +161,8 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, cache: KVCache | None, layer: int, mask: torch.Tensor | None = None):
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cos is not None:  # None: learned positions, added at the input
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.write(layer, k, v)
         # mask: None (plain causal), or built once by Transformer.forward for packed segments
@@ -134,7 +175,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Feed-forward block, 'gelu' or 'geglu' (a gated GELU unit)."""
+    """Feed-forward block, 'gelu' (tanh approximation: GPT-2's gelu_new) or 'geglu' (a gated GELU unit)."""
 
     def __init__(self, dim: int, activation: str):
         super().__init__()
@@ -158,11 +199,11 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block (the GPT-2 layout, so GPT-2 weights load into it)."""
 
-    def __init__(self, dim, heads, dropout, activation):
+    def __init__(self, dim, heads, dropout, activation, eps: float = 1e-5):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(dim)
+        self.ln_1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads)
-        self.ln_2 = nn.LayerNorm(dim)
+        self.ln_2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, activation)
         self.drop = nn.Dropout(dropout)
 
@@ -172,19 +213,27 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Stack of blocks plus a final LayerNorm. Input and output: (B, T, D) embeddings."""
+    """Stack of blocks plus a final LayerNorm. Input and output: (B, T, D) embeddings.
 
-    def __init__(self, dim: int, layers: int, heads: int, dropout: float, activation: str, flash: bool = True):
+    ``positions``: "rope" (rotary, in attention) or "learned" (a ``position_rows``-row table ``wpe``
+    added at the input, as GPT-2's; see the module docstring for the cache).
+    """
+
+    def __init__(self, dim: int, layers: int, heads: int, dropout: float, activation: str, flash: bool = True,
+                 positions: str = "rope", position_rows: int = 0, eps: float = 1e-5):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout, activation) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout, activation, eps) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(dim, eps=eps)
         self.head_dim = dim // heads
         self.flash = flash
         self.drop = nn.Dropout(dropout)
+        if positions not in ("rope", "learned"):
+            raise ValueError(f"positions must be 'rope' or 'learned', got {positions!r}")
+        self.wpe = nn.Embedding(position_rows, dim) if positions == "learned" else None
 
     def new_cache(self, capacity: int = 0) -> KVCache:
         """An empty cache for :meth:`forward`, preallocated for ``capacity`` tokens."""
-        return KVCache(len(self.blocks), capacity)
+        return KVCache(len(self.blocks), capacity, keep_inputs=self.wpe is not None)
 
     def _kernels(self):
         if self.flash:
@@ -198,7 +247,12 @@ class Transformer(nn.Module):
         """(B, T, D) -> (B, T, D). With a cache, ``x`` continues what was fed before; with
         ``segment_ids`` (B, T), a position attends only to earlier positions of its segment."""
         mask = None
-        T = x.shape[1]
+        T = out_len = x.shape[1]
+        if cache is not None and self.wpe is not None and cache.shifted:
+            # learned positions after a slide: the kept tokens' keys were computed at old positions
+            x = torch.cat([cache.inputs, x], dim=1)
+            cache.clear()
+            T = x.shape[1]
         if segment_ids is not None:
             if cache is not None:
                 raise ValueError("packed sequences (segment_ids) cannot be fed through a cache")
@@ -210,16 +264,36 @@ class Transformer(nn.Module):
                 # New queries see every cached key; among themselves they are causal.
                 S = cache.length + T
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-        start = cache.next_position if cache is not None else 0
-        positions = torch.arange(start, start + T, device=x.device)
-        cos, sin = rope_tables(positions, self.head_dim)
+        if self.wpe is None:
+            start = cache.next_position if cache is not None else 0
+            cos, sin = rope_tables(torch.arange(start, start + T, device=x.device), self.head_dim)
+        else:
+            if cache is not None:
+                cache.write_inputs(x)
+            x = x + self.wpe(self._learned_positions(x, cache, segment_ids))
+            cos = sin = None
         x = self.drop(x)
         with self._kernels():
             for i, block in enumerate(self.blocks):
                 x = block(x, cos, sin, cache, i, mask)
         if cache is not None:
             cache.advance(T)
-        return self.ln_f(x)
+        return self.ln_f(x[:, T - out_len :])
+
+    def _learned_positions(self, x: torch.Tensor, cache: KVCache | None, segment_ids) -> torch.Tensor:
+        """Positions in the current context: after the cached tokens, or from each packed segment's start."""
+        T = x.shape[1]
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + T, device=x.device)
+        if segment_ids is not None:
+            new = torch.ones_like(segment_ids, dtype=torch.bool)
+            new[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+            first = torch.where(new, positions, 0).cummax(dim=1).values
+            positions = positions - first
+        if start + T > self.wpe.num_embeddings:
+            raise ValueError(f"{start + T} tokens in context exceed the {self.wpe.num_embeddings} learned positions; "
+                             "feed at most that many (GatoPolicy.extend drops the oldest for you)")
+        return positions
 
 
 def init_weights(module: nn.Module, layers: int) -> None:
