@@ -167,7 +167,7 @@ def test_clear_errors(tiny_policy):
     vocab = tiny_policy().vocab
     with pytest.raises(ImageSizeError, match="not a multiple"):
         CaptionTask("c", caption_rows(), caption_rows(), 64, image_size=10, vocab=vocab)
-    with pytest.raises(ExampleTooLongError, match=r"example 0 of the train split .* takes \d+ tokens .* len 64"):
+    with pytest.raises(ExampleTooLongError, match=r"example 0 of the train split .* takes 75 tokens .*context_len 64"):
         CaptionTask("c", caption_rows(), caption_rows(), 64, image_size=32, vocab=vocab)  # 64 patches + text
     with pytest.raises(EmptyDatasetError, match="test split"):
         CaptionTask("c", caption_rows(), [], 64, image_size=8, vocab=vocab)
