@@ -1,0 +1,204 @@
+"""Scaling and resuming: training tokens/s and evaluation episodes/s on 1 and 2 processes, and a resumed run's
+learning curve against an unbroken one's.
+
+What is measured
+    * Throughput: for each process count P, ``torch.distributed.run --nproc_per_node P`` starts P processes that
+      build a trainer with ``gato.training.run.build_trainer`` (DDP through Accelerate; gloo on CPU), run
+      ``--warmup`` untimed steps, then time ``--steps`` real ``Trainer.train_step`` calls (the global batch
+      ``--batch_size`` split over the processes; the step ends with the clock shared as in ``gato train``) and one
+      ``Trainer.evaluate`` of ``--eval_episodes`` BabyAI GoToLocal episodes split across the processes. Training
+      tokens/s count the non-padding tokens of every process; each process gets cores / P torch threads, so both
+      settings use the same cores. The process counts run one after the other in this one invocation; the JSON
+      gives the 2-vs-1 ratios.
+    * Resume: ``gato train`` (a small model, ``--resume_steps`` steps, loss logged every step, a state saved
+      every 2 steps) run unbroken, and run again but SIGKILLed while writing its state past half-way, then
+      ``gato train --resume``. The JSON gives both loss sequences' largest difference (0.0 means bitwise equal) and
+      the PNG plots both curves.
+
+Usage
+    python benchmarks/scaling.py                      # 1 and 2 processes, the resume check; PNG beside the JSON
+    python benchmarks/scaling.py --processes 1 2 4 --device cuda   # on a multi-GPU machine
+
+Progress goes to stderr; a single JSON object is printed on stdout at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common
+
+MODEL = {"embed_dim": 128, "layers": 4, "heads": 4, "sequence_length": 256}
+
+
+def worker(flags: dict, steps: int, warmup: int, out: str) -> None:
+    """One process of a throughput measurement (run under torch.distributed.run)."""
+    import torch
+
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    trainer = build_trainer(TrainingArgs(**flags))
+    acc = trainer.accelerator
+    device = str(acc.device)
+    for _ in range(warmup):
+        trainer.train_step()
+    acc.wait_for_everyone()
+    tokens = 0
+    with _common.timed(device, timing := {}):
+        for _ in range(steps):
+            tokens += trainer.train_step()["tokens"]
+            trainer._share_clock()
+    total_tokens = int(acc.reduce(torch.tensor([tokens], dtype=torch.float64, device=acc.device), "sum").item())
+    episodes, trainer.args.eval_episodes = trainer.args.eval_episodes, acc.num_processes
+    trainer.evaluate()  # untimed warm-up: the first rollout pays for making envs and kernels
+    trainer.args.eval_episodes = episodes
+    acc.wait_for_everyone()
+    with _common.timed(device, evaluation := {}):
+        results = trainer.evaluate()
+    if acc.is_main_process:
+        task = next(iter(results.values()))
+        Path(out).write_text(json.dumps({
+            "processes": acc.num_processes, "torch_threads_per_process": torch.get_num_threads(),
+            "rows_per_process": trainer.micro_batch_size(), "train_seconds": timing["seconds"],
+            "train_tokens_per_s": total_tokens / timing["seconds"], "steps_per_s": steps / timing["seconds"],
+            "eval_seconds": evaluation["seconds"], "eval_episodes_per_s": task["episodes"] / evaluation["seconds"],
+            "eval_success_rate": task["success_rate"]}))
+
+
+def throughput(processes: int, args, data_dir: str) -> dict:
+    """Launch ``processes`` processes of :func:`worker`; their main process's JSON."""
+    flags = {**MODEL, "batch_size": args.batch_size, "eval_episodes": args.eval_episodes, "eval_envs": 8,
+             "training_steps": 10**9, "max_minutes": 0, "report_to": ["none"], "save_model": False,
+             "device": args.device, "mixed_precision": args.mixed_precision, "exp_name": f"scaling-{processes}"}
+    threads = max(1, (os.cpu_count() or 1) // processes) if args.device == "cpu" else 1
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MINARI_DATASETS_PATH": data_dir}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        flags["save_dir"] = tmp
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                   str(processes), "--no_python", sys.executable, __file__, "--worker", json.dumps(flags),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--out", str(out)]
+        _common.log(f"{processes} process(es), {threads} thread(s) each ...")
+        run = subprocess.run(command, env=env, capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(f"{processes} processes failed:\n{run.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
+# Replaces gato.atomic.replace_dir in the killed run: SIGKILL at its KILL_AT-th directory swap (a state save).
+KILLER = """
+import os, signal, sys
+import gato.atomic as atomic
+real, calls = atomic.replace_dir, []
+def replace_dir(new, target):
+    calls.append(new)
+    if len(calls) == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(new, target)
+atomic.replace_dir = replace_dir
+from gato.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def resume_check(steps: int, data_dir: str, png: Path) -> dict:
+    """An unbroken run against one killed during a state save past half-way and resumed."""
+    flags = ["--embed_dim", "64", "--layers", "2", "--heads", "2", "--batch_size", "8", "--training_steps", str(steps),
+             "--max_minutes", "0", "--log_every", "1", "--log_eval_freq", str(steps), "--eval_episodes", "4",
+             "--report_to", "none", "--device", "cpu", "--save_every_minutes", "0", "--save_every_steps", "2"]
+    env = {**os.environ, "MINARI_DATASETS_PATH": data_dir, "PYTHONHASHSEED": "0"}
+    with tempfile.TemporaryDirectory() as tmp:
+        gato = [sys.executable, "-m", "gato.cli", "train", *flags, "--save_dir", tmp]
+        _common.log(f"resume check: unbroken run of {steps} steps ...")
+        subprocess.run([*gato, "--exp_name", "unbroken"], env=env, check=True, capture_output=True)
+        kill_at = steps // 4 + 1  # saves come every 2 steps: killed while writing the state of step ~steps/2 + 2
+        _common.log(f"resume check: killed at state save {kill_at}, then resumed ...")
+        killed = subprocess.run([sys.executable, "-c", KILLER, "train", *flags, "--save_dir", tmp, "--exp_name",
+                                 "killed"], env={**env, "KILL_AT": str(kill_at)}, capture_output=True, text=True)
+        if killed.returncode != -signal.SIGKILL:
+            raise SystemExit(f"the run to kill ended with {killed.returncode}:\n{killed.stderr[-3000:]}")
+        state = json.loads((Path(tmp) / "killed" / "state" / "state.json").read_text())
+        subprocess.run([sys.executable, "-m", "gato.cli", "train", "--resume", str(Path(tmp) / "killed")], env=env,
+                       check=True, capture_output=True)
+        curves = {name: [(h["step"], h["loss"]) for h in json.loads(
+            (Path(tmp) / name / "checkpoint" / "history.json").read_text()) if "loss" in h]
+            for name in ("unbroken", "killed")}
+    _plot(curves, state["step"], png)
+    a, b = curves["unbroken"], curves["killed"]
+    return {"steps": steps, "killed_after_step": state["step"], "resumed_from_step": state["step"],
+            "same_steps_logged": [s for s, _ in a] == [s for s, _ in b],
+            "max_abs_loss_difference": max(abs(x - y) for (_, x), (_, y) in zip(a, b)), "png": str(png)}
+
+
+def _plot(curves: dict, resumed_at: int, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (name, points), style in zip(curves.items(), [dict(lw=4, alpha=0.4), dict(lw=1.2, ls="--")]):
+        label = "unbroken" if name == "unbroken" else "killed, resumed"
+        ax.plot([s for s, _ in points], [v for _, v in points], label=label, **style)
+    ax.axvline(resumed_at, color="grey", lw=0.8)
+    ax.text(resumed_at, ax.get_ylim()[1], f" resumed from step {resumed_at}", va="top", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch_size", type=int, default=32, help="global batch (split over the processes)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--eval_episodes", type=int, default=64)
+    parser.add_argument("--resume_steps", type=int, default=24)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mixed_precision", default="no")
+    parser.add_argument("--data_dir", default=None, help="Minari folder (default: a temporary one)")
+    parser.add_argument("--png", default="benchmarks/results/scaling_resume_curve.png")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        with _common.stdout_to_stderr():
+            worker(json.loads(args.worker), args.steps, args.warmup, args.out)
+        return
+    _common.check_device(args.device)
+    folder, created = _common.use_data_dir(args.data_dir)
+    try:
+        with _common.stdout_to_stderr():
+            data = _common.ensure_babyai(1000)
+            start = time.time()
+            runs = [throughput(p, args, folder) for p in args.processes]
+            resume = resume_check(args.resume_steps, folder, Path(args.png))
+    finally:
+        _common.cleanup(folder, created)
+    base = runs[0]
+    _common.emit({
+        "benchmark": "scaling", "machine": _common.machine_info(args.device), "data": data,
+        "model": MODEL, "global_batch": args.batch_size, "timed_steps": args.steps, "runs": runs,
+        "ratios_vs_first": [{"processes": r["processes"],
+                             "train_tokens_per_s": r["train_tokens_per_s"] / base["train_tokens_per_s"],
+                             "eval_episodes_per_s": r["eval_episodes_per_s"] / base["eval_episodes_per_s"]}
+                            for r in runs],
+        "resume": resume, "seconds": time.time() - start,
+    })
+
+
+if __name__ == "__main__":
+    main()
