@@ -208,7 +208,8 @@ def _generate_group(policy, prompts, max_new_tokens, temperature, generator, use
             tok = logits.argmax(-1)
         else:
             probs = torch.softmax(logits / temperature, -1)
-            tok = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
+            on = generator.device if generator is not None else probs.device  # a CPU generator for a GPU policy
+            tok = torch.multinomial(probs.to(on), 1, generator=generator)[:, 0].to(device)
         tok = torch.where(done, torch.full_like(tok, eos), tok)
         out[:, j] = tok
         done |= tok == eos

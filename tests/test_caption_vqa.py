@@ -236,3 +236,23 @@ def test_caption_training_reads_the_image(tiny_policy):
 def test_default_vocab_is_built_when_none():
     task = CaptionTask("c", caption_rows(), caption_rows(), 64, image_size=8)
     assert task.vocab == Vocab()
+
+
+@pytest.mark.slow
+def test_from_source_and_spec_round_trip(tiny_policy, tmp_path, no_network):
+    import datasets
+
+    vocab = tiny_policy().vocab
+    rows = vqa_rows()
+    columns = {k: [r[k] for r in rows] for k in ("image", "question", "answer", "kind")}
+    split = datasets.Dataset.from_dict(columns)
+    datasets.DatasetDict({"train": split, "test": split.select(range(4))}).save_to_disk(str(tmp_path / "vqa"))
+    task = VQATask.from_source("shapes-vqa", str(tmp_path / "vqa"), 64, vocab=vocab, image_size=8, eval_examples=3)
+    assert (len(task.train), len(task.test)) == (12, 4)
+    spec = task.spec()
+    assert spec == {"type": "vqa", "name": "shapes-vqa", "source": str(tmp_path / "vqa"), "context_len": 64,
+                    "image_size": 8, "patch_size": 4, "eval_examples": 3}
+    again = VQATask.from_spec(spec, vocab=vocab)
+    assert again.spec() == spec and again.test.columns == task.test.columns
+    np.testing.assert_array_equal(again.train.pixels, task.train.pixels)
+    assert again.evaluate(tiny_policy(), 10) == task.evaluate(tiny_policy(), 10)

@@ -106,8 +106,9 @@ class ImageTextTask:
     """What CaptionTask and VQATask share: data in memory, packed training rows, split evaluation, specs.
 
     A subclass sets ``kind`` (its spec type), ``loader`` (its function in ``gato.data.corpora``),
-    ``columns`` (text columns beside "image"), ``target_column``, and writes :meth:`prompt`,
-    :meth:`evaluate_part` and :meth:`summarize`.
+    ``columns`` (the text columns beside "image", all encoded, each example's tokens being its patches, these
+    texts, the separator and eos), ``optional`` (other text columns and their default), ``target_column`` (the
+    text predicted), and writes :meth:`prompt`, :meth:`evaluate_part` and :meth:`summarize`.
     """
 
     kind = ""
