@@ -40,10 +40,16 @@ def _fmt(v) -> str:
 # ----------------------------------------------------------------------------- data
 
 
+LANGUAGE_DATA = ("text", "captions", "vqa")
+"""``gato data`` kinds that write an offline text/image default (gato.data.default_corpora)."""
+
+
 def cmd_data(ns) -> int:
     from gato.data.babyai import babyai_levels, generate_babyai
     from gato.data.recipes import RECIPES, generate
 
+    if ns.recipe in LANGUAGE_DATA:
+        return _language_data(ns)
     if ns.recipe == "list":
         rows = [{"recipe": "babyai", "dataset id": "babyai/LEVEL-bot-v0", "extra": "",
                  "what": "any BabyAI level (--level), BabyAI bot: " + ", ".join(babyai_levels()[:4]) + ", ..."}]
@@ -51,6 +57,12 @@ def cmd_data(ns) -> int:
                  for r in RECIPES.values()]
         print(format_table(rows))
         print("\n`gato data NAME --episodes N` writes one; `gato train --control_datasets ID ...` makes missing ones.")
+        from gato.data.default_corpora import DEFAULT_BY_KIND, list_defaults
+
+        commands = {name: f"gato data {kind}" for kind, name in DEFAULT_BY_KIND.items()}
+        print("\n" + format_table([{"command": commands[r["name"]], "dataset": r["name"], "made": "yes" if r["made"]
+                                    else "no", "what": r["what"]} for r in list_defaults()]))
+        print("\nUse them with `gato train --text_datasets text/pydoc --text_prop 0.2` (likewise caption, vqa).")
         return 0
     if ns.recipe == "babyai":
         report = generate_babyai(ns.level, ns.episodes or 5000, dataset_id=ns.dataset_id, seed=ns.seed,
@@ -66,6 +78,17 @@ def cmd_data(ns) -> int:
           f"{dict(report.skip_reasons) or ''} in {report.seconds:.1f}s")
     print(f"expert return {report.expert_mean_return:.3f} +- {report.expert_std_return:.3f}, "
           f"random {report.random_mean_return:.3f} +- {report.random_std_return:.3f}")
+    return 0
+
+
+def _language_data(ns) -> int:
+    """``gato data text|captions|vqa``: write that offline default as a local Hugging Face dataset."""
+    from gato.data.default_corpora import DEFAULT_BY_KIND, make_default
+
+    report = make_default(DEFAULT_BY_KIND[ns.recipe], overwrite=ns.overwrite)
+    rows = ", ".join(f"{split} {n}" for split, n in report["rows"].items())
+    print(f"wrote {report['name']} to {report['path']} ({rows} rows) in {report['seconds']:.1f}s")
+    print(f"baselines: {json.dumps(report['baselines'])}")
     return 0
 
 
@@ -113,9 +136,10 @@ def cmd_train(ns) -> int:
     args = resumed_args(ns) if ns.resume else TrainingArgs.from_namespace(ns)
     trainer = build_trainer(args)
     tasks = trainer.tasks
-    for task in tasks:
-        print(f"task {task.name}: {len(task.episodes.lengths)} episodes, "
-              f"{task.tokens_per_timestep} tokens per timestep")
+    for task, weight in zip(tasks, trainer.weights):
+        what = (f"{len(task.episodes.lengths)} episodes, {task.tokens_per_timestep} tokens per timestep"
+                if hasattr(task, "episodes") else task.spec()["type"])
+        print(f"task {task.name} ({weight:.0%} of rows): {what}")
     n_params = sum(p.numel() for p in trainer.policy.parameters())
     print(f"policy: {n_params / 1e6:.2f}M parameters; outputs in {trainer.run_dir}")
     if ns.resume:
@@ -157,12 +181,14 @@ def resumed_args(ns):
 
 def print_scores(results: dict) -> dict:
     """Print the score table and the mean / IQM of the normalised scores; return the summary."""
-    from gato.evaluation.scores import score_rows, summary
+    from gato.evaluation.scores import language_rows, score_rows, summary
 
-    print(format_table(score_rows(results)))
+    for rows in (score_rows(results), language_rows(results)):
+        if rows:
+            print(format_table(rows) + "\n")
     s = summary(results)
     if s["tasks_scored"]:
-        print(f"\nnormalised score over {s['tasks_scored']} tasks: mean {s['mean_normalized_score']:.3f}, "
+        print(f"normalised score over {s['tasks_scored']} tasks: mean {s['mean_normalized_score']:.3f}, "
               f"IQM {s['iqm_normalized_score']:.3f}")
     return s
 
@@ -183,7 +209,7 @@ def cmd_eval(ns) -> int:
     for task in load_tasks(checkpoint, policy.vocab, names=ns.tasks):
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
                                            promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
-        if ns.video:
+        if ns.video and hasattr(task, "make_env"):
             gif = Path(ns.video) / (task.name.replace("/", "_") + ".gif")
             videos[task.name] = record_video(policy, task, gif, deterministic=not ns.stochastic)
     print()
@@ -203,6 +229,64 @@ def cmd_eval(ns) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- words and pictures
+
+
+def _language_policy(ns):
+    from gato.policy.gato_policy import GatoPolicy
+
+    return GatoPolicy.from_pretrained(ns.checkpoint, device=ns.device)
+
+
+def _image_size(checkpoint) -> int:
+    """The image side the checkpoint's caption/VQA tasks were trained at (32 when it has none)."""
+    from gato.tasks.registry import task_specs
+
+    sizes = [spec["image_size"] for spec in task_specs(checkpoint) if "image_size" in spec]
+    return sizes[0] if sizes else 32
+
+
+def _options(ns) -> dict:
+    return {"max_new_tokens": ns.max_new_tokens, "temperature": ns.temperature}
+
+
+def cmd_generate(ns) -> int:
+    from gato.language import generate_text
+
+    print(generate_text(_language_policy(ns), ns.prompt, **_options(ns)))
+    return 0
+
+
+def cmd_caption(ns) -> int:
+    from gato.language import caption
+
+    print(caption(_language_policy(ns), ns.image, image_size=_image_size(ns.checkpoint), **_options(ns)))
+    return 0
+
+
+def cmd_ask(ns) -> int:
+    from gato.language import ask
+
+    print(ask(_language_policy(ns), ns.image, ns.question, image_size=_image_size(ns.checkpoint), **_options(ns)))
+    return 0
+
+
+def _add_language_commands(sub) -> None:
+    commands = [("generate", cmd_generate, "continue a text prompt", [("prompt", "the text to continue")], 64),
+                ("caption", cmd_caption, "describe an image", [("image", "image file (any size, RGB or gray)")], 32),
+                ("ask", cmd_ask, "answer a question about an image",
+                 [("image", "image file (any size, RGB or gray)"), ("question", "the question")], 16)]
+    for name, func, help_, positionals, max_new in commands:
+        p = sub.add_parser(name, help=f"{help_} with a trained checkpoint")
+        p.add_argument("checkpoint", help="checkpoint directory (e.g. runs/NAME/checkpoint)")
+        for arg, arg_help in positionals:
+            p.add_argument(arg, help=arg_help)
+        p.add_argument("--max_new_tokens", type=int, default=max_new, help="most tokens to generate")
+        p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; above: sample")
+        p.add_argument("--device", default="cpu", help="torch device")
+        p.set_defaults(func=func)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -216,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="write an expert dataset locally (Minari format)")
-    data.add_argument("recipe", choices=["list", "babyai", *RECIPES], help="dataset recipe, or 'list'")
+    data.add_argument("recipe", choices=["list", "babyai", *RECIPES, *LANGUAGE_DATA],
+                      help="dataset recipe (control), text, captions or vqa (offline defaults), or 'list'")
     data.add_argument("--level", default="GoToLocal", help="BabyAI level (e.g. GoToLocal, GoToRedBall)")
     data.add_argument("--episodes", type=int, default=None,
                       help="expert episodes to write (default: babyai 5000, others per recipe, see `gato data list`)")
@@ -259,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "goes beside it as .png")
     ev.add_argument("--video", default="", help="directory for one GIF rollout per task")
     ev.set_defaults(func=cmd_eval)
+    _add_language_commands(sub)
     return parser
 
 

@@ -15,12 +15,17 @@ and cut patches when a batch is drawn (:func:`pixel_patches`).
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 
 class ImageSizeError(ValueError):
     """An image size that patches cannot tile."""
+
+
+class ImageFileError(ValueError):
+    """An image file that is missing or not an image."""
 
 
 def check_sizes(image_size: int, patch_size: int) -> None:
@@ -34,10 +39,16 @@ def check_sizes(image_size: int, patch_size: int) -> None:
 
 
 def to_pixels(image, image_size: int) -> np.ndarray:
-    """(image_size, image_size, 3) uint8 RGB pixels of ``image``: a PIL image, or an array (H, W) gray,
-    (H, W, 1|3|4) or channels-first (1|3|4, H, W), uint8 or numbers in 0..255 (rounded and clipped)."""
-    from PIL import Image
+    """(image_size, image_size, 3) uint8 RGB pixels of ``image``: an image file's path, a PIL image, or an array
+    (H, W) gray, (H, W, 1|3|4) or channels-first (1|3|4, H, W), uint8 or numbers in 0..255 (rounded and clipped)."""
+    from PIL import Image, UnidentifiedImageError
 
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            image = Image.open(image)
+            image.load()
+        except (FileNotFoundError, UnidentifiedImageError) as e:
+            raise ImageFileError(f"cannot read the image {str(image)!r}: {e}; give a PNG/JPEG file") from None
     if not isinstance(image, Image.Image):
         image = Image.fromarray(_uint8_hwc(np.asarray(image)))
     if image.mode != "RGB":

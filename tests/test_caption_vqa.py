@@ -145,7 +145,7 @@ def test_vqa_baselines_and_metric_names(tiny_policy):
                    eval_examples=3).evaluate(policy, 100)["examples"] == 3
 
 
-def test_vocab_mismatch_spec_and_training_text(tiny_policy):
+def test_vocab_mismatch_spec_and_training_texts(tiny_policy):
     policy = tiny_policy()
     task = VQATask("vqa", vqa_rows(), vqa_rows(), 64, image_size=8)  # the default vocabulary
     with pytest.raises(VocabMismatchError, match="encode_for"):
@@ -158,7 +158,7 @@ def test_vocab_mismatch_spec_and_training_text(tiny_policy):
                            "patch_size": 4, "eval_examples": None}
     with pytest.raises(ValueError, match="from_source"):
         VQATask.from_spec(task.spec())
-    assert task.training_text()[:2] == ["what color is the shape?"] * 2 and "purple" in task.training_text()
+    assert task.training_texts()[:2] == ["what color is the shape?"] * 2 and "purple" in task.training_texts()
     with pytest.raises(ValueError, match="patch_size=8"):
         task.evaluate(tiny_policy(patch_size=8), 2)
 

@@ -1,5 +1,6 @@
-"""The score table of a multi-task evaluation: per-task returns against the expert and random
-references, the normalised score, and its mean and interquartile mean over tasks."""
+"""The score tables of a multi-task evaluation: for control tasks, per-task returns against the expert and random
+references, the normalised score, and its mean and interquartile mean over tasks; for text, caption and VQA tasks,
+each metric beside its baseline on the same examples."""
 
 from __future__ import annotations
 
@@ -19,10 +20,47 @@ def interquartile_mean(values) -> float:
     return float(x[k : x.size - k].mean())
 
 
-def score_rows(results: dict) -> list[dict]:
-    """One table row per task of ``{task: metrics}`` (as ``ControlTask.evaluate`` returns them)."""
+LANGUAGE_METRICS = [
+    # (metric, its baselines): text perplexity (lower is better), VQA accuracy, caption exact match and word F1
+    ("perplexity", ["unigram_perplexity", "bigram_perplexity"]),
+    ("bits_per_byte", ["bigram_bits_per_byte"]),
+    ("accuracy", ["majority_accuracy", "question_only_accuracy"]),
+    ("accuracy_colour_shape", ["majority_accuracy_colour_shape", "question_only_accuracy_colour_shape"]),
+    ("exact_match", ["shuffled_exact_match"]),
+    ("word_f1", ["shuffled_word_f1"]),
+]
+
+
+def headline(metrics: dict) -> str:
+    """A task's evaluation in a few words, for progress lines: the control score (or success) and return, VQA
+    accuracy, caption exact match, or text perplexity."""
+    if "mean_return" in metrics:
+        score = (f"score {metrics['normalized_score']:.2f}" if "normalized_score" in metrics
+                 else f"success {metrics['success_rate']:.2f}")
+        return f"{score} return {metrics['mean_return']:.2f}"
+    for key, label in (("accuracy", "accuracy"), ("exact_match", "exact match"), ("perplexity", "perplexity")):
+        if key in metrics:
+            return f"{label} {metrics[key]:.3g}"
+    return ""
+
+
+def language_rows(results: dict) -> list[dict]:
+    """One row per metric of the text, caption and VQA tasks of ``{task: metrics}``, with its baselines."""
     rows = []
     for name, m in results.items():
+        for metric, baselines in LANGUAGE_METRICS:
+            if metric in m:
+                rows.append({"task": name, "metric": metric, "value": _num(m[metric], 3),
+                             "baselines": ", ".join(f"{b}: {m[b]:.3f}" for b in baselines if b in m)})
+    return rows
+
+
+def score_rows(results: dict) -> list[dict]:
+    """One table row per control task of ``{task: metrics}`` (as ``ControlTask.evaluate`` returns them)."""
+    rows = []
+    for name, m in results.items():
+        if "mean_return" not in m:
+            continue
         rows.append({
             "task": name,
             "episodes": int(m["episodes"]),

@@ -205,7 +205,7 @@ class ImageTextTask:
             used += len(ex)
         return pack_examples(rows, length, vocab.pad)
 
-    def training_text(self) -> list[str]:
+    def training_texts(self) -> list[str]:
         """The train split's text (what a BPE for this task is trained on)."""
         return [t for c in self.columns for t in self.train.columns[c]]
 

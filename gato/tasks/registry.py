@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
-from gato.tasks.control_task import ControlTask
 from gato.tasks.task import TASKS_FILE
 
-TASK_TYPES = {"control": ControlTask}
-"""Spec "type" -> task class with a ``from_spec(spec, vocab=None)`` constructor. New task kinds register here."""
+TASK_TYPES = {"control": "gato.tasks.control_task:ControlTask", "text": "gato.tasks.text_task:TextTask",
+              "caption": "gato.tasks.caption_task:CaptionTask", "vqa": "gato.tasks.vqa_task:VQATask"}
+"""Spec "type" -> "module:class" of a task class with a ``from_spec(spec, vocab=None)`` constructor (imported
+when a spec of that type is read). New task kinds register here."""
 
 
 def build_task(spec: dict, vocab=None):
@@ -18,7 +20,8 @@ def build_task(spec: dict, vocab=None):
     kind = spec.get("type")
     if kind not in TASK_TYPES:
         raise ValueError(f"unknown task type {kind!r} in a task spec; known: {sorted(TASK_TYPES)}")
-    return TASK_TYPES[kind].from_spec(spec, vocab=vocab)
+    module, name = TASK_TYPES[kind].split(":")
+    return getattr(importlib.import_module(module), name).from_spec(spec, vocab=vocab)
 
 
 def task_specs(checkpoint) -> list[dict]:
@@ -37,7 +40,7 @@ def load_tasks(checkpoint, vocab=None, names=None) -> list:
     """The tasks a checkpoint was trained on (or those of them named in ``names``), their data
     encoded for ``vocab`` (the checkpoint's policy's ``policy.vocab``). Their datasets must be local."""
     specs = task_specs(checkpoint)
-    known = [spec.get("env_name", "?") for spec in specs]
+    known = [spec.get("env_name") or spec.get("name", "?") for spec in specs]
     unknown = sorted(set(names or []) - set(known))
     if unknown:
         raise ValueError(f"no task named {' '.join(unknown)} in this checkpoint; its tasks: {' '.join(known)}")

@@ -13,6 +13,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from gato.policy.config import PolicyConfig
 
 
@@ -41,9 +43,28 @@ class TrainingArgs:
     data_episodes: int = _f(5000, "episodes to generate when a default BabyAI dataset is missing")
     field_overrides: str = _f("", 'JSON {field path: kind or spec} applied to every control task, '
                                   'e.g. {"image": "discrete"}')
+    # words and pictures: NEKO's flags; each *_prop is that kind's share of the rows of a batch, control gets the rest
+    text_datasets: list = _f([], "text corpora for language modelling: text/pydoc (`gato data text` makes it) or "
+                                 "local paths (a save_to_disk folder, parquet/jsonl/txt files)")
+    caption_datasets: list = _f([], "image-caption data: captions/shapes (`gato data captions`) or local paths "
+                                    "(save_to_disk, imagefolder with metadata.jsonl, webdataset shards, ...)")
+    vqa_datasets: list = _f([], "visual question answering data: vqa/easy-vqa (`gato data vqa`) or local paths "
+                                "(save_to_disk, an OK-VQA folder, ...)")
+    text_prop: float = _f(0.0, "share of each batch's rows from the text datasets")
+    caption_prop: float = _f(0.0, "share of each batch's rows from the caption datasets")
+    vqa_prop: float = _f(0.0, "share of each batch's rows from the VQA datasets")
+    image_size: int = _f(32, "side in pixels that caption and VQA images are resized to (a multiple of patch_size)")
+    bpe_vocab: int = _f(2048, "size of the BPE tokenizer trained on the run's text when it has text, caption or VQA "
+                              "datasets (see gato.text_tokenizer.DEFAULT_BPE_VOCAB for why 2048)")
     # model: a GPT-2 to start from, then one flag per PolicyConfig field, its default and help taken from there
     # (policy_config() turns them into one)
-    pretrained_lm: str = _f("", "local Hugging Face GPT-2 checkpoint directory to initialise the transformer")
+    pretrained_lm: str = _f("", "local Hugging Face GPT-2 checkpoint directory: its blocks, token embeddings, learned "
+                                "positions and tokenizer start the model (sets embed_dim, layers, heads)")
+    lora: bool = _f(False, "with --pretrained_lm: train LoRA adapters (peft) and the new embeddings, not GPT-2's "
+                           "weights")
+    lora_r: int = _f(8, "LoRA rank (with --lora; NEKO: 8)")
+    lora_alpha: float = _model("lora_alpha")
+    lora_dropout: float = _model("lora_dropout")
     embed_dim: int = _model("embed_dim")
     layers: int = _model("layers")
     heads: int = _model("heads")
@@ -136,7 +157,7 @@ class TrainingArgs:
             elif value == "" and PolicyConfig.__dataclass_fields__[name].default is None:
                 value = None
             values[name] = value
-        return PolicyConfig(**values)
+        return PolicyConfig(**values, lora_r=self.lora_r if self.lora else 0)
 
     def to_dict(self) -> dict:
         """JSON-able copy."""
@@ -180,11 +201,44 @@ class TrainingArgs:
             (len(self.dagger_episodes) in {1, len(self.control_datasets)} - {0} and min(self.dagger_episodes) >= 0,
              "--dagger_episodes needs one number >= 0, or one per dataset in --control_datasets"),
             (self.training_steps > 0, "--training_steps must be positive"),
+            (self.lora_r > 0, "--lora_r must be positive"),
+            (not self.lora or self.pretrained_lm, "--lora adapts a pretrained model: give --pretrained_lm DIR"),
+            *self._mixture_checks(),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
         self.trackers()
+
+    def _mixture_checks(self) -> list[tuple[bool, str]]:
+        props = {"text": self.text_prop, "caption": self.caption_prop, "vqa": self.vqa_prop}
+        checks = [(0 <= sum(props.values()) <= 1 and min(props.values()) >= 0,
+                   "--text_prop, --caption_prop and --vqa_prop are shares of a batch: each >= 0, together <= 1")]
+        for kind, prop in props.items():
+            given = bool(getattr(self, f"{kind}_datasets"))
+            checks.append((given == (prop > 0), f"--{kind}_datasets and --{kind}_prop go together: give both "
+                                                f"(e.g. --{kind}_prop 0.2) or neither"))
+        checks.append((bool(self.control_datasets) or sum(props.values()) == 1,
+                       "without --control_datasets the shares --text_prop, --caption_prop, --vqa_prop must add to 1"))
+        checks.append((not self.control_datasets or sum(props.values()) < 1,
+                       "the shares --text_prop, --caption_prop, --vqa_prop leave nothing for --control_datasets: "
+                       "lower them or pass --control_datasets with no value"))
+        return checks
+
+    def mixture(self) -> dict[str, list[str]]:
+        """{kind: datasets} of the text, caption and VQA datasets (kinds without datasets left out)."""
+        kinds = {"text": self.text_datasets, "caption": self.caption_datasets, "vqa": self.vqa_datasets}
+        return {kind: list(datasets) for kind, datasets in kinds.items() if datasets}
+
+    def mixture_weights(self) -> list[float]:
+        """Sampling weight of every task in build order: control datasets (by --task_weights, else equally) share
+        what the *_prop flags leave; each kind's share is split equally among its datasets."""
+        control = np.asarray(self.task_weights or [1.0] * len(self.control_datasets), float)
+        rest = 1.0 - self.text_prop - self.caption_prop - self.vqa_prop
+        weights = list(control / control.sum() * rest) if len(control) else []
+        for kind, datasets in self.mixture().items():
+            weights += [getattr(self, f"{kind}_prop") / len(datasets)] * len(datasets)
+        return weights
 
     def __post_init__(self):
         if isinstance(self.action_history_noise, (int, float)):  # one value given from Python

@@ -15,9 +15,53 @@ def task_name(dataset_id: str) -> str:
     return re.sub(r"-v\d+$", "", dataset_id)
 
 
+TASK_CLASSES = {"text": ("gato.tasks.text_task", "TextTask"), "caption": ("gato.tasks.caption_task", "CaptionTask"),
+                "vqa": ("gato.tasks.vqa_task", "VQATask")}
+"""The task class of each kind of ``--*_datasets`` (imported only when a run has that kind)."""
+
+TOKENIZER_DIR = "tokenizer"
+"""Where a run with text keeps the BPE trained for it (runs/NAME/tokenizer; its checkpoints carry a copy)."""
+
+
+def build_language_tasks(args: TrainingArgs, vocab=None) -> list:
+    """The text, caption and VQA tasks of ``args`` (``--text_datasets`` ...), in that order, encoded for ``vocab``
+    (None: the built-in tokenizer, to be replaced by :func:`train_run_tokenizer`'s through ``encode_for``)."""
+    import importlib
+
+    tasks = []
+    for kind, datasets in args.mixture().items():
+        module, name = TASK_CLASSES[kind]
+        cls = getattr(importlib.import_module(module), name)
+        image = {} if kind == "text" else {"image_size": args.image_size, "patch_size": args.patch_size}
+        tasks += [cls.from_source(_source_name(kind, source), source, args.sequence_length, vocab=vocab, **image)
+                  for source in datasets]
+    return tasks
+
+
+def _source_name(kind: str, source: str) -> str:
+    """A task name for a dataset: a default's own name, or the kind and the last part of a local path."""
+    return source if "/" in source and not Path(source).exists() else f"{kind}/{Path(source).name}"
+
+
+def train_run_tokenizer(tasks: list, run_dir: Path, vocab_size: int) -> str:
+    """Train the run's byte-level BPE on the training text of its text, caption and VQA ``tasks`` into
+    ``run_dir/tokenizer``; returns that directory (a ``tokenizer_model_name``). Deterministic: a resumed run
+    trains the same one."""
+    from gato.text_tokenizer import train_bpe
+
+    def texts():
+        for task in tasks:
+            yield from (task.training_texts() if hasattr(task, "training_texts") else task.training_texts())
+
+    directory = run_dir / TOKENIZER_DIR
+    train_bpe(texts(), vocab_size, directory)
+    return str(directory)
+
+
 def build_tasks(args: TrainingArgs, vocab=None) -> list:
     """One ControlTask per dataset in ``args.control_datasets``, encoded for ``vocab`` (the
-    policy's ``policy.vocab``; None: the default vocabulary).
+    policy's ``policy.vocab``; None: the default vocabulary). The text, caption and VQA tasks come from
+    :func:`build_language_tasks`.
 
     With several datasets, task ``i`` gets task id ``i``: each of its timesteps starts with that
     task's token, so the model always knows which task it acts in (see ``ControlTask``).
@@ -46,11 +90,17 @@ def build_tasks(args: TrainingArgs, vocab=None) -> list:
     return tasks
 
 
-def build_policy(args: TrainingArgs, device):
-    """A GatoPolicy with the model flags of ``args`` (``args.policy_config()``)."""
+def build_policy(args: TrainingArgs, device, tokenizer: str | None = None):
+    """A GatoPolicy with the model flags of ``args`` (``args.policy_config()``); ``tokenizer``: a tokenizer
+    directory replacing ``--tokenizer_model_name`` (a run's trained BPE)."""
+    import dataclasses
+
     from gato.policy.gato_policy import GatoPolicy
 
-    return GatoPolicy(args.policy_config(), device=device, pretrained_lm=args.pretrained_lm or None)
+    config = args.policy_config()
+    if tokenizer:
+        config = dataclasses.replace(config, tokenizer_model_name=tokenizer)
+    return GatoPolicy(config, device=device, pretrained_lm=args.pretrained_lm or None)
 
 
 class MissingTrackerError(ImportError):
@@ -80,9 +130,9 @@ def build_trainer(args: TrainingArgs, tasks=None):
     from gato.training.schedule import warmup_cosine
     from gato.training.trainer import LOGS_DIR, Trainer, make_optimizer
 
-    torch.manual_seed(args.seed)
     # The run's name first: the trackers' folder (runs/NAME/logs) is fixed when the Accelerator is made.
-    names = [t.name for t in tasks] if tasks is not None else [task_name(d) for d in args.control_datasets]
+    names = [t.name for t in tasks] if tasks is not None else [task_name(d) for d in args.control_datasets] + [
+        _source_name(kind, d) for kind, datasets in args.mixture().items() for d in datasets]
     exp_name = args.exp_name or "-".join(names)[:60] + time.strftime("-%Y%m%d-%H%M%S")
     run_dir = Path(args.save_dir) / exp_name
     # Without a GPU, cpu=True: Accelerate then runs `torchrun`/`accelerate launch` processes as one multi-CPU job
@@ -98,12 +148,26 @@ def build_trainer(args: TrainingArgs, tasks=None):
     if args.device not in ("", "cpu") and torch.device(args.device) != accelerator.device:
         raise ValueError(f"--device {args.device}: accelerate chose {accelerator.device}; select GPUs with "
                          "CUDA_VISIBLE_DEVICES (or `accelerate launch`) and leave --device empty")
-    # The policy first: its initialisation then follows the seed alone, whatever making the tasks draws.
-    model = build_policy(args, accelerator.device)
-    tasks = tasks if tasks is not None else build_tasks(args, model.vocab)
+    weights = None
+    language = [] if tasks is not None else build_language_tasks(args)
+    tokenizer = None
+    if language and not args.pretrained_lm and not args.tokenizer_model_name:
+        if accelerator.is_main_process:  # one process writes it, the others read it
+            train_run_tokenizer(language, run_dir, args.bpe_vocab)
+        accelerator.wait_for_everyone()
+        tokenizer = str(run_dir / TOKENIZER_DIR)
+    # The policy before the control tasks: its initialisation then follows the seed alone, whatever making the
+    # tasks draws (the text tasks draw nothing).
+    torch.manual_seed(args.seed)
+    model = build_policy(args, accelerator.device, tokenizer)
+    if tasks is None:
+        for task in language:
+            task.encode_for(model.vocab)
+        tasks = build_tasks(args, model.vocab) + language
+        weights = args.mixture_weights()
     optimizer = make_optimizer(model, args)
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=None, accelerator=accelerator, tasks=tasks,
-                      exp_name=exp_name, args=args)
+                      exp_name=exp_name, args=args, task_weights=weights)
     trainer.scheduler = warmup_cosine(optimizer, args.warmup_steps, args.training_steps, args.learning_rate,
                                       args.init_lr, args.min_factor, args.max_minutes * 60,
                                       clock=lambda: trainer.train_seconds)

@@ -25,6 +25,7 @@ import torch
 from accelerate.utils import broadcast, broadcast_object_list, gather_object
 
 from gato.data.batch import Batch
+from gato.evaluation.scores import headline
 from gato.tasks.task import TASKS_FILE
 from gato.training.arguments import TrainingArgs
 
@@ -311,9 +312,7 @@ class Trainer:
             self.accelerator.log({f"eval/{name}/{key}": float(value) for name, metrics in results.items()
                                   for key, value in metrics.items()}, step=self.step)
             self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "eval": results})
-            summary = "  ".join(f"{n}: " + (f"score {m['normalized_score']:.2f}" if "normalized_score" in m
-                                             else f"success {m['success_rate']:.2f}")
-                                + f" return {m['mean_return']:.2f}" for n, m in results.items())
+            summary = "  ".join(f"{n}: {headline(m)}" for n, m in results.items())
             line = f"step {self.step} ({self.train_seconds / 60:.1f} min)  {summary}"
             (bar.write if bar is not None else print)(line)
             if self.args.save_model and (final or self.args.save_mode == "checkpoint"):
