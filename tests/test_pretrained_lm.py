@@ -137,6 +137,7 @@ def test_cached_and_uncached_agree_while_the_context_slides(gpt2_dir, no_network
     assert fed > 2 * context
 
 
+@pytest.mark.slow  # builds the tiny GPT-2 (transformers' import)
 def test_context_longer_than_gpt2_positions_is_refused(gpt2_dir, no_network):
     with pytest.raises(ValueError, match="n_positions"):
         GatoPolicy(pretrained_lm=str(gpt2_dir), context_len=N_POSITIONS + 1)
@@ -146,6 +147,7 @@ def test_context_longer_than_gpt2_positions_is_refused(gpt2_dir, no_network):
         PolicyConfig(positions="absolute")
 
 
+@pytest.mark.slow  # builds the tiny GPT-2 (transformers' import)
 def test_gpt2_without_its_tokenizer_is_refused(gpt2_dir, tmp_path, no_network):
     shutil.copytree(gpt2_dir, tmp_path / "lm")
     (tmp_path / "lm" / "tokenizer.json").unlink()
