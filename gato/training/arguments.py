@@ -70,6 +70,9 @@ class TrainingArgs:
     heads: int = _model("heads")
     dropout: float = _model("dropout")
     activation_fn: str = _model("activation_fn")
+    positions: str = _model("positions")
+    max_positions: int = _model("max_positions")
+    layer_norm_eps: float = _model("layer_norm_eps")
     sequence_length: int = _model("context_len", "context length in tokens (training windows and rollouts)")
     disable_inner_pos_encoding: bool = _model("use_pos_encoding", "turn off the in-timestep position encodings",
                                               negate=True)
