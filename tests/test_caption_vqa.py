@@ -13,12 +13,10 @@ from gato.images import ImageSizeError
 from gato.language import pack_examples
 from gato.tasks.caption_task import (
     CaptionTask,
-    EmptyDatasetError,
-    ExampleTooLongError,
-    exact_match,
     shuffled_images,
     word_f1,
 )
+from gato.tasks.image_text import EmptyDatasetError, ExampleTooLongError, exact_match
 from gato.tasks.vqa_task import VQATask
 from gato.vocab import Vocab
 

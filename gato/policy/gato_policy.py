@@ -214,6 +214,26 @@ class GatoPolicy(nn.Module):
 
         return Agent(self, task_or_spaces, deterministic=deterministic, **options)
 
+    # -- words and pictures (gato.language) -----------------------------------------------
+
+    def generate_text(self, prompt: str, max_new_tokens: int = 64, **options) -> str:
+        """The continuation of ``prompt`` (greedy; ``options``: temperature, generator, use_cache)."""
+        from gato.language import generate_text
+
+        return generate_text(self, prompt, max_new_tokens, **options)
+
+    def caption(self, image, image_size: int = 32, **options) -> str:
+        """This policy's caption of ``image`` (a path, PIL image or array; resized to ``image_size``)."""
+        from gato.language import caption
+
+        return caption(self, image, image_size, **options)
+
+    def ask(self, image, question: str, image_size: int = 32, **options) -> str:
+        """This policy's answer to ``question`` about ``image``."""
+        from gato.language import ask
+
+        return ask(self, image, question, image_size, **options)
+
     # -- saving --------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:

@@ -16,7 +16,7 @@ import re
 from collections import Counter, defaultdict
 
 from gato.language import Example, vqa_prompt
-from gato.tasks.caption_task import ImageTextTask, Split, exact_match
+from gato.tasks.image_text import ImageTextTask, Split, exact_match
 
 IMAGE_KINDS = ("colour", "color", "shape")
 """Question kinds whose answer needs the image."""
