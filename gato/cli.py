@@ -135,15 +135,18 @@ def cmd_train(ns) -> int:
 
     args = resumed_args(ns) if ns.resume else TrainingArgs.from_namespace(ns)
     trainer = build_trainer(args)
-    tasks = trainer.tasks
-    for task, weight in zip(tasks, trainer.weights):
-        what = (f"{len(task.episodes.lengths)} episodes, {task.tokens_per_timestep} tokens per timestep"
-                if hasattr(task, "episodes") else task.spec()["type"])
-        print(f"task {task.name} ({weight:.0%} of rows): {what}")
-    n_params = sum(p.numel() for p in trainer.policy.parameters())
-    print(f"policy: {n_params / 1e6:.2f}M parameters; outputs in {trainer.run_dir}")
-    if ns.resume:
-        print(f"resuming {ns.resume} (its saved arguments)")
+    acc = trainer.accelerator
+    if acc.is_main_process:
+        print(f"{acc.num_processes} process(es) on {acc.device}, {trainer.micro_batch_size()} rows each per "
+              f"micro-batch (global batch {args.batch_size})")
+        for task, weight in zip(trainer.tasks, trainer.weights):
+            what = (f"{len(task.episodes.lengths)} episodes, {task.tokens_per_timestep} tokens per timestep"
+                    if hasattr(task, "episodes") else task.spec()["type"])
+            print(f"task {task.name} ({weight:.0%} of rows): {what}")
+        n_params = sum(p.numel() for p in trainer.policy.parameters())
+        print(f"policy: {n_params / 1e6:.2f}M parameters; outputs in {trainer.run_dir}")
+        if ns.resume:
+            print(f"resuming {ns.resume} (its saved arguments)")
     results = trainer.train(resume_from=ns.resume or None)
     if trainer.accelerator.is_main_process:
         print()

@@ -125,7 +125,7 @@ def build_trainer(args: TrainingArgs, tasks=None):
     """A ready Trainer for ``args`` (tasks built from ``args`` unless given)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration
 
     from gato.training.schedule import warmup_cosine
     from gato.training.trainer import LOGS_DIR, Trainer, make_optimizer
@@ -145,6 +145,10 @@ def build_trainer(args: TrainingArgs, tasks=None):
                               log_with=check_trackers(args.trackers()) or None,
                               project_config=ProjectConfiguration(project_dir=str(run_dir),
                                                                   logging_dir=str(run_dir / LOGS_DIR)))
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(f"{accelerator.distributed_type.value}: sharded training is not supported yet (the training "
+                         "state and checkpoints are written from one process's full copy of the model); launch "
+                         "with DDP (`accelerate launch --multi_gpu ...` or torchrun)")
     if args.device not in ("", "cpu") and torch.device(args.device) != accelerator.device:
         raise ValueError(f"--device {args.device}: accelerate chose {accelerator.device}; select GPUs with "
                          "CUDA_VISIBLE_DEVICES (or `accelerate launch`) and leave --device empty")
