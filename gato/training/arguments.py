@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gato.policy.config import PolicyConfig
+from gato.text_tokenizer import DEFAULT_BPE_VOCAB
 
 
 def _f(default, help: str, **kw):
@@ -54,8 +55,8 @@ class TrainingArgs:
     caption_prop: float = _f(0.0, "share of each batch's rows from the caption datasets")
     vqa_prop: float = _f(0.0, "share of each batch's rows from the VQA datasets")
     image_size: int = _f(32, "side in pixels that caption and VQA images are resized to (a multiple of patch_size)")
-    bpe_vocab: int = _f(2048, "size of the BPE tokenizer trained on the run's text when it has text, caption or VQA "
-                              "datasets (see gato.text_tokenizer.DEFAULT_BPE_VOCAB for why 2048)")
+    bpe_vocab: int = _f(DEFAULT_BPE_VOCAB, "size of the BPE tokenizer trained on the run's text when it has text, "
+                                           "caption or VQA datasets (gato.text_tokenizer.DEFAULT_BPE_VOCAB says why)")
     # model: a GPT-2 to start from, then one flag per PolicyConfig field, its default and help taken from there
     # (policy_config() turns them into one)
     pretrained_lm: str = _f("", "local Hugging Face GPT-2 checkpoint directory: its blocks, token embeddings, learned "
