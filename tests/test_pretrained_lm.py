@@ -273,3 +273,33 @@ def test_lora_policy_round_trips_without_the_gpt2_directory(gpt2_dir, tmp_path, 
     assert torch.equal(policy(stream)[0], loaded(stream)[0])
     with pytest.raises(CheckpointError):  # a LoRA checkpoint does not load into a plain model
         GatoPolicy.from_pretrained(tmp_path / "ckpt", lora_r=0)
+
+
+@pytest.mark.slow
+def test_gato_train_with_pretrained_lm_and_lora_on_text_only(gpt2_dir, tmp_path, no_network, capsys):
+    """The CLI path: a text-only run (no control task) from a local GPT-2 with NEKO's LoRA flags; GPT-2's own
+    weights stay as they were and the checkpoint evaluates without the GPT-2 directory."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from gato.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in CORPUS))
+    runs = tmp_path / "runs"
+    assert main(["train", "--pretrained_lm", str(gpt2_dir), "--lora", "--lora_r", "8", "--control_datasets",
+                 "--text_datasets", str(corpus), "--text_prop", "1", "--sequence_length", "32", "--batch_size", "4",
+                 "--training_steps", "4", "--max_minutes", "0", "--eval_episodes", "2", "--report_to", "none",
+                 "--device", "cpu", "--save_dir", str(runs), "--exp_name", "lora"]) == 0
+    checkpoint = runs / "lora" / "checkpoint"
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert (config["lora_r"], config["lora_alpha"], config["positions"]) == (8, 32.0, "learned")
+    assert (checkpoint / "tokenizer.json").read_text() == (gpt2_dir / "tokenizer.json").read_text()
+    ours, theirs = load_file(str(checkpoint / "model.safetensors")), load_file(str(gpt2_dir / "model.safetensors"))
+    pairs = [(f"transformer.blocks.{i}.{norm}.weight", f"transformer.h.{i}.{norm}.weight")
+             for i in range(2) for norm in ("ln_1", "ln_2")]
+    assert all(torch.equal(ours[a], theirs[b]) for a, b in pairs)  # GPT-2's own weights did not train
+    capsys.readouterr()
+    assert main(["eval", str(checkpoint), "--out", str(tmp_path / "e.json")]) == 0
+    assert "perplexity" in capsys.readouterr().out
