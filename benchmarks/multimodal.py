@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--control_weights", type=float, nargs=2, default=[2.0, 1.0],
                         help="GoToLocal and CartPole's split of the control share")
     parser.add_argument("--control_only", action="store_true", help="the control tasks alone (the comparison)")
+    parser.add_argument("--image_summary", action="store_true", help="add the whole-image CNN summary to patches")
     parser.add_argument("--eval_episodes", type=int, default=50, help="episodes / examples per intermediate eval")
     parser.add_argument("--final_episodes", type=int, default=200, help="control episodes at the end")
     parser.add_argument("--final_examples", type=int, default=2000, help="caption and VQA test examples at the end")
@@ -141,7 +142,7 @@ def main() -> None:
             train_args = TrainingArgs(control_datasets=CONTROL, max_minutes=args.minutes,
                                       eval_every_minutes=args.eval_every, eval_episodes=args.eval_episodes,
                                       save_dir=args.out, exp_name=name, save_mode="last",
-                                      task_weights=args.control_weights, **props)
+                                      task_weights=args.control_weights, image_summary=args.image_summary, **props)
             train_args.validate()
             trainer = build_trainer(train_args)
             for task in trainer.tasks:  # intermediate evaluations: a sample of each test split
