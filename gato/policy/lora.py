@@ -16,9 +16,6 @@ from torch import nn
 LORA_TARGETS = ["qkv", "proj", "fc"]
 """Names of the transformer's linear layers that get adapters (attention and MLP)."""
 
-NEKO_LORA = {"lora_r": 8, "lora_alpha": 32.0, "lora_dropout": 0.1}
-"""NEKO's LoRA settings, the PolicyConfig fields a plain ``--lora`` switches on."""
-
 
 def add_lora(policy, r: int, alpha: float, dropout: float) -> None:
     """Inject LoRA adapters (rank ``r``) into ``policy.transformer`` and freeze what LoRA keeps fixed."""
