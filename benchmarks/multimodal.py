@@ -115,6 +115,9 @@ def main() -> None:
                         help="GoToLocal and CartPole's split of the control share")
     parser.add_argument("--control_only", action="store_true", help="the control tasks alone (the comparison)")
     parser.add_argument("--image_summary", action="store_true", help="add the whole-image CNN summary to patches")
+    parser.add_argument("--image_size", type=int, default=32, help="side the caption and VQA images are resized to")
+    parser.add_argument("--loss_weighting", choices=["tokens", "tasks"], default="tasks",
+                        help="tasks: each task's mean loss weighs its share of rows (see TrainingArgs)")
     parser.add_argument("--eval_episodes", type=int, default=50, help="episodes / examples per intermediate eval")
     parser.add_argument("--final_episodes", type=int, default=200, help="control episodes at the end")
     parser.add_argument("--final_examples", type=int, default=2000, help="caption and VQA test examples at the end")
@@ -134,7 +137,7 @@ def main() -> None:
     props = {} if args.control_only else {
         "text_datasets": [LANGUAGE["text"]], "text_prop": args.text_prop,
         "caption_datasets": [LANGUAGE["caption"]], "caption_prop": args.caption_prop,
-        "vqa_datasets": [LANGUAGE["vqa"]], "vqa_prop": args.vqa_prop}
+        "vqa_datasets": [LANGUAGE["vqa"]], "vqa_prop": args.vqa_prop, "image_size": args.image_size}
     name = "multimodal-control-only" if args.control_only else "multimodal"
     try:
         with C.stdout_to_stderr():
@@ -142,7 +145,8 @@ def main() -> None:
             train_args = TrainingArgs(control_datasets=CONTROL, max_minutes=args.minutes,
                                       eval_every_minutes=args.eval_every, eval_episodes=args.eval_episodes,
                                       save_dir=args.out, exp_name=name, save_mode="last",
-                                      task_weights=args.control_weights, image_summary=args.image_summary, **props)
+                                      task_weights=args.control_weights, image_summary=args.image_summary,
+                                      loss_weighting=args.loss_weighting, **props)
             train_args.validate()
             trainer = build_trainer(train_args)
             for task in trainer.tasks:  # intermediate evaluations: a sample of each test split

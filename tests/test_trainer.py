@@ -128,3 +128,37 @@ def test_trackers_are_closed_after_train_and_a_second_train_logs_on(cartpole_tas
         events.Reload()
         steps += [e.step for e in events.Scalars("train/loss")]
     assert sorted(steps) == [2, 4, 6]
+
+
+def test_loss_weighting_tasks_gives_each_task_its_share_of_rows_however_many_tokens_it_predicts(
+        tiny_policy, cartpole_task, babyai_task, tmp_path):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+
+    from gato.training.arguments import TrainingArgs
+    from gato.training.trainer import Trainer, make_optimizer
+
+    model = tiny_policy(context_len=64)  # the CartPole task's rows
+    losses = {}
+    for weighting in ("tasks", "tokens"):
+        args = TrainingArgs(loss_weighting=weighting, batch_size=8, save_dir=str(tmp_path), save_model=False)
+        trainer = Trainer(model=model, optimizer=make_optimizer(model, args), scheduler=None,
+                          accelerator=Accelerator(cpu=True), tasks=[cartpole_task, babyai_task], exp_name="w",
+                          args=args)
+        trainer.rng = np.random.default_rng(3)
+        rows = np.random.default_rng(3).multinomial(8, trainer.weights)  # the draw sample_batch makes first
+        batch = trainer.sample_batch(8)
+        stream = batch.to_torch()
+        with torch.no_grad():
+            logits, losses[weighting] = model(stream)
+            per_target = F.cross_entropy(logits, stream["tokens"][:, 1:][stream["targets"][:, 1:]], reduction="none")
+        row_of_target = np.nonzero(batch.targets[:, 1:])[0]
+        task_of_row = np.repeat([0, 1], rows)
+        means = [float(per_target[torch.from_numpy(task_of_row[row_of_target] == k)].mean()) for k in (0, 1)]
+    assert rows.min() > 0 and (batch.loss_weights is None) == (weighting == "tokens")
+    assert float(losses["tasks"]) == pytest.approx(sum(n / 8 * m for n, m in zip(rows, means)), rel=1e-5)
+    assert float(losses["tokens"]) == pytest.approx(float(per_target.mean()), rel=1e-5)
+    # CartPole rows predict an action every few tokens, BabyAI rows one per grid: the two weightings differ
+    assert abs(float(losses["tasks"]) - float(losses["tokens"])) > 1e-3

@@ -20,7 +20,8 @@ class Batch:
     stays inside a unit); None when every row is a single unit. inputs (B, L) int64 or None:
     the ids to embed where they differ from ``tokens`` (the actions a DAgger rollout really
     took, or a corrupted action history: see ``ControlTask``'s ``action_history_noise``);
-    targets are always read from ``tokens``.
+    targets are always read from ``tokens``. loss_weights (B, L) float32 or None: each target's
+    weight in the loss (see ``Trainer.sample_batch``); None: every target weighs the same.
     Causal attention makes right-padding harmless: no real token ever attends to it.
     """
 
@@ -32,6 +33,7 @@ class Batch:
     patch_rowcol: np.ndarray
     segment_ids: np.ndarray | None = None
     inputs: np.ndarray | None = None
+    loss_weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -50,6 +52,8 @@ class Batch:
             stream["segment_ids"] = torch.from_numpy(self.segment_ids).to(device)
         if self.inputs is not None:
             stream["input_tokens"] = torch.from_numpy(self.inputs).to(device)
+        if self.loss_weights is not None:
+            stream["loss_weights"] = torch.from_numpy(self.loss_weights).to(device)
         return stream
 
     @staticmethod
@@ -77,6 +81,8 @@ class Batch:
                 [b.segment_ids if b.segment_ids is not None else np.zeros_like(b.tokens) for b in batches]),
             inputs=None if all(b.inputs is None for b in batches) else np.concatenate(
                 [b.inputs if b.inputs is not None else b.tokens for b in batches]),
+            loss_weights=None if all(b.loss_weights is None for b in batches) else np.concatenate(
+                [b.loss_weights if b.loss_weights is not None else b.targets.astype(np.float32) for b in batches]),
         )
 
 

@@ -125,7 +125,7 @@ class GatoPolicy(nn.Module):
         if last == stream["tokens"].shape[1]:
             return stream
         out = dict(stream)
-        for key in ("tokens", "input_tokens", "in_step_pos", "patch_mask", "targets", "segment_ids"):
+        for key in ("tokens", "input_tokens", "in_step_pos", "patch_mask", "targets", "segment_ids", "loss_weights"):
             if key in out:
                 out[key] = out[key][:, :last]
         return out
@@ -146,7 +146,8 @@ class GatoPolicy(nn.Module):
         """Returns (logits, loss) at the predicted positions only.
 
         Logits are computed only where the next token is a target, so the head never runs on
-        observation positions: (N, vocab) for the N targets in the batch.
+        observation positions: (N, vocab) for the N targets in the batch. The loss is the mean
+        cross-entropy over the targets, weighted by ``stream["loss_weights"]`` when given.
         """
         if stream["tokens"].shape[1] > self.context_len:
             raise ValueError(f"stream of {stream['tokens'].shape[1]} tokens exceeds context_len {self.context_len}")
@@ -157,7 +158,14 @@ class GatoPolicy(nn.Module):
         loss = None
         if compute_loss:
             target_ids = stream["tokens"][:, 1:][predict]
-            loss = F.cross_entropy(logits.float(), target_ids) if len(target_ids) else logits.sum() * 0.0
+            if not len(target_ids):
+                loss = logits.sum() * 0.0
+            elif "loss_weights" in stream:
+                w = stream["loss_weights"][:, 1:][predict].float()
+                loss = (F.cross_entropy(logits.float(), target_ids, reduction="none") * w).sum() / w.sum().clamp_min(
+                    torch.finfo(w.dtype).tiny)
+            else:
+                loss = F.cross_entropy(logits.float(), target_ids)
         return logits, loss
 
     # -- cached inference ----------------------------------------------------------------

@@ -41,6 +41,10 @@ class TrainingArgs:
     control_datasets: list = _f(["babyai/GoToLocal-bot-v0"],
                                 "Minari dataset ids to train on (local; `gato data` makes them)")
     task_weights: list = _f([], "sampling weight per dataset, in order (default: uniform over tasks)")
+    loss_weighting: str = _f("tokens", "tokens: every predicted token weighs the same in the loss (Gato, NEKO), so a "
+                                       "task that predicts many tokens per row (text) outweighs one that predicts "
+                                       "few (an answer, an action); tasks: each task's mean loss weighs its share "
+                                       "of the batch's rows")
     data_episodes: int = _f(5000, "episodes to generate when a default BabyAI dataset is missing")
     field_overrides: str = _f("", 'JSON {field path: kind or spec} applied to every control task, '
                                   'e.g. {"image": "discrete"}')
@@ -196,6 +200,7 @@ class TrainingArgs:
             (self.save_mode in ("checkpoint", "last"), "--save_mode must be checkpoint or last"),
             (self.prompt_type in ("start", "end", "uniform"), "--prompt_type must be start, end or uniform"),
             (self.mixed_precision in ("no", "bf16", "fp16"), "--mixed_precision must be no, bf16 or fp16"),
+            (self.loss_weighting in ("tokens", "tasks"), "--loss_weighting must be tokens or tasks"),
             (self.batch_size >= self.gradient_accumulation_steps >= 1,
              "--batch_size must be at least --gradient_accumulation_steps (>= 1)"),
             (not self.task_weights or len(self.task_weights) == len(self.control_datasets),

@@ -84,11 +84,16 @@ class Trainer:
         return self.accelerator.unwrap_model(self.model)
 
     def sample_batch(self, batch_size: int) -> Batch:
-        """A batch mixing tasks by weight: each sequence's task is drawn independently."""
+        """A batch mixing tasks by weight: each sequence's task is drawn independently. With
+        ``loss_weighting="tasks"`` each task's targets share its fraction of the rows as loss weight."""
         counts = self.rng.multinomial(batch_size, self.weights)
         policy = self.policy
         parts = [task.sample_batch(int(n), policy.vocab, policy.context_len, self.rng)
                  for task, n in zip(self.tasks, counts) if n]
+        if getattr(self.args, "loss_weighting", "tokens") == "tasks":
+            for part in parts:
+                predicted = max(int(part.targets[:, 1:].sum()), 1)  # the first column is never predicted
+                part.loss_weights = part.targets.astype(np.float32) * np.float32(len(part) / batch_size / predicted)
         return Batch.concat(parts)
 
     def micro_batch_size(self) -> int:
