@@ -3,7 +3,8 @@
 The default policy (TrainingArgs defaults: 4 layers, 128 wide, context 256) is trained by the real Trainer on
 BabyAI GoToLocal bot data and scripted CartPole (control), the Python reference documentation (text/pydoc),
 easy-vqa's shape/colour captions (captions/shapes) and easy-vqa's questions (vqa/easy-vqa), all made offline
-(`gato data`), mixed by ``--text_prop``, ``--caption_prop`` and ``--vqa_prop`` (control gets the rest). It is
+(`gato data`), mixed by ``--text_prop``, ``--caption_prop`` and ``--vqa_prop`` (control gets the rest), each task's
+loss weighing its share of the rows (``--loss_weighting tasks``, this script's default; the trainer's is tokens). It is
 evaluated every ``--eval_every`` training minutes (evaluation time is not training time) and at the end on
 held-out data only: GoToLocal and CartPole on unseen seeds, the text's held-out documents, the test images'
 captions and the test questions, each metric beside its baseline on the same examples.
