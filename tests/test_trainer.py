@@ -150,6 +150,7 @@ def test_loss_weighting_tasks_gives_each_task_its_share_of_rows_however_many_tok
         trainer.rng = np.random.default_rng(3)
         rows = np.random.default_rng(3).multinomial(8, trainer.weights)  # the draw sample_batch makes first
         batch = trainer.sample_batch(8)
+        assert (batch.loss_weights is None) == (weighting == "tokens")
         stream = batch.to_torch()
         with torch.no_grad():
             logits, losses[weighting] = model(stream)
@@ -157,7 +158,7 @@ def test_loss_weighting_tasks_gives_each_task_its_share_of_rows_however_many_tok
         row_of_target = np.nonzero(batch.targets[:, 1:])[0]
         task_of_row = np.repeat([0, 1], rows)
         means = [float(per_target[torch.from_numpy(task_of_row[row_of_target] == k)].mean()) for k in (0, 1)]
-    assert rows.min() > 0 and (batch.loss_weights is None) == (weighting == "tokens")
+    assert rows.min() > 0
     assert float(losses["tasks"]) == pytest.approx(sum(n / 8 * m for n, m in zip(rows, means)), rel=1e-5)
     assert float(losses["tokens"]) == pytest.approx(float(per_target.mean()), rel=1e-5)
     # CartPole rows predict an action every few tokens, BabyAI rows one per grid: the two weightings differ
