@@ -416,10 +416,36 @@ def test_image_summary_is_the_cnn_of_each_whole_image():
     out = summary(torch.cat(patches), torch.cat(rowcol))
     start = 0
     for (r, c), image in zip(grids, images):
-        expected = summary.out(summary.net(image[None]))[0]
+        expected = summary.read(image[None])[0]
         torch.testing.assert_close(out[start:start + r * c], expected.expand(r * c, -1))
         start += r * c
     assert not torch.allclose(out[0], out[-1])  # two different images, two summaries
+
+
+def test_image_summary_pooled_read_is_where_independent():
+    """A small square moved by a multiple of the CNN's stride (4 pixels) on a plain background: the pooled
+    read (what is there) is unchanged, the grid read (where it is) changes; a red square reads otherwise
+    than a blue one."""
+    from gato.policy.embedding import ImageSummary
+
+    torch.manual_seed(0)
+    summary = ImageSummary(channels=3, dim=16).double()
+
+    def image(row, col, colour):
+        x = torch.full((1, 3, 32, 32), 0.5, dtype=torch.float64)
+        x[0, :, row:row + 6, col:col + 6] = torch.tensor(colour, dtype=torch.float64)[:, None, None]
+        return x
+
+    def pooled(x):
+        return summary.pooled(summary.net(x).amax(dim=(2, 3)))
+
+    red_here, red_there = image(8, 8, (1, -1, -1)), image(16, 20, (1, -1, -1))
+    torch.testing.assert_close(pooled(red_here), pooled(red_there))
+    assert not torch.allclose(summary.read(red_here), summary.read(red_there))
+    assert not torch.allclose(pooled(red_here), pooled(image(8, 8, (-1, -1, 1))))
+    grid_only = ImageSummary(channels=3, dim=16, pooled=False)
+    assert grid_only.pooled is None and sum(p.numel() for p in grid_only.parameters()) < sum(
+        p.numel() for p in summary.parameters())
 
 
 def test_image_summary_keeps_timesteps_causal_and_the_cache_exact(babyai_task, tiny_policy):
@@ -671,6 +697,19 @@ def test_checkpoint_saved_before_text_film_loads_without_it(tmp_path, tiny_polic
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
     loaded = GatoPolicy.from_pretrained(tmp_path / "old")
     assert loaded.embedding.patches.film is None and not loaded.config.text_film
+
+
+def test_checkpoint_saved_before_the_pooled_summary_loads_with_the_grid_read_alone(tmp_path, tiny_policy):
+    """config.json files written before ``image_summary_pooled`` existed describe summaries without the pooled
+    read, and their weights (which have none) load into exactly that."""
+    model = tiny_policy(image_summary=True, image_summary_pooled=False)
+    model.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["image_summary_pooled"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = GatoPolicy.from_pretrained(tmp_path / "old")
+    assert loaded.embedding.summary.pooled is None and not loaded.config.image_summary_pooled
+    assert tiny_policy(image_summary=True).embedding.summary.pooled is not None  # new policies read both
 
 
 # --------------------------------------------------------------------------- (k) one config

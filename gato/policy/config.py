@@ -45,6 +45,8 @@ class PolicyConfig:
                                      "need values x channels)")
     image_summary: bool = _field(False, "add a CNN summary of each whole image to its patch tokens (for small "
                                         "objects far apart, e.g. Breakout; see ImageSummary)")
+    image_summary_pooled: bool = _field(True, "with image_summary, also read the CNN max-pooled over the whole image "
+                                              "(what is there, wherever it is; easy-vqa's shapes need it)")
     text_film: bool = _field(True, "condition each image's patch encoder on its timestep's text (FiLM, as BabyAI's "
                                    "baselines read the grid given the mission)")
     positions: str = _field("rope", "order across the context: rope (rotary, relative; slides with the KV cache "

@@ -95,23 +95,36 @@ class ImageSummary(nn.Module):
     sit relative to each other (Breakout's ball and paddle, rows of patches apart) must be found by
     attention among dozens of patch tokens, which a cloned policy had not learnt in 10 CPU
     minutes, while a plain CNN over the same frames predicted the expert's action at 0.85 after
-    20 s. This is that CNN: two stride-2 convolutions over the reassembled image, pooled to a
-    fixed 7x7 grid and read by one linear map. Adding its output to every patch of the image
-    puts it in whatever mix of patches attention takes, even at initialisation.
+    20 s. This is that CNN: two stride-2 convolutions over the reassembled image, read twice: pooled
+    to a fixed 7x7 grid by one linear map (where things are) and, with ``pooled``, max-pooled over the
+    whole image by another (what is there, wherever it is). The grid read alone must learn every
+    object at every place: on easy-vqa's shapes it named the shape 0.50 of the time after 1,200
+    batches, the max-pooled read 0.95 after 400. Adding the result to every patch of the image puts
+    it in whatever mix of patches attention takes, even at initialisation.
     """
 
     GRID = 7
 
-    def __init__(self, channels: int, dim: int, width: int = 32):
+    def __init__(self, channels: int, dim: int, width: int = 32, pooled: bool = True):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            nn.AdaptiveAvgPool2d(self.GRID), nn.Flatten(),
         )
         self.out = nn.Linear(2 * width * self.GRID * self.GRID, dim)
-        nn.init.normal_(self.out.weight, 0.0, 0.02)
-        nn.init.zeros_(self.out.bias)
+        self.pooled = nn.Linear(2 * width, dim) if pooled else None
+        for read in (self.out, self.pooled):
+            if read is not None:
+                nn.init.normal_(read.weight, 0.0, 0.02)
+                nn.init.zeros_(read.bias)
+
+    def read(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) whole images -> (B, D) their summaries."""
+        features = self.net(images)
+        summary = self.out(F.adaptive_avg_pool2d(features, self.GRID).flatten(1))
+        if self.pooled is not None:
+            summary = summary + self.pooled(features.amax(dim=(2, 3)))
+        return summary
 
     def forward(self, patches: torch.Tensor, rowcol: torch.Tensor) -> torch.Tensor:
         """patches (N, C, P, P) of whole images in row-major order, each image starting at
@@ -127,7 +140,7 @@ class ImageSummary(nn.Module):
             first = starts[(shapes[:, 0] == rows) & (shapes[:, 1] == cols)]
             index = first[:, None] + torch.arange(rows * cols, device=patches.device)
             images = patches[index].reshape(-1, rows, cols, c, p, p).permute(0, 3, 1, 4, 2, 5)
-            summary = self.out(self.net(images.reshape(-1, c, rows * p, cols * p)))
+            summary = self.read(images.reshape(-1, c, rows * p, cols * p))
             out[index.flatten()] = summary.repeat_interleave(rows * cols, dim=0)
         return out
 
@@ -154,20 +167,21 @@ class GatoEmbedding(nn.Module):
     """Embeds a token stream: ids through a table, patch positions through the patch
     encoder, plus learned in-timestep positions and patch (row, column) positions.
 
+    ``image_summary``: None, or "grid" / "pooled" for an :class:`ImageSummary` without / with its pooled read.
     ``text_film`` = (end of the text ids, text pad id, separator id) conditions each patch on
     the text of its timestep's observation (see :meth:`timestep_text`); None: patches alone.
     """
 
     def __init__(self, vocab_size, dim, context_len, patch_size, image_channels, mid_channels,
                  use_pos_encoding=True, use_patch_pos_encoding=True, continuous_range: tuple[int, int] | None = None,
-                 image_summary: bool = False, text_film: tuple[int, int, int] | None = None):
+                 image_summary: str | None = None, text_film: tuple[int, int, int] | None = None):
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, dim)
         self.continuous_range = continuous_range
         self.values = ValueEmbedding(continuous_range[1] - continuous_range[0], dim) if continuous_range else None
         self.text_film = text_film
         self.patches = PatchEncoder(image_channels, patch_size, mid_channels, dim, film=text_film is not None)
-        self.summary = ImageSummary(image_channels, dim) if image_summary else None
+        self.summary = ImageSummary(image_channels, dim, pooled=image_summary == "pooled") if image_summary else None
         self.in_step = nn.Embedding(context_len, dim) if use_pos_encoding else None
         self.patch_row = nn.Embedding(MAX_PATCH_GRID, dim) if use_patch_pos_encoding else None
         self.patch_col = nn.Embedding(MAX_PATCH_GRID, dim) if use_patch_pos_encoding else None

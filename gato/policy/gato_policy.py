@@ -42,8 +42,8 @@ class GatoPolicy(nn.Module):
       ``resid_mid_channels``, ``continuous_tokens``, ``discrete_tokens``, ``context_len``,
       ``use_patch_pos_encoding``, ``use_pos_encoding``, ``activation_fn``, ``pretrained_lm``, ``flash``,
       ``tokenizer_model_name``, ``pad_seq``;
-    - our own: ``image_channels``, ``value_embedding``, ``image_summary``, ``text_film``, ``positions``,
-      ``max_positions``, ``layer_norm_eps``, ``lora_r``, ``lora_alpha``, ``lora_dropout``.
+    - our own: ``image_channels``, ``value_embedding``, ``image_summary``, ``image_summary_pooled``, ``text_film``,
+      ``positions``, ``max_positions``, ``layer_norm_eps``, ``lora_r``, ``lora_alpha``, ``lora_dropout``.
 
     Any other keyword raises TypeError. Each one's meaning and default is documented on PolicyConfig; unlike
     NEKO's, the dropout default is 0.0. ``pretrained_lm`` names a local Hugging Face GPT-2 directory (with its
@@ -75,10 +75,11 @@ class GatoPolicy(nn.Module):
         self.context_len = config.context_len
         self.patch_size = config.patch_size
         continuous = (self.vocab.continuous_offset, self.vocab.continuous_offset + self.vocab.continuous_tokens)
+        summary = ("pooled" if config.image_summary_pooled else "grid") if config.image_summary else None
         self.embedding = GatoEmbedding(self.vocab.size, config.embed_dim, config.context_len, config.patch_size,
                                        config.image_channels, config.resid_mid_channels, config.use_pos_encoding,
                                        config.use_patch_pos_encoding, continuous if config.value_embedding else None,
-                                       config.image_summary,
+                                       summary,
                                        (self.vocab.text_tokens, self.vocab.tokenizer.pad_id, self.vocab.separator)
                                        if config.text_film else None)
         self.transformer = Transformer(config.embed_dim, config.layers, config.heads, config.dropout,
@@ -328,6 +329,7 @@ def _read_config(config_path: Path) -> PolicyConfig:
         raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; "
                               "it is not a neko-gato checkpoint")
     config.setdefault("text_film", False)  # written before the FiLM existed
+    config.setdefault("image_summary_pooled", False)  # written before the summary's pooled read existed
     default = PolicyConfig()
     for name, value in config.items():
         expected = getattr(default, name)

@@ -98,6 +98,7 @@ class TrainingArgs:
     resid_mid_channels: int = _model("resid_mid_channels")
     image_channels: int = _model("image_channels")
     image_summary: bool = _model("image_summary")
+    image_summary_pooled: bool = _model("image_summary_pooled")
     text_film: bool = _model("text_film")
     pack_sequences: bool = _f(True, "pack several training windows per row (attention kept inside each)")
     # optimisation
