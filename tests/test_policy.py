@@ -429,7 +429,7 @@ def test_image_summary_pooled_read_is_where_independent():
     from gato.policy.embedding import ImageSummary
 
     torch.manual_seed(0)
-    summary = ImageSummary(channels=3, dim=16).double()
+    summary = ImageSummary(channels=3, dim=16, pooled=True).double()
 
     def image(row, col, colour):
         x = torch.full((1, 3, 32, 32), 0.5, dtype=torch.float64)
@@ -443,7 +443,7 @@ def test_image_summary_pooled_read_is_where_independent():
     torch.testing.assert_close(pooled(red_here), pooled(red_there))
     assert not torch.allclose(summary.read(red_here), summary.read(red_there))
     assert not torch.allclose(pooled(red_here), pooled(image(8, 8, (-1, -1, 1))))
-    grid_only = ImageSummary(channels=3, dim=16, pooled=False)
+    grid_only = ImageSummary(channels=3, dim=16)
     assert grid_only.pooled is None and sum(p.numel() for p in grid_only.parameters()) < sum(
         p.numel() for p in summary.parameters())
 
@@ -699,17 +699,32 @@ def test_checkpoint_saved_before_text_film_loads_without_it(tmp_path, tiny_polic
     assert loaded.embedding.patches.film is None and not loaded.config.text_film
 
 
-def test_checkpoint_saved_before_the_pooled_summary_loads_with_the_grid_read_alone(tmp_path, tiny_policy):
-    """config.json files written before ``image_summary_pooled`` existed describe summaries without the pooled
-    read, and their weights (which have none) load into exactly that."""
-    model = tiny_policy(image_summary=True, image_summary_pooled=False)
-    model.save_pretrained(tmp_path / "old")
-    config = json.loads((tmp_path / "old" / "config.json").read_text())
-    del config["image_summary_pooled"]
-    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
-    loaded = GatoPolicy.from_pretrained(tmp_path / "old")
-    assert loaded.embedding.summary.pooled is None and not loaded.config.image_summary_pooled
-    assert tiny_policy(image_summary=True).embedding.summary.pooled is not None  # new policies read both
+def test_missing_image_channels_add_nothing_to_the_patch_encoder():
+    """A 3-channel picture in an encoder of 8 channels: the 5 channels it lacks are zeros, so the stem's weights on
+    them do not change its embedding (with -1 padding they shifted every patch by the same constant)."""
+    from gato.policy.embedding import PatchEncoder
+
+    torch.manual_seed(0)
+    patches = torch.rand(6, 3, 4, 4) - 0.5
+    for pad, unchanged in ((0.0, True), (-1.0, False)):
+        encoder = PatchEncoder(channels=8, patch_size=4, mid=8, dim=16, channel_pad=pad)
+        before = encoder(patches)
+        with torch.no_grad():
+            encoder.stem.weight[:, 3:] += 1.0
+        assert torch.allclose(encoder(patches), before) == unchanged
+
+
+def test_image_channel_pad_and_pooled_summary_round_trip_through_a_checkpoint(tmp_path, tiny_policy):
+    """Both opt-ins are config: a checkpoint loads back with them, weights and outputs equal."""
+    model = tiny_policy(image_channel_pad=0.0, image_summary=True, image_summary_pooled=True)
+    assert model.embedding.patches.channel_pad == 0.0 and model.embedding.summary.pooled is not None
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = GatoPolicy.from_pretrained(tmp_path / "ckpt").eval()
+    assert loaded.embedding.patches.channel_pad == 0.0 and loaded.config.image_summary_pooled
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    default = tiny_policy(image_summary=True)  # what every measured run used
+    assert default.embedding.patches.channel_pad == -1.0 and default.embedding.summary.pooled is None
 
 
 # --------------------------------------------------------------------------- (k) one config

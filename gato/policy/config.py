@@ -43,10 +43,14 @@ class PolicyConfig:
     pad_seq: bool = _field(False, "pad every batch to the full context instead of trimming trailing padding")
     image_channels: int = _field(32, "most image channels the patch encoder takes (fewer are padded; one-hot grids "
                                      "need values x channels)")
+    image_channel_pad: float = _field(-1.0, "value of the channels an image lacks (fewer than image_channels). -1 "
+                                            "(every measured run) adds a constant to every patch; 0 adds nothing: "
+                                            "captions and VQA alone read colour in 8 minutes with 0, not with -1, "
+                                            "but the 60-minute mixture did worse with it (docs/EXPERIMENTS.md)")
     image_summary: bool = _field(False, "add a CNN summary of each whole image to its patch tokens (for small "
                                         "objects far apart, e.g. Breakout; see ImageSummary)")
-    image_summary_pooled: bool = _field(True, "with image_summary, also read the CNN max-pooled over the whole image "
-                                              "(what is there, wherever it is; easy-vqa's shapes need it)")
+    image_summary_pooled: bool = _field(False, "with image_summary, also read the CNN (with group norms) max-pooled "
+                                               "over the whole image: what is there, wherever it is (see ImageSummary)")
     text_film: bool = _field(True, "condition each image's patch encoder on its timestep's text (FiLM, as BabyAI's "
                                    "baselines read the grid given the mission)")
     positions: str = _field("rope", "order across the context: rope (rotary, relative; slides with the KV cache "
@@ -65,6 +69,7 @@ class PolicyConfig:
         # NEKO passes mu=100, M=256: stored as floats so config.json reads back equal.
         self.mu, self.M = float(self.mu), float(self.M)
         self.layer_norm_eps, self.lora_alpha = float(self.layer_norm_eps), float(self.lora_alpha)
+        self.image_channel_pad = float(self.image_channel_pad)
         if self.positions not in ("rope", "learned"):
             raise ValueError(f"positions must be 'rope' or 'learned', got {self.positions!r}")
         if self.positions == "learned" and self.context_len > self.position_rows:

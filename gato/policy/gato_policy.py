@@ -42,8 +42,9 @@ class GatoPolicy(nn.Module):
       ``resid_mid_channels``, ``continuous_tokens``, ``discrete_tokens``, ``context_len``,
       ``use_patch_pos_encoding``, ``use_pos_encoding``, ``activation_fn``, ``pretrained_lm``, ``flash``,
       ``tokenizer_model_name``, ``pad_seq``;
-    - our own: ``image_channels``, ``value_embedding``, ``image_summary``, ``image_summary_pooled``, ``text_film``,
-      ``positions``, ``max_positions``, ``layer_norm_eps``, ``lora_r``, ``lora_alpha``, ``lora_dropout``.
+    - our own: ``image_channels``, ``image_channel_pad``, ``value_embedding``, ``image_summary``,
+      ``image_summary_pooled``, ``text_film``, ``positions``, ``max_positions``, ``layer_norm_eps``, ``lora_r``,
+      ``lora_alpha``, ``lora_dropout``.
 
     Any other keyword raises TypeError. Each one's meaning and default is documented on PolicyConfig; unlike
     NEKO's, the dropout default is 0.0. ``pretrained_lm`` names a local Hugging Face GPT-2 directory (with its
@@ -81,7 +82,7 @@ class GatoPolicy(nn.Module):
                                        config.use_patch_pos_encoding, continuous if config.value_embedding else None,
                                        summary,
                                        (self.vocab.text_tokens, self.vocab.tokenizer.pad_id, self.vocab.separator)
-                                       if config.text_film else None)
+                                       if config.text_film else None, config.image_channel_pad)
         self.transformer = Transformer(config.embed_dim, config.layers, config.heads, config.dropout,
                                        config.activation_fn, config.flash, config.positions, config.position_rows,
                                        config.layer_norm_eps)
@@ -329,7 +330,6 @@ def _read_config(config_path: Path) -> PolicyConfig:
         raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; "
                               "it is not a neko-gato checkpoint")
     config.setdefault("text_film", False)  # written before the FiLM existed
-    config.setdefault("image_summary_pooled", False)  # written before the summary's pooled read existed
     default = PolicyConfig()
     for name, value in config.items():
         expected = getattr(default, name)

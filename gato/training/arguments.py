@@ -97,6 +97,7 @@ class TrainingArgs:
     patch_size: int = _model("patch_size")
     resid_mid_channels: int = _model("resid_mid_channels")
     image_channels: int = _model("image_channels")
+    image_channel_pad: float = _model("image_channel_pad")
     image_summary: bool = _model("image_summary")
     image_summary_pooled: bool = _model("image_summary_pooled")
     text_film: bool = _model("text_film")
