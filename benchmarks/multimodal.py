@@ -116,6 +116,10 @@ def main() -> None:
                         help="GoToLocal and CartPole's split of the control share")
     parser.add_argument("--control_only", action="store_true", help="the control tasks alone (the comparison)")
     parser.add_argument("--image_summary", action="store_true", help="add the whole-image CNN summary to patches")
+    parser.add_argument("--image_summary_pooled", action="store_true",
+                        help="the summary's max-pooled read too (see PolicyConfig.image_summary_pooled)")
+    parser.add_argument("--image_channel_pad", type=float, default=-1.0,
+                        help="value of an image's missing channels (see PolicyConfig.image_channel_pad)")
     parser.add_argument("--image_size", type=int, default=32, help="side the caption and VQA images are resized to")
     parser.add_argument("--loss_weighting", choices=["tokens", "tasks"], default="tasks",
                         help="tasks: each task's mean loss weighs its share of rows (see TrainingArgs)")
@@ -147,6 +151,8 @@ def main() -> None:
                                       eval_every_minutes=args.eval_every, eval_episodes=args.eval_episodes,
                                       save_dir=args.out, exp_name=name, save_mode="last",
                                       task_weights=args.control_weights, image_summary=args.image_summary,
+                                      image_summary_pooled=args.image_summary_pooled,
+                                      image_channel_pad=args.image_channel_pad,
                                       loss_weighting=args.loss_weighting, **props)
             train_args.validate()
             trainer = build_trainer(train_args)
