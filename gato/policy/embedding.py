@@ -175,7 +175,6 @@ class GatoEmbedding(nn.Module):
     """Embeds a token stream: ids through a table, patch positions through the patch
     encoder, plus learned in-timestep positions and patch (row, column) positions.
 
-    ``image_summary``: None, or "grid" / "pooled" for an :class:`ImageSummary` without / with its pooled read.
     ``image_summary``: None, or "grid" / "pooled" for an :class:`ImageSummary` without / with its pooled read;
     ``channel_pad`` fills the channels an image lacks (see PolicyConfig.image_channel_pad).
     ``text_film`` = (end of the text ids, text pad id, separator id) conditions each patch on
