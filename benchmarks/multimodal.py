@@ -25,6 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from gato.policy.config import PolicyConfig  # noqa: E402
+
 CONTROL = ["babyai/GoToLocal-bot-v0", "cartpole/scripted-v0"]
 LANGUAGE = {"text": "text/pydoc", "caption": "captions/shapes", "vqa": "vqa/easy-vqa"}
 TARGETS = {  # the issue's: (task, metric, at least / at most, value)
@@ -118,7 +120,7 @@ def main() -> None:
     parser.add_argument("--image_summary", action="store_true", help="add the whole-image CNN summary to patches")
     parser.add_argument("--image_summary_pooled", action="store_true",
                         help="the summary's max-pooled read too (see PolicyConfig.image_summary_pooled)")
-    parser.add_argument("--image_channel_pad", type=float, default=-1.0,
+    parser.add_argument("--image_channel_pad", type=float, default=PolicyConfig.image_channel_pad,
                         help="value of an image's missing channels (see PolicyConfig.image_channel_pad)")
     parser.add_argument("--image_size", type=int, default=32, help="side the caption and VQA images are resized to")
     parser.add_argument("--loss_weighting", choices=["tokens", "tasks"], default="tasks",

@@ -109,16 +109,11 @@ class ImageSummary(nn.Module):
 
     def __init__(self, channels: int, dim: int, width: int = 32, pooled: bool = False):
         super().__init__()
-        if pooled:  # group norms, as in the patch encoder
-            self.net = nn.Sequential(
-                nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GroupNorm(8, width), nn.GELU(),
-                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * width), nn.GELU(),
-            )
-        else:  # the first design, as every measured run used it
-            self.net = nn.Sequential(
-                nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GELU(),
-                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
-            )
+        def block(cin: int, cout: int) -> list[nn.Module]:  # group norms only with the pooled read
+            norm = [nn.GroupNorm(8, cout)] if pooled else []
+            return [nn.Conv2d(cin, cout, 3, stride=2, padding=1), *norm, nn.GELU()]
+
+        self.net = nn.Sequential(*block(channels, width), *block(width, 2 * width))
         self.out = nn.Linear(2 * width * self.GRID * self.GRID, dim)
         self.pooled = nn.Linear(2 * width, dim) if pooled else None
         for read in (self.out, self.pooled):
