@@ -90,6 +90,36 @@ def test_mixed_with_a_control_batch(tiny_policy, cartpole_task):
     loss.backward()
 
 
+@pytest.mark.parametrize("pad", [0.0, -1.0])
+def test_a_picture_reads_the_same_beside_a_grid_of_more_channels(tiny_policy, babyai_task, pad):
+    """The trainer pads a picture's missing channels with the policy's ``image_channel_pad`` when it shares a
+    batch with BabyAI's one-hot grids (which have more channels): its rows' outputs equal those of a batch of
+    pictures alone."""
+    from accelerate import Accelerator
+
+    from gato.training.arguments import TrainingArgs
+    from gato.training.trainer import Trainer, make_optimizer
+
+    policy = tiny_policy(image_channel_pad=pad)
+    vqa = VQATask("vqa", vqa_rows(), vqa_rows(), 128, image_size=8, vocab=policy.vocab)
+    args = TrainingArgs(save_dir="unused", save_model=False)
+    trainer = Trainer(model=policy, optimizer=make_optimizer(policy, args), scheduler=None,
+                      accelerator=Accelerator(cpu=True), tasks=[vqa, babyai_task], exp_name="mix", args=args,
+                      task_weights=[1, 1])
+    trainer.rng = np.random.default_rng(3)
+    mixed = trainer.sample_batch(6)
+    rows = int(np.random.default_rng(3).multinomial(6, trainer.weights)[0])  # the VQA rows come first
+    n = int(mixed.patch_mask[:rows].sum())
+    assert 0 < rows < 6 and mixed.patches.shape[1] > 3
+    assert (mixed.patches[:n, 3:] == pad).all()
+    row_fields = {k: None if getattr(mixed, k) is None else getattr(mixed, k)[:rows]
+                  for k in ("tokens", "in_step_pos", "patch_mask", "targets", "segment_ids", "inputs", "loss_weights")}
+    alone = Batch(**row_fields, patches=mixed.patches[:n, :3], patch_rowcol=mixed.patch_rowcol[:n])
+    with torch.no_grad():
+        both = policy.hidden_states(mixed.to_torch())[:rows]
+        torch.testing.assert_close(both, policy.hidden_states(alone.to_torch()))
+
+
 def _hidden(policy, example) -> torch.Tensor:
     batch = pack_examples([[example]], len(example), policy.vocab.pad)
     with torch.no_grad():

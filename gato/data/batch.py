@@ -57,13 +57,15 @@ class Batch:
         return stream
 
     @staticmethod
-    def concat(batches: list[Batch]) -> Batch:
-        """Stack batches of one length (from several tasks); images get the most channels."""
+    def concat(batches: list[Batch], channel_pad: float = -1.0) -> Batch:
+        """Stack batches of one length (from several tasks); images get the most channels, the ones an image
+        lacks filled with ``channel_pad`` (give the policy's ``image_channel_pad``: the patch encoder pads the
+        rest with it, and an image's tokens must not depend on which tasks share its batch)."""
         batches = [b for b in batches if len(b)]
         patch_sets = [b.patches for b in batches if b.patches.shape[0]]
         if patch_sets:
             C = max(p.shape[1] for p in patch_sets)
-            patch_sets = [np.pad(p, ((0, 0), (0, C - p.shape[1]), (0, 0), (0, 0)), constant_values=-1.0)
+            patch_sets = [np.pad(p, ((0, 0), (0, C - p.shape[1]), (0, 0), (0, 0)), constant_values=channel_pad)
                           for p in patch_sets]
             if len({p.shape[2:] for p in patch_sets}) > 1:
                 raise ValueError("tasks in one batch use different patch sizes; give every task the same patch_size")

@@ -94,7 +94,7 @@ class Trainer:
             for part in parts:
                 predicted = max(int(part.targets[:, 1:].sum()), 1)  # the first column is never predicted
                 part.loss_weights = part.targets.astype(np.float32) * np.float32(len(part) / batch_size / predicted)
-        return Batch.concat(parts)
+        return Batch.concat(parts, policy.config.image_channel_pad)
 
     def micro_batch_size(self) -> int:
         """Rows each process samples per micro-batch: the global ``batch_size`` split over the processes and the
