@@ -51,7 +51,7 @@ def train_run_tokenizer(tasks: list, run_dir: Path, vocab_size: int) -> str:
 
     def texts():
         for task in tasks:
-            yield from (task.training_texts() if hasattr(task, "training_texts") else task.training_texts())
+            yield from task.training_texts()
 
     directory = run_dir / TOKENIZER_DIR
     train_bpe(texts(), vocab_size, directory)
