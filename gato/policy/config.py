@@ -44,9 +44,9 @@ class PolicyConfig:
     image_channels: int = _field(32, "most image channels the patch encoder takes (fewer are padded; one-hot grids "
                                      "need values x channels)")
     image_channel_pad: float = _field(-1.0, "value of the channels an image lacks (fewer than image_channels). -1 "
-                                            "(every measured run) adds a constant to every patch; 0 adds nothing: "
-                                            "captions and VQA alone read colour in 8 minutes with 0, not with -1, "
-                                            "but the 60-minute mixture did worse with it (docs/EXPERIMENTS.md)")
+                                            "(the control runs) adds a constant to every patch that drowns a "
+                                            "picture's 3 channels; 0 adds nothing: with 0, captions and VQA read "
+                                            "colour and shape (docs/EXPERIMENTS.md, run E)")
     image_summary: bool = _field(False, "add a CNN summary of each whole image to its patch tokens (for small "
                                         "objects far apart, e.g. Breakout; see ImageSummary)")
     image_summary_pooled: bool = _field(False, "with image_summary, also read the CNN (with group norms) max-pooled "
