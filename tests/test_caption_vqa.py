@@ -81,8 +81,8 @@ def test_mixed_with_a_control_batch(tiny_policy, cartpole_task):
     policy = tiny_policy()
     rng = np.random.default_rng(0)
     task = VQATask("vqa", vqa_rows(), vqa_rows(), 64, image_size=8, vocab=policy.vocab)
-    batch = Batch.concat([task.sample_batch(3, policy.vocab, 64, rng), cartpole_task.sample_batch(2, policy.vocab,
-                                                                                                   64, rng)])
+    batch = Batch.concat([task.sample_batch(3, policy.vocab, 64, rng),
+                          cartpole_task.sample_batch(2, policy.vocab, 64, rng)], policy.config.image_channel_pad)
     assert batch.tokens.shape == (5, 64) and batch.segment_ids is not None
     assert batch.patches.shape[0] == batch.patch_mask.sum()
     logits, loss = policy(batch.to_torch())

@@ -123,9 +123,10 @@ def test_a_batch_joins_a_control_batch_and_trains(task, cartpole_task, tiny_poli
     vocab = tiny_vocab()
     text = task.sample_batch(3, vocab, 32, rng)
     control = cartpole_task.sample_batch(2, vocab, 32, rng)
-    joined = Batch.concat([control, text])
+    policy = tiny_policy()
+    joined = Batch.concat([control, text], policy.config.image_channel_pad)
     assert joined.tokens.shape == (5, 32) and joined.targets[2:].all()
-    _, loss = tiny_policy()(joined.to_torch())
+    _, loss = policy(joined.to_torch())
     assert torch.isfinite(loss)
 
 

@@ -57,10 +57,11 @@ class Batch:
         return stream
 
     @staticmethod
-    def concat(batches: list[Batch], channel_pad: float = -1.0) -> Batch:
+    def concat(batches: list[Batch], channel_pad: float) -> Batch:
         """Stack batches of one length (from several tasks); images get the most channels, the ones an image
-        lacks filled with ``channel_pad`` (give the policy's ``image_channel_pad``: the patch encoder pads the
-        rest with it, and an image's tokens must not depend on which tasks share its batch)."""
+        lacks filled with ``channel_pad``: the policy's ``image_channel_pad``, with which its patch encoder pads the
+        rest (no default, so that no caller pads differently: an image's tokens must not depend on which tasks
+        share its batch)."""
         batches = [b for b in batches if len(b)]
         patch_sets = [b.patches for b in batches if b.patches.shape[0]]
         if patch_sets:
