@@ -47,6 +47,14 @@ class VocabMismatchError(ValueError):
     """Tokens of a codec built for one vocabulary, given to a policy of another."""
 
 
+def not_encoded_for(what: str, encoded, vocab) -> VocabMismatchError:
+    """The error for a language task (``what``) whose text is encoded for ``encoded`` (None: not yet encoded)
+    used with a policy of vocabulary ``vocab``."""
+    state = "is not encoded yet" if encoded is None else f"is encoded for {encoded}"
+    return VocabMismatchError(f"{what} {state}, but the policy uses {vocab}; encode it first with "
+                              "`task.encode_for(policy.vocab)` (or build it with vocab=policy.vocab)")
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """How to read one leaf field. ``kind`` is "discrete", "continuous", "image" or "text".

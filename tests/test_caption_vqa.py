@@ -182,6 +182,10 @@ def test_vocab_mismatch_spec_and_training_texts(tiny_policy):
         task.evaluate(policy, 2)
     assert task.encode_for(policy.vocab) is task
     assert len(task.sample_batch(2, policy.vocab, 64)) == 2
+    unencoded = VQATask("vqa", vqa_rows(), vqa_rows(), 64, image_size=8, encode=False)
+    with pytest.raises(VocabMismatchError, match="not encoded yet"):
+        unencoded.sample_batch(2, policy.vocab, 64)
+    assert len(unencoded.encode_for(policy.vocab).sample_batch(2, policy.vocab, 64)) == 2
     assert task.spec() == {"type": "vqa", "name": "vqa", "source": None, "context_len": 64, "image_size": 8,
                            "patch_size": 4, "eval_examples": None}
     with pytest.raises(ValueError, match="from_source"):

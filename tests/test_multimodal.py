@@ -89,3 +89,25 @@ def test_gato_data_makes_a_language_default_and_lists_them(capsys):
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     assert "gato data vqa" in out and "vqa/easy-vqa" in out
+
+
+def test_language_examples_are_measured_in_the_runs_own_tokens(tmp_path, no_network):
+    """A caption of a rare word fits the context in the run's BPE (it learns the word) but not in the built-in
+    tokenizer (a byte per letter): the run builds, since the tasks are encoded only once that BPE exists."""
+    import datasets
+    from PIL import Image
+
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    caption = " ".join(["zyxwvutsrq"] * 6)  # 66 bytes: 66 built-in tokens, a handful of BPE ones
+    images = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(4)]
+    split = datasets.Dataset.from_dict({"image": images, "caption": [caption] * 4})
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "captions"))
+    args = TrainingArgs(control_datasets=[], caption_datasets=[str(tmp_path / "captions")], caption_prop=1.0,
+                        sequence_length=40, image_size=8, patch_size=4, embed_dim=32, layers=1, heads=2,
+                        bpe_vocab=300, save_dir=str(tmp_path / "runs"), exp_name="rare", report_to="none",
+                        device="cpu")
+    args.validate()
+    (task,) = build_trainer(args).tasks
+    assert task.vocab.tokenizer_name.endswith("tokenizer") and task.longest <= 40

@@ -130,6 +130,16 @@ def test_a_batch_joins_a_control_batch_and_trains(task, cartpole_task, tiny_poli
     assert torch.isfinite(loss)
 
 
+def test_a_task_built_unencoded_says_so_until_encode_for():
+    vocab = tiny_vocab()
+    task = TextTask("grammar", sentences(0, 5), sentences(1, 2), context_len=32, encode=False)
+    assert task.vocab is None and not hasattr(task, "train_ids")
+    with pytest.raises(VocabMismatchError, match="not encoded yet.*encode_for"):
+        task.sample_batch(2, vocab, 32, np.random.default_rng(0))
+    task.encode_for(vocab)
+    assert task.sample_batch(2, vocab, 32, np.random.default_rng(0)).tokens.shape == (2, 32)
+
+
 def test_another_vocabulary_raises_until_the_task_is_encoded_for_it(tiny_policy):
     vocab = tiny_vocab()
     task = TextTask("grammar", sentences(0, 5), sentences(1, 2), context_len=32, vocab=vocab)

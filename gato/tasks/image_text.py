@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gato.codec import VocabMismatchError
+from gato.codec import not_encoded_for
 from gato.images import check_sizes, patch_grid, pixel_patches, to_pixels
 from gato.language import Example, decode, generate_ids, pack_examples
 
@@ -107,7 +107,8 @@ class ImageTextTask:
     target_column = ""
 
     def __init__(self, name: str, train, test, context_len: int, *, image_size: int = 32, patch_size: int = 4,
-                 vocab: Vocab | None = None, eval_examples: int | None = None, source: str | None = None):
+                 vocab: Vocab | None = None, encode: bool = True, eval_examples: int | None = None,
+                 source: str | None = None):
         from gato.vocab import Vocab
 
         check_sizes(image_size, patch_size)
@@ -117,7 +118,8 @@ class ImageTextTask:
         self.train = Split(train, self.columns, self.optional, image_size, f"the train split of task {name!r}")
         self.test = Split(test, self.columns, self.optional, image_size, f"the test split of task {name!r}")
         self.vocab = None
-        self.encode_for(vocab if vocab is not None else Vocab())
+        if encode:  # False: until encode_for (a run whose tokenizer is still to be trained on this text)
+            self.encode_for(vocab if vocab is not None else Vocab())
 
     # -- data ----------------------------------------------------------------------------
 
@@ -158,9 +160,7 @@ class ImageTextTask:
     def check_vocab(self, vocab: Vocab) -> None:
         """Raise VocabMismatchError unless the task is encoded for ``vocab``."""
         if vocab != self.vocab:
-            raise VocabMismatchError(
-                f"task {self.name!r} is encoded for {self.vocab}, but the policy uses {vocab}; re-encode it first "
-                "with `task.encode_for(policy.vocab)` (or build it with vocab=policy.vocab)")
+            raise not_encoded_for(f"task {self.name!r}", self.vocab, vocab)
 
     def patches(self, split: Split, image: int) -> np.ndarray:
         """(N, 3, P, P) normalised patches of image ``image`` of ``split``."""

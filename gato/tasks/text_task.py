@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from gato.codec import VocabMismatchError
+from gato.codec import not_encoded_for
 from gato.data.batch import Batch
 from gato.evaluation.ngram import NgramBaselines
 from gato.vocab import Vocab
@@ -75,6 +75,8 @@ class TextTask:
         context_len: tokens per training window (and per evaluation window, capped by the model's).
         vocab: the vocabulary (the policy's, ``policy.vocab``) whose tokenizer encodes the text
             (default ``Vocab()``); :meth:`encode_for` re-encodes for another one.
+        encode: False leaves the text unencoded until :meth:`encode_for` (a run whose tokenizer is
+            still to be trained on this text).
         source: the corpus it was read from (``gato.data.corpora.load_text``'s source), which
             :meth:`spec` records so :meth:`from_spec` can read it again; None for in-memory text.
         eval_windows: held-out windows that :meth:`evaluate` scores, whatever ``n_iterations``
@@ -85,7 +87,7 @@ class TextTask:
     """
 
     def __init__(self, name: str, train_texts, heldout_texts, context_len: int, *, vocab: Vocab | None = None,
-                 source=None, eval_windows: int | None = None, eval_batch_size: int = 16):
+                 encode: bool = True, source=None, eval_windows: int | None = None, eval_batch_size: int = 16):
         self.name = name
         self.context_len = int(context_len)
         if self.context_len < 2:
@@ -100,7 +102,8 @@ class TextTask:
         self.eval_windows = eval_windows
         self.eval_batch_size = int(eval_batch_size)
         self.vocab = None
-        self.encode_for(vocab if vocab is not None else Vocab())
+        if encode:
+            self.encode_for(vocab if vocab is not None else Vocab())
 
     @classmethod
     def from_source(cls, name: str, source, context_len: int, vocab: Vocab | None = None, **kwargs) -> TextTask:
@@ -130,10 +133,7 @@ class TextTask:
 
     def _check(self, vocab: Vocab) -> None:
         if vocab != self.vocab:
-            raise VocabMismatchError(
-                f"text task {self.name!r} is encoded for {self.vocab}, but the policy uses {vocab}; re-encode it "
-                "first with `task.encode_for(policy.vocab)` (or build it with vocab=policy.vocab)"
-            )
+            raise not_encoded_for(f"text task {self.name!r}", self.vocab, vocab)
 
     def training_texts(self) -> list[str]:
         """The training documents (a run trains its tokenizer on every text task's)."""

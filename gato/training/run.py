@@ -23,9 +23,9 @@ TOKENIZER_DIR = "tokenizer"
 """Where a run with text keeps the BPE trained for it (runs/NAME/tokenizer; its checkpoints carry a copy)."""
 
 
-def build_language_tasks(args: TrainingArgs, vocab=None) -> list:
-    """The text, caption and VQA tasks of ``args`` (``--text_datasets`` ...), in that order, encoded for ``vocab``
-    (None: the built-in tokenizer, to be replaced by :func:`train_run_tokenizer`'s through ``encode_for``)."""
+def build_language_tasks(args: TrainingArgs) -> list:
+    """The text, caption and VQA tasks of ``args`` (``--text_datasets`` ...), in that order, not yet encoded: the
+    run's tokenizer is trained on their text (:func:`train_run_tokenizer`), then ``encode_for`` encodes them."""
     import importlib
 
     tasks = []
@@ -33,7 +33,7 @@ def build_language_tasks(args: TrainingArgs, vocab=None) -> list:
         module, name = TASK_CLASSES[kind]
         cls = getattr(importlib.import_module(module), name)
         image = {} if kind == "text" else {"image_size": args.image_size, "patch_size": args.patch_size}
-        tasks += [cls.from_source(_source_name(kind, source), source, args.sequence_length, vocab=vocab, **image)
+        tasks += [cls.from_source(_source_name(kind, source), source, args.sequence_length, encode=False, **image)
                   for source in datasets]
     return tasks
 
