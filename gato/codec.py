@@ -34,6 +34,10 @@ from gato.vocab import Vocab
 DEFAULT_TEXT_TOKENS = 16
 """Text budget of a string field when neither the caller nor the data says otherwise."""
 
+DEFAULT_MAX_PATCHES = 64
+"""Most patches an image takes unless its FieldSpec says otherwise: a larger frame is pooled by the
+smallest factor that fits (an 84x84 frame with 4x4 patches: by 3, 49 patches; 128x128: by 4, 64)."""
+
 
 class UnsupportedSpaceError(ValueError):
     """A space (or one field of it) that the codec cannot turn into tokens."""
@@ -65,7 +69,10 @@ class FieldSpec:
     channel per value between low and high); ``pool`` reduces pool x pool pixel blocks before
     cutting patches, so a large frame takes fewer tokens (an 84x84 Atari frame pooled by 3 is
     28x28: 49 patches of 4x4 instead of 441); ``pool_mode`` is "mean" (default) or "max", which
-    keeps a small bright sprite (Breakout's ball) at full brightness instead of a ninth of it.
+    keeps a small bright sprite (Breakout's ball) at full brightness instead of a ninth of it;
+    ``max_patches`` bounds an image's patches when ``pool`` is not given (default
+    ``DEFAULT_MAX_PATCHES``): the image is pooled by the smallest factor that fits, so a large frame
+    costs a bounded number of tokens (Gato's 80x64 frames take 20 patches of 16x16).
     """
 
     kind: str
@@ -76,6 +83,7 @@ class FieldSpec:
     one_hot: bool | None = None
     pool: int | None = None
     pool_mode: str | None = None
+    max_patches: int | None = None
 
     @classmethod
     def parse(cls, value: FieldSpec | str | dict) -> FieldSpec:
@@ -140,6 +148,30 @@ def _image_layout(space: spaces.Box, spec: FieldSpec | None) -> tuple[int, int, 
     if first:
         return shape[0], shape[1], shape[2], True
     return shape[2], shape[0], shape[1], False
+
+
+def fitting_pool(height: int, width: int, patch_size: int, max_patches: int) -> int:
+    """The smallest pooling factor k with which a height x width image takes at most ``max_patches``
+    patches of patch_size x patch_size (1: the image fits as it is)."""
+    def patches(k: int) -> int:
+        return _ceil(_ceil(height, k), patch_size) * _ceil(_ceil(width, k), patch_size)
+
+    k = 1
+    while patches(k) > max_patches:  # ends: at k = max(height, width) the image is one patch
+        k += 1
+    return k
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def batch_length(values) -> int:
+    """How many entries a batch of values holds, whatever its structure: a Dict or Tuple batch
+    (Minari's episode of a Tuple space is a tuple of per-item arrays) is as long as its first leaf."""
+    while isinstance(values, (dict, tuple)):
+        values = next(iter(values.values())) if isinstance(values, dict) else values[0]
+    return len(values)
 
 
 # ----------------------------------------------------------------------------- field codecs
@@ -317,7 +349,15 @@ class ImageField(Field):
     def __init__(self, path, space: spaces.Box, root, patch_size: int, layout, spec: FieldSpec | None):
         super().__init__(path, space, root)
         self.channels, self.height, self.width, self.channels_first = layout
-        self.pool = int(spec.pool) if spec is not None and spec.pool else 1
+        self.max_patches = int(spec.max_patches) if spec is not None and spec.max_patches else DEFAULT_MAX_PATCHES
+        if self.max_patches < 1:
+            raise ValueError(f"{self.name}: max_patches must be a positive int, got {self.max_patches}")
+        if spec is not None and spec.pool:
+            self.pool = int(spec.pool)
+            self.auto_pool = False
+        else:
+            self.pool = fitting_pool(self.height, self.width, patch_size, self.max_patches)
+            self.auto_pool = self.pool > 1
         if self.pool < 1:
             raise ValueError(f"{self.name}: pool must be a positive int, got {self.pool}")
         self.pool_mode = (spec.pool_mode if spec is not None else None) or "mean"
@@ -400,6 +440,8 @@ class ImageField(Field):
         pooled = ""
         if self.pool > 1:
             pooled = f", {self.pool_mode}-pooled {self.pool}x{self.pool} to {self.height}x{self.width}"
+            if self.auto_pool:
+                pooled += f" (max_patches {self.max_patches})"
         return (f"image {self.channels}x{self.source_height}x{self.source_width}{pooled} -> {self.rows}x{self.cols} "
                 f"patches, values {self.low:g}..{self.high:g}")
 
@@ -472,10 +514,11 @@ def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budg
     if isinstance(space, spaces.Box):
         if spec is not None and spec.kind == "discrete":
             return DiscreteField(path, space, root, vocab, spec)
-        layout = None if (spec is not None and spec.kind == "continuous") else _image_layout(space, spec)
+        if is_action and spec is not None and spec.kind == "image":
+            raise UnsupportedSpaceError(f"{name}: image actions ({space}) are not supported; read it as continuous")
+        # Only an observation is a picture: an action Box of any shape is values to predict.
+        layout = None if (is_action or spec is not None and spec.kind == "continuous") else _image_layout(space, spec)
         if layout is not None:
-            if is_action:
-                raise UnsupportedSpaceError(f"{name}: image actions ({space}) are not supported")
             return ImageField(path, space, root, patch_size, layout, spec)
         return ContinuousField(path, space, root, is_action, spec)
     raise UnsupportedSpaceError(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gato.codec import DatasetValueError, ImageField, SpaceCodec, TextField, _get, as_str, dotted
+from gato.codec import DatasetValueError, ImageField, SpaceCodec, TextField, _get, as_str, batch_length, dotted
 from gato.vocab import Vocab
 
 
@@ -159,7 +159,7 @@ class RawEpisodes:
         obs, act, rew, ids = [], [], [], []
         try:
             for ep in dataset.iterate_episodes():
-                if len(ep.actions) == 0:
+                if batch_length(ep.actions) == 0:
                     continue
                 ids.append(ep.id)
                 obs.append(ep.observations)
@@ -237,7 +237,7 @@ class EncodedEpisodes:
         sep = np.array([[codec.vocab.separator]])
         taken = raw.taken or [None] * len(raw)
         for i, obs, act, took in zip(raw.ids, raw.observations, raw.actions, taken):
-            T = len(act)
+            T = batch_length(act)  # not len(): a Tuple or Dict action is a tuple or dict of arrays
             obs_t = _first(obs, T)
             problem = codec.check(obs_t, act)
             if problem:
@@ -250,7 +250,7 @@ class EncodedEpisodes:
             inputs.append(steps[-1] if took is None else
                           np.concatenate([steps[-1][:, : -act_tok.shape[1]], codec.encode_actions(took, T)], axis=1))
             patches.append(pat)
-        lengths = np.array([len(a) for a in raw.actions])
+        lengths = np.array([batch_length(a) for a in raw.actions])
         return cls(
             steps=np.concatenate(steps),
             patches=np.concatenate(patches),
