@@ -11,9 +11,11 @@ Discrete(n)                            1                   discrete id ``value -
 MultiDiscrete(nvec) / MultiBinary(n)   len(nvec) / n       one discrete id each
 Box vector (or any non-image Box)      prod(shape)         observations: mu-law then bins;
                                                            actions: scaled by finite bounds
-Box image (H,W) (H,W,C) (C,H,W)        patches             padded to the patch size, embedded
-                                                           from pixels by the model
-Text, or any space sampling strings    a text budget       the vocabulary's text tokenizer
+Box image (H,W) (H,W,C) (C,H,W)        patches             observations only; pooled to at most
+                                                           ``max_patches``, padded to the patch
+                                                           size, embedded from pixels
+Text, or any space sampling strings    a text budget       the vocabulary's text tokenizer;
+                                                           actions are generated in the charset
 =====================================  ==================  ====================================
 
 ``FieldSpec`` overrides how one field is read, e.g. ``{"image": "image"}`` or
@@ -33,6 +35,9 @@ from gato.vocab import Vocab
 
 DEFAULT_TEXT_TOKENS = 16
 """Text budget of a string field when neither the caller nor the data says otherwise."""
+
+ACTION_TEXT = "action:"
+"""Prefix of an action field's key in a codec's ``text_budget`` (observation fields have none)."""
 
 DEFAULT_MAX_PATCHES = 64
 """Most patches an image takes unless its FieldSpec says otherwise: a larger frame is pooled by the
@@ -200,6 +205,11 @@ class Field:
     def token_ranges(self, vocab: Vocab) -> list[tuple[int, int]]:
         """For each token: the [lo, hi) id range a valid value can take."""
         raise NotImplementedError
+
+    def token_masks(self, vocab: Vocab) -> list[np.ndarray | None]:
+        """For each token: None (every id of its range is valid) or a bool array over its range
+        saying which ids are (a text action's charset)."""
+        return [None] * self.n_tokens
 
     def check(self, values) -> str | None:
         """A message if ``values`` hold something outside the space, else None."""
@@ -447,13 +457,25 @@ class ImageField(Field):
 
 
 class TextField(Field):
-    """A string, tokenised and cut or padded to a fixed budget of text tokens."""
+    """A string, tokenised and cut or padded to a fixed budget of text tokens.
+
+    As an action (a ``Text`` action space) the model writes it: each token is restricted to the text
+    ids whose characters are all in the space's charset, or the pad id, which ends the string
+    (:meth:`token_masks`); :meth:`decode` reads the tokens before the first pad and keeps the result
+    within the charset and the length limits.
+    """
 
     kind = "text"
 
-    def __init__(self, path, space, root, budget: int):
+    def __init__(self, path, space, root, budget: int, is_action: bool = False):
         super().__init__(path, space, root)
         self.n_tokens = budget
+        self.is_action = is_action
+        text = isinstance(space, spaces.Text)
+        self.charset = space.character_set if text else None  # None: any character
+        self.min_length = space.min_length if text else 0
+        self.max_length = space.max_length if text else None
+        self._masks: dict = {}
 
     def encode(self, values, vocab):
         tok = vocab.tokenizer
@@ -463,7 +485,57 @@ class TextField(Field):
             out[i, : len(ids)] = ids
         return out
 
+    def token_ranges(self, vocab):
+        return [(0, vocab.text_tokens)] * self.n_tokens
+
+    def token_masks(self, vocab):
+        allowed = self._masks.get(id(vocab.tokenizer))
+        if allowed is None:
+            allowed = self._allowed_ids(vocab.tokenizer)
+            self._masks[id(vocab.tokenizer)] = allowed
+        return [allowed] * self.n_tokens
+
+    def _allowed_ids(self, tok) -> np.ndarray:
+        """(text ids,) bool: the pad id, and every id that decodes to characters of the charset."""
+        allowed = np.zeros(tok.vocab_size, bool)
+        allowed[tok.pad_id] = True
+        # A byte-level piece of a multi-byte character decodes to U+FFFD alone: allowed when the
+        # charset has such characters, and dropped by decode() if the bytes do not join into one.
+        partial_ok = self.charset is None or any(ord(c) > 127 for c in self.charset)
+        for i in range(tok.vocab_size):
+            if i in (tok.pad_id, getattr(tok, "eos_id", None)):
+                continue
+            text = tok.decode([i])
+            allowed[i] = bool(text) and (self.charset is None or all(
+                c in self.charset or (c == "\ufffd" and partial_ok) for c in text))
+        return allowed
+
+    def decode(self, tokens, vocab):
+        if not self.is_action:
+            return super().decode(tokens, vocab)
+        tok = vocab.tokenizer
+        out = []
+        for row in np.asarray(tokens):
+            ends = np.flatnonzero(row == tok.pad_id)
+            text = tok.decode(row[: ends[0]] if len(ends) else row)
+            out.append(self.conform(text))
+        return tuple(out)  # a batch of strings, as a Gymnasium vector env batches a Text space
+
+    def conform(self, text: str) -> str:
+        """``text`` within the space: characters outside the charset dropped, cut to max_length,
+        and, if shorter than min_length, completed with the charset's first character."""
+        if self.charset is not None:
+            text = "".join(c for c in text if c in self.charset)
+        if self.max_length is not None:
+            text = text[: self.max_length]
+        if len(text) < self.min_length:
+            text += sorted(self.charset)[0] * (self.min_length - len(text)) if self.charset else " " * (
+                self.min_length - len(text))
+        return text
+
     def describe(self):
+        if self.is_action:
+            return f"text ({self.n_tokens} tokens, generated{' within its charset' if self.charset else ''})"
         return f"text ({self.n_tokens} tokens)"
 
 
@@ -500,13 +572,13 @@ def _get(value, path: tuple):
 def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budget):
     name = display_path(root, path)
     if spec is not None and spec.kind == "text" or spec is None and is_string_space(space):
-        if is_action:
-            raise UnsupportedSpaceError(f"{name}: text actions ({space}) are not supported")
         budget = (spec.tokens if spec is not None and spec.tokens else None) or text_budget.get(dotted(path))
         if budget is None:
             is_text = isinstance(space, spaces.Text)
-            budget = min(space.max_length, DEFAULT_TEXT_TOKENS) if is_text else DEFAULT_TEXT_TOKENS
-        return TextField(path, space, root, budget)
+            # an action is written whole: room for its longest string (a token holds at least a character)
+            default = space.max_length if is_action else min(space.max_length, DEFAULT_TEXT_TOKENS)
+            budget = default if is_text else DEFAULT_TEXT_TOKENS
+        return TextField(path, space, root, budget, is_action)
     if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         if spec is not None and spec.kind != "discrete":
             raise UnsupportedSpaceError(f"{name}: {space} can only be read as discrete values")
@@ -550,7 +622,9 @@ class SpaceCodec:
         overrides: {dotted field path: FieldSpec | kind | dict} for observation fields (kept as
             ``overrides``: with the spaces, vocabulary and text budgets they rebuild the codec).
         text_budget: {dotted field path: tokens} for string fields (e.g. the longest mission
-            in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``.
+            in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``. Keys of action fields start with
+            ``ACTION_TEXT`` (``"action:"``; a Text action space itself: ``"action:"``); an action
+            defaults to its space's ``max_length``.
         task_id: if given, every observation starts with this task's token (multi-task
             training: the model is told which task a timestep belongs to).
     """
@@ -565,8 +639,9 @@ class SpaceCodec:
         self.observation_space = observation_space
         self.action_space = action_space
         text_budget = text_budget or {}
+        action_budget = {k[len(ACTION_TEXT):]: v for k, v in text_budget.items() if k.startswith(ACTION_TEXT)}
         self.obs_fields = _build_fields(observation_space, "obs", self.vocab, patch_size, overrides, False, text_budget)
-        self.action_fields = _build_fields(action_space, "action", self.vocab, patch_size, None, True, {})
+        self.action_fields = _build_fields(action_space, "action", self.vocab, patch_size, None, True, action_budget)
         if not sum(f.n_tokens for f in self.action_fields):  # nothing to predict, nothing to step the env with
             raise UnsupportedSpaceError(
                 f"action: {action_space} holds no values (0 action tokens); an agent needs an action space "
@@ -589,6 +664,8 @@ class SpaceCodec:
         self.action_ranges = np.array(
             [r for f in self.action_fields for r in f.token_ranges(self.vocab)], dtype=np.int64
         ).reshape(-1, 2)
+        # Per action token: None, or which ids of its range are valid (a text action's charset).
+        self.action_masks = [m for f in self.action_fields for m in f.token_masks(self.vocab)]
 
     # -- encoding ------------------------------------------------------------------------
 

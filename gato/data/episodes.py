@@ -9,7 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gato.codec import DatasetValueError, ImageField, SpaceCodec, TextField, _get, as_str, batch_length, dotted
+from gato.codec import (
+    ACTION_TEXT,
+    DatasetValueError,
+    ImageField,
+    SpaceCodec,
+    TextField,
+    _get,
+    as_str,
+    batch_length,
+    dotted,
+)
 from gato.vocab import Vocab
 
 
@@ -132,6 +142,8 @@ def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab
     probe = SpaceCodec(observation_space, action_space, vocab, patch_size, chosen)
     fitted = {**raw.image_ranges(probe.obs_fields), **chosen}
     budget = raw.text_budget(probe.obs_fields, vocab.tokenizer)
+    budget.update({ACTION_TEXT + k: v for k, v in raw.text_budget(probe.action_fields, vocab.tokenizer,
+                                                                   actions=True).items()})
     return SpaceCodec(observation_space, action_space, vocab, patch_size, fitted, budget, task_id)
 
 
@@ -184,12 +196,12 @@ class RawEpisodes:
         self.rewards += other.rewards
         self.ids += other.ids
 
-    def text_budget(self, codec_fields, tokenizer) -> dict:
-        """{dotted path: longest tokenised string} for the string fields."""
+    def text_budget(self, codec_fields, tokenizer, actions: bool = False) -> dict:
+        """{dotted path: longest tokenised string} for the string fields (of the actions if ``actions``)."""
         budget = {}
         for f in codec_fields:
             if isinstance(f, TextField):
-                seen = {as_str(s) for o in self.observations for s in _get(o, f.path)}
+                seen = {as_str(s) for o in (self.actions if actions else self.observations) for s in _get(o, f.path)}
                 budget[dotted(f.path)] = max(1, max(len(tokenizer.encode(s)) for s in seen))
         return budget
 
