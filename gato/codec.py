@@ -171,6 +171,19 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def bound_images(fields, overrides: dict, max_patches: int) -> dict:
+    """``overrides`` plus ``max_patches`` for every image field among ``fields`` whose override sets
+    neither ``pool`` nor ``max_patches``: a global bound on image tokens as per-field overrides, which
+    a codec rebuilt from its ``overrides`` keeps."""
+    out = dict(overrides)
+    for f in fields:
+        key = dotted(f.path)
+        spec = FieldSpec.parse(out[key]).to_dict() if key in out else {"kind": "image"}
+        if isinstance(f, ImageField) and not spec.get("pool") and not spec.get("max_patches"):
+            out[key] = {**spec, "max_patches": int(max_patches)}
+    return out
+
+
 def batch_length(values) -> int:
     """How many entries a batch of values holds, whatever its structure: a Dict or Tuple batch
     (Minari's episode of a Tuple space is a tuple of per-item arrays) is as long as its first leaf."""

@@ -18,6 +18,7 @@ from gato.codec import (
     _get,
     as_str,
     batch_length,
+    bound_images,
     dotted,
 )
 from gato.vocab import Vocab
@@ -124,7 +125,7 @@ def recommended_overrides(metadata: dict) -> dict:
 
 def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab | None = None,
               patch_size: int = 4, overrides: dict | None = None, metadata: dict | None = None,
-              task_id: int | None = None) -> SpaceCodec:
+              task_id: int | None = None, max_patches: int | None = None) -> SpaceCodec:
     """The codec that reads ``raw``'s episodes in these spaces (the env's; they must match the
     dataset's), fitted to them.
 
@@ -132,7 +133,9 @@ def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab
     None, with those the dataset's ``metadata`` recommends; integer images whose values stay
     far below their bound are read over the values seen (``RawEpisodes.image_ranges``), unless
     an override names them; string fields take the tokens of their longest string
-    (``RawEpisodes.text_budget``); ``task_id`` starts every observation with its task token.
+    (``RawEpisodes.text_budget``); ``task_id`` starts every observation with its task token;
+    ``max_patches`` bounds the patches of every image whose override sets neither ``pool`` nor
+    ``max_patches`` (None: ``FieldSpec``'s default, ``gato.codec.DEFAULT_MAX_PATCHES``).
     The returned codec's ``overrides`` hold everything fitted but the text budgets, so a codec
     rebuilt from them (another vocabulary, ``gato eval``) reads images the same way.
     """
@@ -141,6 +144,8 @@ def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab
     # which fields are integer images and strings does not depend on what is fitted below
     probe = SpaceCodec(observation_space, action_space, vocab, patch_size, chosen)
     fitted = {**raw.image_ranges(probe.obs_fields), **chosen}
+    if max_patches:
+        fitted = bound_images(probe.obs_fields, fitted, max_patches)
     budget = raw.text_budget(probe.obs_fields, vocab.tokenizer)
     budget.update({ACTION_TEXT + k: v for k, v in raw.text_budget(probe.action_fields, vocab.tokenizer,
                                                                    actions=True).items()})
