@@ -587,10 +587,10 @@ def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budg
     if spec is not None and spec.kind == "text" or spec is None and is_string_space(space):
         budget = (spec.tokens if spec is not None and spec.tokens else None) or text_budget.get(dotted(path))
         if budget is None:
-            is_text = isinstance(space, spaces.Text)
-            # an action is written whole: room for its longest string (a token holds at least a character)
-            default = space.max_length if is_action else min(space.max_length, DEFAULT_TEXT_TOKENS)
-            budget = default if is_text else DEFAULT_TEXT_TOKENS
+            if not isinstance(space, spaces.Text):
+                budget = DEFAULT_TEXT_TOKENS
+            else:  # an action is written whole: room for its longest string (a token holds at least a character)
+                budget = space.max_length if is_action else min(space.max_length, DEFAULT_TEXT_TOKENS)
         return TextField(path, space, root, budget, is_action)
     if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         if spec is not None and spec.kind != "discrete":
