@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from gymnasium import spaces
 
+from gato.text_tokenizer import WordByteTokenizer
 from gato.vocab import Vocab
 
 DEFAULT_TEXT_TOKENS = 16
@@ -512,15 +513,25 @@ class TextField(Field):
         """(text ids,) bool: the pad id, and every id that decodes to characters of the charset."""
         allowed = np.zeros(tok.vocab_size, bool)
         allowed[tok.pad_id] = True
-        # A byte-level piece of a multi-byte character decodes to U+FFFD alone: allowed when the
-        # charset has such characters, and dropped by decode() if the bytes do not join into one.
-        partial_ok = self.charset is None or any(ord(c) > 127 for c in self.charset)
+        # A byte-level piece of a multi-byte character decodes to U+FFFD alone. It is allowed when the
+        # charset has such characters (for the built-in tokenizer, whose ids below 256 are bytes: only
+        # the bytes of the charset's characters); bytes that join into no character of the charset
+        # are dropped by decode().
+        wide = set() if self.charset is None else {c for c in self.charset if ord(c) > 127}
+        byte_level = isinstance(tok, WordByteTokenizer)
+        if byte_level and len(wide) < 4096:  # a huge charset (all of unicode) allows every byte anyway
+            wide_bytes = {b for c in wide for b in c.encode("utf-8")}
+        else:
+            byte_level = False
         for i in range(tok.vocab_size):
             if i in (tok.pad_id, getattr(tok, "eos_id", None)):
                 continue
+            if byte_level and 127 < i < 256:
+                allowed[i] = i in wide_bytes
+                continue
             text = tok.decode([i])
             allowed[i] = bool(text) and (self.charset is None or all(
-                c in self.charset or (c == "\ufffd" and partial_ok) for c in text))
+                c in self.charset or (c == "\ufffd" and wide) for c in text))
         return allowed
 
     def decode(self, tokens, vocab):
