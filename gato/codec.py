@@ -547,15 +547,13 @@ class TextField(Field):
 
     def conform(self, text: str) -> str:
         """``text`` within the space: characters outside the charset dropped, cut to max_length,
-        and, if shorter than min_length, completed with the charset's first character."""
+        and, if shorter than min_length, completed with the charset's smallest character."""
         if self.charset is not None:
             text = "".join(c for c in text if c in self.charset)
         if self.max_length is not None:
             text = text[: self.max_length]
-        if len(text) < self.min_length:
-            text += sorted(self.charset)[0] * (self.min_length - len(text)) if self.charset else " " * (
-                self.min_length - len(text))
-        return text
+        filler = min(self.charset) if self.charset else " "
+        return text + filler * max(0, self.min_length - len(text))
 
     def describe(self):
         if self.is_action:
@@ -610,8 +608,6 @@ def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budg
     if isinstance(space, spaces.Box):
         if spec is not None and spec.kind == "discrete":
             return DiscreteField(path, space, root, vocab, spec)
-        if is_action and spec is not None and spec.kind == "image":
-            raise UnsupportedSpaceError(f"{name}: image actions ({space}) are not supported; read it as continuous")
         # Only an observation is a picture: an action Box of any shape is values to predict.
         layout = None if (is_action or spec is not None and spec.kind == "continuous") else _image_layout(space, spec)
         if layout is not None:
@@ -646,9 +642,9 @@ class SpaceCodec:
         overrides: {dotted field path: FieldSpec | kind | dict} for observation fields (kept as
             ``overrides``: with the spaces, vocabulary and text budgets they rebuild the codec).
         text_budget: {dotted field path: tokens} for string fields (e.g. the longest mission
-            in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``. Keys of action fields start with
-            ``ACTION_TEXT`` (``"action:"``; a Text action space itself: ``"action:"``); an action
-            defaults to its space's ``max_length``.
+            in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``. An action field's key is
+            ``ACTION_TEXT`` + its dotted path (``"action:"`` for a Text action space itself); an
+            action defaults to its space's ``max_length``.
         task_id: if given, every observation starts with this task's token (multi-task
             training: the model is told which task a timestep belongs to).
     """
