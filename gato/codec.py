@@ -422,18 +422,31 @@ class ImageField(Field):
             x = x[:, None]
         elif not self.channels_first:
             x = np.moveaxis(x, -1, 1)
-        if self.pool > 1:
-            x = self._pooled(x)
         p = self.patch_size
         ph, pw = self.rows * p - self.height, self.cols * p - self.width
-        if ph or pw:
-            fill = self.value_low if self.levels else self.low
-            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=fill)
-        if self.levels:
-            onehot = (x[:, :, None] - self.value_low) == np.arange(self.levels).reshape(1, 1, -1, 1, 1)
-            x = onehot.astype(np.uint8).reshape(n, self.channels, x.shape[2], x.shape[3])
+        if self.pool > 1 and self.levels:
+            # Symbols pool as categories: one-hot first, so a block holds each value's share (mean)
+            # or presence (max), never an average of ids. The padding reads as value_low, as unpooled.
+            x = self._pooled(self._one_hot(x).astype(np.float32))
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))
+            first = x.reshape(n, self.source_channels, self.levels, x.shape[2], x.shape[3])[:, :, 0]
+            first[:, :, self.height:, :] = 1.0
+            first[:, :, :, self.width:] = 1.0
+        else:
+            if self.pool > 1:
+                x = self._pooled(x)
+            if ph or pw:
+                fill = self.value_low if self.levels else self.low
+                x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=fill)
+            if self.levels:
+                x = self._one_hot(x)
         x = x.reshape(n, self.channels, self.rows, p, self.cols, p)
         return x.transpose(0, 2, 4, 1, 3, 5).reshape(n, self.n_patches, self.channels, p, p)
+
+    def _one_hot(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) values -> (N, C * levels, H, W) 0/1 uint8, channel c * levels + v for value v."""
+        onehot = (x[:, :, None] - self.value_low) == np.arange(self.levels).reshape(1, 1, -1, 1, 1)
+        return onehot.astype(np.uint8).reshape(x.shape[0], self.channels, x.shape[2], x.shape[3])
 
     def _pooled(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) -> (N, C, H/pool, W/pool) block means or maxima, in the input's dtype."""

@@ -359,3 +359,27 @@ def test_refused_observation_space_names_the_field(case):
 def test_refused_action_space_names_the_field(case):
     space, path = case
     assert_refused_naming(lambda: SpaceCodec(spaces.Discrete(2), space, VOCAB), display_path("action", path))
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(height=st.integers(1, 70), width=st.integers(1, 70), levels=st.integers(2, 6), bound=st.integers(1, 20),
+       seed=st.integers(0, 2**32 - 1))
+def test_pooled_symbols_are_shares_of_each_value(height, width, levels, bound, seed):
+    """A symbolic image read one-hot and pooled holds, per pooled pixel, the share of each value in its block
+    (never an average of ids); the padding reads as the lowest value, as an unpooled image's does."""
+    space = spaces.Box(0, 255, (height, width, 2), np.uint8)
+    spec = FieldSpec("image", low=0, high=levels - 1, one_hot=True, max_patches=bound)
+    field = ImageField(("grid",), space, "obs", 4, (2, height, width, False), spec)
+    x = np.random.default_rng(seed).integers(0, levels, (1, height, width, 2), dtype=np.uint8)
+    p, k = field.patches(x), field.pool
+    assert p.shape == (1, field.n_patches, 2 * levels, 4, 4) and field.n_patches <= bound
+    image = p.reshape(field.rows, field.cols, 2, levels, 4, 4).transpose(2, 3, 0, 4, 1, 5)
+    image = image.reshape(2, levels, field.rows * 4, field.cols * 4)
+    np.testing.assert_allclose(image.sum(axis=1), 1.0, atol=1e-6)  # every pixel, padding too, is one distribution
+    assert (image[:, 0, field.height:, :] == 1).all() and (image[:, 0, :, field.width:] == 1).all()
+    grid = np.pad(np.moveaxis(x[0], -1, 0), ((0, 0), (0, field.height * k - height), (0, field.width * k - width)),
+                  mode="edge")
+    blocks = grid.reshape(2, field.height, k, field.width, k)
+    for v in range(levels):
+        share = (blocks == v).mean(axis=(2, 4))
+        np.testing.assert_allclose(image[:, v, : field.height, : field.width], share, atol=1e-6)
