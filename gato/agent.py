@@ -51,6 +51,10 @@ class Agent:
         self.use_cache = use_cache
         self.generator = generator
         self._ranges = torch.as_tensor(self.codec.action_ranges)  # (K, 2) id range of each action token
+        masks = getattr(self.codec, "action_masks", None) or [None] * len(self._ranges)
+        # None when no token is restricted within its range (the common case: nothing to mask)
+        self._masks = None if all(m is None for m in masks) else [
+            None if m is None else torch.as_tensor(m) for m in masks]
         self._one_action_space = batch_space(self.codec.action_space, 1)
         self.reset()
 
@@ -93,13 +97,14 @@ class Agent:
         first_pos = self.codec.obs_tokens + 1  # the action's place in its timestep, after the separator
         if self.use_cache:
             return self.policy.generate(self._cache, chunk, self._ranges, first_pos, self.deterministic,
-                                        self.generator)
+                                        self.generator, self._masks)
         self._history.append(chunk)
         out = []
         for j in range(len(self._ranges)):
             stream = _concat_streams(self._history, self.policy.context_len)
             out.append(self.policy.generate(self.policy.new_cache(), stream, self._ranges[j : j + 1], first_pos + j,
-                                            self.deterministic, self.generator))
+                                            self.deterministic, self.generator,
+                                            None if self._masks is None else self._masks[j : j + 1]))
             if j + 1 < len(self._ranges):
                 self._history.append(single_token_stream(out[-1][:, 0], first_pos + j, self.policy.device))
         return torch.cat(out, dim=1)

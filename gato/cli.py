@@ -96,7 +96,7 @@ def _language_data(ns) -> int:
 
 
 def cmd_inspect(ns) -> int:
-    from gato.codec import SpaceCodec
+    from gato.codec import SpaceCodec, bound_images
     from gato.data.writer import local_dataset_exists
     from gato.envs import ENV_PLUGINS, is_env_id, make_env
 
@@ -106,10 +106,14 @@ def cmd_inspect(ns) -> int:
 
         dataset = load_minari(ns.name)
         codec = fit_codec(RawEpisodes.read(dataset, ns.name), dataset.observation_space, dataset.action_space,
-                          patch_size=ns.patch_size, overrides=overrides, metadata=dataset.storage.metadata)
+                          patch_size=ns.patch_size, overrides=overrides, metadata=dataset.storage.metadata,
+                          max_patches=ns.max_image_patches or None)
         source = f"dataset {ns.name} ({dataset.total_episodes} episodes)"
     elif is_env_id(ns.name):
         env = make_env(ns.name)
+        if ns.max_image_patches:
+            probe = SpaceCodec(env.observation_space, env.action_space, patch_size=ns.patch_size, overrides=overrides)
+            overrides = bound_images(probe.obs_fields, overrides or {}, ns.max_image_patches)
         codec = SpaceCodec(env.observation_space, env.action_space, patch_size=ns.patch_size, overrides=overrides)
         env.close()
         source = f"env {ns.name} (text budgets are defaults; a dataset measures its longest string)"
@@ -326,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--context_len", type=int, nargs="*", default=[512, 1024],
                          help="contexts to count timesteps for")
     inspect.add_argument("--field_overrides", default="", help='JSON {field path: kind or spec}')
+    inspect.add_argument("--max_image_patches", type=int, default=0,
+                         help="the most patches an image takes (a larger one is pooled); 0: the default, 64")
     inspect.set_defaults(func=cmd_inspect)
 
     train = sub.add_parser("train", help="train a policy (no flags: the BabyAI main job)")

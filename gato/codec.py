@@ -11,9 +11,11 @@ Discrete(n)                            1                   discrete id ``value -
 MultiDiscrete(nvec) / MultiBinary(n)   len(nvec) / n       one discrete id each
 Box vector (or any non-image Box)      prod(shape)         observations: mu-law then bins;
                                                            actions: scaled by finite bounds
-Box image (H,W) (H,W,C) (C,H,W)        patches             padded to the patch size, embedded
-                                                           from pixels by the model
-Text, or any space sampling strings    a text budget       the vocabulary's text tokenizer
+Box image (H,W) (H,W,C) (C,H,W)        patches             observations only; pooled to at most
+                                                           ``max_patches``, padded to the patch
+                                                           size, embedded from pixels
+Text, or any space sampling strings    a text budget       the vocabulary's text tokenizer;
+                                                           actions are generated in the charset
 =====================================  ==================  ====================================
 
 ``FieldSpec`` overrides how one field is read, e.g. ``{"image": "image"}`` or
@@ -29,10 +31,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from gymnasium import spaces
 
+from gato.text_tokenizer import WordByteTokenizer
 from gato.vocab import Vocab
 
 DEFAULT_TEXT_TOKENS = 16
 """Text budget of a string field when neither the caller nor the data says otherwise."""
+
+ACTION_TEXT = "action:"
+"""Prefix of an action field's key in a codec's ``text_budget`` (observation fields have none)."""
+
+DEFAULT_MAX_PATCHES = 64
+"""Most patches an image takes unless its FieldSpec says otherwise: a larger frame is pooled by the
+smallest factor that fits (an 84x84 frame with 4x4 patches: by 3, 49 patches; 128x128: by 4, 64)."""
 
 
 class UnsupportedSpaceError(ValueError):
@@ -65,7 +75,10 @@ class FieldSpec:
     channel per value between low and high); ``pool`` reduces pool x pool pixel blocks before
     cutting patches, so a large frame takes fewer tokens (an 84x84 Atari frame pooled by 3 is
     28x28: 49 patches of 4x4 instead of 441); ``pool_mode`` is "mean" (default) or "max", which
-    keeps a small bright sprite (Breakout's ball) at full brightness instead of a ninth of it.
+    keeps a small bright sprite (Breakout's ball) at full brightness instead of a ninth of it;
+    ``max_patches`` bounds an image's patches when ``pool`` is not given (default
+    ``DEFAULT_MAX_PATCHES``): the image is pooled by the smallest factor that fits, so a large frame
+    costs a bounded number of tokens (Gato's 80x64 frames take 20 patches of 16x16).
     """
 
     kind: str
@@ -76,6 +89,7 @@ class FieldSpec:
     one_hot: bool | None = None
     pool: int | None = None
     pool_mode: str | None = None
+    max_patches: int | None = None
 
     @classmethod
     def parse(cls, value: FieldSpec | str | dict) -> FieldSpec:
@@ -142,6 +156,43 @@ def _image_layout(space: spaces.Box, spec: FieldSpec | None) -> tuple[int, int, 
     return shape[2], shape[0], shape[1], False
 
 
+def fitting_pool(height: int, width: int, patch_size: int, max_patches: int) -> int:
+    """The smallest pooling factor k with which a height x width image takes at most ``max_patches``
+    patches of patch_size x patch_size (1: the image fits as it is)."""
+    def patches(k: int) -> int:
+        return _ceil(_ceil(height, k), patch_size) * _ceil(_ceil(width, k), patch_size)
+
+    k = 1
+    while patches(k) > max_patches:  # ends: at k = max(height, width) the image is one patch
+        k += 1
+    return k
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def bound_images(fields, overrides: dict, max_patches: int) -> dict:
+    """``overrides`` plus ``max_patches`` for every image field among ``fields`` whose override sets
+    neither ``pool`` nor ``max_patches``: a global bound on image tokens as per-field overrides, which
+    a codec rebuilt from its ``overrides`` keeps."""
+    out = dict(overrides)
+    for f in fields:
+        key = dotted(f.path)
+        spec = FieldSpec.parse(out[key]).to_dict() if key in out else {"kind": "image"}
+        if isinstance(f, ImageField) and not spec.get("pool") and not spec.get("max_patches"):
+            out[key] = {**spec, "max_patches": int(max_patches)}
+    return out
+
+
+def batch_length(values) -> int:
+    """How many entries a batch of values holds, whatever its structure: a Dict or Tuple batch
+    (Minari's episode of a Tuple space is a tuple of per-item arrays) is as long as its first leaf."""
+    while isinstance(values, (dict, tuple)):
+        values = next(iter(values.values())) if isinstance(values, dict) else values[0]
+    return len(values)
+
+
 # ----------------------------------------------------------------------------- field codecs
 
 
@@ -168,6 +219,11 @@ class Field:
     def token_ranges(self, vocab: Vocab) -> list[tuple[int, int]]:
         """For each token: the [lo, hi) id range a valid value can take."""
         raise NotImplementedError
+
+    def token_masks(self, vocab: Vocab) -> list[np.ndarray | None]:
+        """For each token: None (every id of its range is valid) or a bool array over its range
+        saying which ids are (a text action's charset)."""
+        return [None] * self.n_tokens
 
     def check(self, values) -> str | None:
         """A message if ``values`` hold something outside the space, else None."""
@@ -317,7 +373,15 @@ class ImageField(Field):
     def __init__(self, path, space: spaces.Box, root, patch_size: int, layout, spec: FieldSpec | None):
         super().__init__(path, space, root)
         self.channels, self.height, self.width, self.channels_first = layout
-        self.pool = int(spec.pool) if spec is not None and spec.pool else 1
+        self.max_patches = int(spec.max_patches) if spec is not None and spec.max_patches else DEFAULT_MAX_PATCHES
+        if self.max_patches < 1:
+            raise ValueError(f"{self.name}: max_patches must be a positive int, got {self.max_patches}")
+        if spec is not None and spec.pool:
+            self.pool = int(spec.pool)
+            self.auto_pool = False
+        else:
+            self.pool = fitting_pool(self.height, self.width, patch_size, self.max_patches)
+            self.auto_pool = self.pool > 1
         if self.pool < 1:
             raise ValueError(f"{self.name}: pool must be a positive int, got {self.pool}")
         self.pool_mode = (spec.pool_mode if spec is not None else None) or "mean"
@@ -358,18 +422,31 @@ class ImageField(Field):
             x = x[:, None]
         elif not self.channels_first:
             x = np.moveaxis(x, -1, 1)
-        if self.pool > 1:
-            x = self._pooled(x)
         p = self.patch_size
         ph, pw = self.rows * p - self.height, self.cols * p - self.width
-        if ph or pw:
-            fill = self.value_low if self.levels else self.low
-            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=fill)
-        if self.levels:
-            onehot = (x[:, :, None] - self.value_low) == np.arange(self.levels).reshape(1, 1, -1, 1, 1)
-            x = onehot.astype(np.uint8).reshape(n, self.channels, x.shape[2], x.shape[3])
+        if self.pool > 1 and self.levels:
+            # Symbols pool as categories: one-hot first, so a block holds each value's share (mean)
+            # or presence (max), never an average of ids. The padding reads as value_low, as unpooled.
+            x = self._pooled(self._one_hot(x).astype(np.float32))
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))
+            first = x.reshape(n, self.source_channels, self.levels, x.shape[2], x.shape[3])[:, :, 0]
+            first[:, :, self.height:, :] = 1.0
+            first[:, :, :, self.width:] = 1.0
+        else:
+            if self.pool > 1:
+                x = self._pooled(x)
+            if ph or pw:
+                fill = self.value_low if self.levels else self.low
+                x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=fill)
+            if self.levels:
+                x = self._one_hot(x)
         x = x.reshape(n, self.channels, self.rows, p, self.cols, p)
         return x.transpose(0, 2, 4, 1, 3, 5).reshape(n, self.n_patches, self.channels, p, p)
+
+    def _one_hot(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) values -> (N, C * levels, H, W) 0/1 uint8, channel c * levels + v for value v."""
+        onehot = (x[:, :, None] - self.value_low) == np.arange(self.levels).reshape(1, 1, -1, 1, 1)
+        return onehot.astype(np.uint8).reshape(x.shape[0], self.channels, x.shape[2], x.shape[3])
 
     def _pooled(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) -> (N, C, H/pool, W/pool) block means or maxima, in the input's dtype."""
@@ -400,18 +477,32 @@ class ImageField(Field):
         pooled = ""
         if self.pool > 1:
             pooled = f", {self.pool_mode}-pooled {self.pool}x{self.pool} to {self.height}x{self.width}"
+            if self.auto_pool:
+                pooled += f" (max_patches {self.max_patches})"
         return (f"image {self.channels}x{self.source_height}x{self.source_width}{pooled} -> {self.rows}x{self.cols} "
                 f"patches, values {self.low:g}..{self.high:g}")
 
 
 class TextField(Field):
-    """A string, tokenised and cut or padded to a fixed budget of text tokens."""
+    """A string, tokenised and cut or padded to a fixed budget of text tokens.
+
+    As an action (a ``Text`` action space) the model writes it: each token is restricted to the text
+    ids whose characters are all in the space's charset, or the pad id, which ends the string
+    (:meth:`token_masks`); :meth:`decode` reads the tokens before the first pad and keeps the result
+    within the charset and the length limits.
+    """
 
     kind = "text"
 
-    def __init__(self, path, space, root, budget: int):
+    def __init__(self, path, space, root, budget: int, is_action: bool = False):
         super().__init__(path, space, root)
         self.n_tokens = budget
+        self.is_action = is_action
+        text = isinstance(space, spaces.Text)
+        self.charset = space.character_set if text else None  # None: any character
+        self.min_length = space.min_length if text else 0
+        self.max_length = space.max_length if text else None
+        self._masks: dict = {}
 
     def encode(self, values, vocab):
         tok = vocab.tokenizer
@@ -421,7 +512,65 @@ class TextField(Field):
             out[i, : len(ids)] = ids
         return out
 
+    def token_ranges(self, vocab):
+        return [(0, vocab.text_tokens)] * self.n_tokens
+
+    def token_masks(self, vocab):
+        allowed = self._masks.get(id(vocab.tokenizer))
+        if allowed is None:
+            allowed = self._allowed_ids(vocab.tokenizer)
+            self._masks[id(vocab.tokenizer)] = allowed
+        return [allowed] * self.n_tokens
+
+    def _allowed_ids(self, tok) -> np.ndarray:
+        """(text ids,) bool: the pad id, and every id that decodes to characters of the charset."""
+        allowed = np.zeros(tok.vocab_size, bool)
+        allowed[tok.pad_id] = True
+        # A byte-level piece of a multi-byte character decodes to U+FFFD alone. It is allowed when the
+        # charset has such characters (for the built-in tokenizer, whose ids below 256 are bytes: only
+        # the bytes of the charset's characters); bytes that join into no character of the charset
+        # are dropped by decode().
+        wide = set() if self.charset is None else {c for c in self.charset if ord(c) > 127}
+        byte_level = isinstance(tok, WordByteTokenizer)
+        if byte_level and len(wide) < 4096:  # a huge charset (all of unicode) allows every byte anyway
+            wide_bytes = {b for c in wide for b in c.encode("utf-8")}
+        else:
+            byte_level = False
+        for i in range(tok.vocab_size):
+            if i in (tok.pad_id, getattr(tok, "eos_id", None)):
+                continue
+            if byte_level and 127 < i < 256:
+                allowed[i] = i in wide_bytes
+                continue
+            text = tok.decode([i])
+            allowed[i] = bool(text) and (self.charset is None or all(
+                c in self.charset or (c == "\ufffd" and wide) for c in text))
+        return allowed
+
+    def decode(self, tokens, vocab):
+        if not self.is_action:
+            return super().decode(tokens, vocab)
+        tok = vocab.tokenizer
+        out = []
+        for row in np.asarray(tokens):
+            ends = np.flatnonzero(row == tok.pad_id)
+            text = tok.decode(row[: ends[0]] if len(ends) else row)
+            out.append(self.conform(text))
+        return tuple(out)  # a batch of strings, as a Gymnasium vector env batches a Text space
+
+    def conform(self, text: str) -> str:
+        """``text`` within the space: characters outside the charset dropped, cut to max_length,
+        and, if shorter than min_length, completed with the charset's smallest character."""
+        if self.charset is not None:
+            text = "".join(c for c in text if c in self.charset)
+        if self.max_length is not None:
+            text = text[: self.max_length]
+        filler = min(self.charset) if self.charset else " "
+        return text + filler * max(0, self.min_length - len(text))
+
     def describe(self):
+        if self.is_action:
+            return f"text ({self.n_tokens} tokens, generated{' within its charset' if self.charset else ''})"
         return f"text ({self.n_tokens} tokens)"
 
 
@@ -458,13 +607,13 @@ def _get(value, path: tuple):
 def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budget):
     name = display_path(root, path)
     if spec is not None and spec.kind == "text" or spec is None and is_string_space(space):
-        if is_action:
-            raise UnsupportedSpaceError(f"{name}: text actions ({space}) are not supported")
         budget = (spec.tokens if spec is not None and spec.tokens else None) or text_budget.get(dotted(path))
         if budget is None:
-            is_text = isinstance(space, spaces.Text)
-            budget = min(space.max_length, DEFAULT_TEXT_TOKENS) if is_text else DEFAULT_TEXT_TOKENS
-        return TextField(path, space, root, budget)
+            if not isinstance(space, spaces.Text):
+                budget = DEFAULT_TEXT_TOKENS
+            else:  # an action is written whole: room for its longest string (a token holds at least a character)
+                budget = space.max_length if is_action else min(space.max_length, DEFAULT_TEXT_TOKENS)
+        return TextField(path, space, root, budget, is_action)
     if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         if spec is not None and spec.kind != "discrete":
             raise UnsupportedSpaceError(f"{name}: {space} can only be read as discrete values")
@@ -472,10 +621,9 @@ def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budg
     if isinstance(space, spaces.Box):
         if spec is not None and spec.kind == "discrete":
             return DiscreteField(path, space, root, vocab, spec)
-        layout = None if (spec is not None and spec.kind == "continuous") else _image_layout(space, spec)
+        # Only an observation is a picture: an action Box of any shape is values to predict.
+        layout = None if (is_action or spec is not None and spec.kind == "continuous") else _image_layout(space, spec)
         if layout is not None:
-            if is_action:
-                raise UnsupportedSpaceError(f"{name}: image actions ({space}) are not supported")
             return ImageField(path, space, root, patch_size, layout, spec)
         return ContinuousField(path, space, root, is_action, spec)
     raise UnsupportedSpaceError(
@@ -507,7 +655,9 @@ class SpaceCodec:
         overrides: {dotted field path: FieldSpec | kind | dict} for observation fields (kept as
             ``overrides``: with the spaces, vocabulary and text budgets they rebuild the codec).
         text_budget: {dotted field path: tokens} for string fields (e.g. the longest mission
-            in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``.
+            in the dataset); defaults to ``DEFAULT_TEXT_TOKENS``. An action field's key is
+            ``ACTION_TEXT`` + its dotted path (``"action:"`` for a Text action space itself); an
+            action defaults to its space's ``max_length``.
         task_id: if given, every observation starts with this task's token (multi-task
             training: the model is told which task a timestep belongs to).
     """
@@ -522,8 +672,9 @@ class SpaceCodec:
         self.observation_space = observation_space
         self.action_space = action_space
         text_budget = text_budget or {}
+        action_budget = {k[len(ACTION_TEXT):]: v for k, v in text_budget.items() if k.startswith(ACTION_TEXT)}
         self.obs_fields = _build_fields(observation_space, "obs", self.vocab, patch_size, overrides, False, text_budget)
-        self.action_fields = _build_fields(action_space, "action", self.vocab, patch_size, None, True, {})
+        self.action_fields = _build_fields(action_space, "action", self.vocab, patch_size, None, True, action_budget)
         if not sum(f.n_tokens for f in self.action_fields):  # nothing to predict, nothing to step the env with
             raise UnsupportedSpaceError(
                 f"action: {action_space} holds no values (0 action tokens); an agent needs an action space "
@@ -546,6 +697,8 @@ class SpaceCodec:
         self.action_ranges = np.array(
             [r for f in self.action_fields for r in f.token_ranges(self.vocab)], dtype=np.int64
         ).reshape(-1, 2)
+        # Per action token: None, or which ids of its range are valid (a text action's charset).
+        self.action_masks = [m for f in self.action_fields for m in f.token_masks(self.vocab)]
 
     # -- encoding ------------------------------------------------------------------------
 

@@ -446,8 +446,6 @@ def test_unsupported_spaces_name_the_field_and_space(space, path, kind):
 def test_unsupported_action_spaces():
     with pytest.raises(UnsupportedSpaceError, match=r'^action\["seq"\]: Sequence'):
         SpaceCodec(spaces.Discrete(2), spaces.Dict(seq=SEQUENCE), VOCAB)
-    with pytest.raises(UnsupportedSpaceError, match="text actions"):
-        SpaceCodec(spaces.Discrete(2), spaces.Text(5), VOCAB)
     with pytest.raises(UnsupportedSpaceError, match="raise discrete_tokens"):
         SpaceCodec(spaces.Discrete(2), spaces.Discrete(5000), VOCAB)
 

@@ -111,16 +111,46 @@ def test_jsonl_vqa_with_image_paths(tmp_path):
 
 
 def write_okvqa(root, subtype, n, answers_of):
-    images = root / "images" / subtype
+    """An OK-VQA folder as its download lays it out: the two JSON files of a split at the top, its images in
+    a folder of the split's name, with the real file names and schemas (OK-VQA has no multiple_choice_answer)."""
+    images = root / subtype
     images.mkdir(parents=True)
     questions, annotations = [], []
     for qid in range(n):
         image_id = 100 + qid // 2  # two questions share an image
         (images / f"COCO_{subtype}_{image_id:012d}.jpg").write_bytes(jpg())
         questions.append({"image_id": image_id, "question": f"question {qid}?", "question_id": qid})
-        annotations.append({"question_id": qid, "answers": [{"answer": a} for a in answers_of(qid)]})
-    (root / f"OpenEnded_mscoco_{subtype}_questions.json").write_text(json.dumps({"questions": questions}))
-    (root / f"mscoco_{subtype}.json").write_text(json.dumps({"annotations": annotations}))
+        annotations.append({"image_id": image_id, "answer_type": "other", "question_type": "other",
+                            "question_id": qid, "confidence": 3,
+                            "answers": [{"answer_id": j + 1, "raw_answer": a, "answer_confidence": "yes", "answer": a}
+                                        for j, a in enumerate(answers_of(qid))]})
+    (root / f"OpenEnded_mscoco_{subtype}_questions.json").write_text(json.dumps(
+        {"license": {}, "data_subtype": subtype, "task_type": "Open-Ended", "questions": questions,
+         "data_type": "mscoco", "info": {}}))
+    (root / f"mscoco_{subtype}_annotations.json").write_text(json.dumps(
+        {"license": {}, "data_subtype": subtype, "annotations": annotations, "data_type": "mscoco", "info": {}}))
+
+
+def write_vqa_v2(root, subtype, rows, with_annotations=True):
+    """A VQA v2 folder as downloaded: v2_OpenEnded_mscoco_<split>_questions.json, v2_mscoco_<split>_annotations.json
+    and <split>/COCO_<split>_<id>.jpg; ``rows``: (question, answers, multiple_choice_answer, answer_type)."""
+    images = root / subtype
+    images.mkdir(parents=True)
+    questions, annotations = [], []
+    for i, (question, answers, chosen, kind) in enumerate(rows):
+        image_id, qid = 458752 + i, 458752000 + i
+        (images / f"COCO_{subtype}_{image_id:012d}.jpg").write_bytes(jpg(size=12))
+        questions.append({"image_id": image_id, "question": question, "question_id": qid})
+        annotations.append({"question_type": "what is", "multiple_choice_answer": chosen,
+                            "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
+                                        for j, a in enumerate(answers)],
+                            "image_id": image_id, "answer_type": kind, "question_id": qid})
+    (root / f"v2_OpenEnded_mscoco_{subtype}_questions.json").write_text(json.dumps(
+        {"info": {}, "task_type": "Open-Ended", "data_type": "mscoco", "license": {}, "data_subtype": subtype,
+         "questions": questions}))
+    if with_annotations:
+        (root / f"v2_mscoco_{subtype}_annotations.json").write_text(json.dumps(
+            {"info": {}, "license": {}, "data_subtype": subtype, "annotations": annotations}))
 
 
 def test_okvqa_keeps_every_question(tmp_path, no_network):
@@ -138,9 +168,39 @@ def test_okvqa_errors(tmp_path):
         load_vqa(tmp_path, "test")
     other = tmp_path / "other"
     write_okvqa(other, "val2014", 3, lambda q: ["a"])
-    (other / "images" / "val2014" / "COCO_val2014_000000000101.jpg").unlink()
+    (other / "val2014" / "COCO_val2014_000000000101.jpg").unlink()
     with pytest.raises(MissingDataError, match="COCO_val2014_000000000101.jpg"):
         load_vqa(other, "test")
+
+
+def test_vqa_v2_folder_as_downloaded(tmp_path, no_network):
+    write_vqa_v2(tmp_path, "train2014", [("What is on the table?", ["cup", "mug", "cup"], "cup", "other"),
+                                         ("Is it raining?", ["no"] * 9 + ["yes"], "no", "yes/no"),
+                                         ("How many dogs?", ["2", "3", "3", "2"], "2", "number")])
+    write_vqa_v2(tmp_path, "val2014", [("What color is the bus?", ["red", "red"], "red", "other")])
+    write_vqa_v2(tmp_path, "test2015", [("Unanswered?", [], "", "other")], with_annotations=False)
+    train, test = load_vqa(tmp_path), load_vqa(tmp_path, "test")
+    assert train["question"] == ["What is on the table?", "Is it raining?", "How many dogs?"]
+    # multiple_choice_answer, the dataset's own choice, wins over counting (a 2-2 tie between "2" and "3")
+    assert train["answer"] == ["cup", "no", "2"] and train["kind"] == ["other", "yes/no", "number"]
+    assert test["answer"] == ["red"] and test[0]["image"].size == (12, 12)  # test2015 (no answers) skipped
+
+
+def test_okvqa_and_vqa_v2_wrong_folders_name_the_files_expected(tmp_path):
+    only_questions = tmp_path / "q"
+    write_vqa_v2(only_questions, "train2014", [("Why?", ["because"], "because", "other")], with_annotations=False)
+    with pytest.raises(MissingDataError, match="v2_mscoco_train2014_annotations.json") as e:
+        load_vqa(only_questions)
+    assert "OpenEnded_mscoco_<split>_questions.json" in str(e.value)
+    only_annotations = tmp_path / "a"
+    write_okvqa(only_annotations, "train2014", 3, lambda q: ["a"])
+    (only_annotations / "OpenEnded_mscoco_train2014_questions.json").unlink()
+    with pytest.raises(DataFormatError, match="no questions file.*mscoco_<split>_annotations.json"):
+        load_vqa(only_annotations)
+    only_test = tmp_path / "t"
+    write_vqa_v2(only_test, "test2015", [("Unanswered?", [], "", "other")], with_annotations=False)
+    with pytest.raises(MissingDataError, match="only test-set VQA questions"):
+        load_vqa(only_test)
 
 
 def write_shards(directory, start, n_shards, per_shard):

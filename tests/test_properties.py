@@ -12,6 +12,8 @@ Every test is derandomized (the same examples on every run) so CI stays determin
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -20,13 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gato.codec import (
+    DEFAULT_MAX_PATCHES,
     ContinuousField,
     DiscreteField,
+    FieldSpec,
     ImageField,
     SpaceCodec,
     TextField,
     UnsupportedSpaceError,
     display_path,
+    fitting_pool,
     tokens_per_space,
 )
 from gato.vocab import Vocab
@@ -119,9 +124,10 @@ def nested(leaf, depth: int):
 
 # Boxes are listed more than once: they have the most cases (shapes, dtypes, bounds, images).
 OBS_LEAVES = st.one_of(boxes(), boxes(IMAGE_SHAPES), discretes(), multi_discretes(), multi_binaries(), texts())
-# Box actions are vectors (or small matrices): a Box that looks like an image is refused as an action.
+# Box actions of any shape are values, even one shaped like an image; Text actions are written by the model.
 ACTION_BOXES = boxes(shapes(max_ndim=2, max_side=7))
-ACTION_LEAVES = st.one_of(ACTION_BOXES, ACTION_BOXES, ACTION_BOXES, discretes(), multi_discretes(), multi_binaries())
+ACTION_LEAVES = st.one_of(ACTION_BOXES, ACTION_BOXES, ACTION_BOXES, boxes(IMAGE_SHAPES), discretes(),
+                          multi_discretes(), multi_binaries(), texts())
 
 # --------------------------------------------------------------------------- helpers
 
@@ -211,23 +217,42 @@ def sample_at(space: spaces.Space, values, i: int):
     return np.asarray(item, dtype=space.dtype) if isinstance(space, spaces.Box) else item
 
 
+def action_tokens(space: spaces.Space) -> int:
+    """Tokens an action of ``space`` takes, counted independently of the codec: one per value of a Box
+    (whatever its shape) or discrete space, a Text's max_length (its default budget), the sum over a nest."""
+    if isinstance(space, spaces.Dict):
+        return sum(action_tokens(s) for s in space.spaces.values())
+    if isinstance(space, spaces.Tuple):
+        return sum(action_tokens(s) for s in space.spaces)
+    if isinstance(space, spaces.Discrete):
+        return 1
+    if isinstance(space, spaces.Text):
+        return space.max_length
+    return int(np.prod(space.shape))
+
+
 @settings(max_examples=400, **SETTINGS)
 @given(space=nested(ACTION_LEAVES, depth=2), n=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
 def test_action_round_trip(space, n, seed):
-    if tokens_per_space(space) == 0:  # nothing to act with (an empty nest, a Box of size 0): refused up front
+    if action_tokens(space) == 0:  # nothing to act with (an empty nest, a Box of size 0): refused up front
         assert_refused_naming(lambda: SpaceCodec(spaces.Discrete(2), space, VOCAB), "action")
         return
     codec = SpaceCodec(spaces.Discrete(2), space, VOCAB)
     actions = batch(space, n, seed)
     tokens = codec.encode_actions(actions, n)
-    assert tokens.shape == (n, codec.action_tokens) == (n, tokens_per_space(space))
+    assert tokens.shape == (n, codec.action_tokens) == (n, action_tokens(space))
     lo, hi = codec.action_ranges[:, 0], codec.action_ranges[:, 1]
     assert ((tokens >= lo) & (tokens < hi)).all(), "an action token left its field's range"
+    assert len(codec.action_masks) == codec.action_tokens
     decoded = codec.decode_actions(tokens)
+    start = 0
     for f in codec.action_fields:
         a, d = np.asarray(get(actions, f.path)), np.asarray(get(decoded, f.path))
+        field_tokens, start = tokens[:, start : start + f.n_tokens], start + f.n_tokens
         assert d.shape == a.shape, f.name
-        if isinstance(f, DiscreteField):
+        if isinstance(f, TextField):
+            check_text_action(f, a, d, field_tokens, codec.action_masks[start - f.n_tokens : start])
+        elif isinstance(f, DiscreteField):
             np.testing.assert_array_equal(d, a, err_msg=f.name)
         else:
             assert d.dtype == f.space.dtype, f.name
@@ -239,6 +264,38 @@ def test_action_round_trip(space, n, seed):
                 np.testing.assert_array_equal(d.reshape(n, -1)[fine], a.reshape(n, -1)[fine], err_msg=f.name)
         for i in range(n):  # every decoded action is one the env accepts
             assert f.space.contains(sample_at(f.space, d, i)), f"{f.name}: {d[i]} is outside {f.space}"
+
+
+def check_text_action(f, a, d, tokens, masks):
+    """A written Text action: its data's tokens are all allowed by the generation masks, it decodes to the
+    same string when that string's tokens fit the budget, and always to a string of the space."""
+    for i in range(len(a)):
+        ids = VOCAB.tokenizer.encode(str(a[i]))
+        for j, token in enumerate(tokens[i]):
+            assert masks[j][token - 0], f"{f.name}: token {token} of {a[i]!r} is masked out"
+        if len(ids) <= f.n_tokens:
+            assert d[i] == a[i], f"{f.name}: {a[i]!r} decoded as {d[i]!r}"
+        assert f.space.contains(str(d[i])), f"{f.name}: {d[i]!r} is outside {f.space}"
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(height=st.integers(1, 300), width=st.integers(1, 300), patch=st.integers(1, 16), bound=st.integers(1, 100))
+def test_image_pool_is_the_smallest_that_fits(height, width, patch, bound):
+    k = fitting_pool(height, width, patch, bound)
+    field = ImageField(("image",), spaces.Box(0, 255, (height, width), np.uint8), "obs", patch, (1, height, width,
+                                                                                                 False), None)
+
+    def patches(pool):
+        return math.ceil(math.ceil(height / pool) / patch) * math.ceil(math.ceil(width / pool) / patch)
+
+    assert patches(k) <= bound and (k == 1 or patches(k - 1) > bound)
+    if bound == DEFAULT_MAX_PATCHES:
+        assert field.pool == k and field.n_patches == patches(k)
+    x = np.random.default_rng(0).integers(0, 256, (2, height, width), dtype=np.uint8)
+    spec = FieldSpec("image", max_patches=bound)
+    bounded = ImageField(("image",), spaces.Box(0, 255, (height, width), np.uint8), "obs", patch,
+                         (1, height, width, False), spec)
+    assert bounded.patches(x).shape == (2, bounded.n_patches, 1, patch, patch) and bounded.n_patches <= bound
 
 
 # --------------------------------------------------------------------------- 3. refused spaces
@@ -260,12 +317,7 @@ REFUSED_ANYWHERE = st.one_of(
     st.integers(VOCAB.discrete_tokens + 1, 10**6).map(spaces.Discrete),
     st.integers(VOCAB.discrete_tokens + 1, 10**6).map(lambda n: spaces.MultiDiscrete([2, n])),
 )
-REFUSED_AS_ACTION = st.one_of(
-    REFUSED_ANYWHERE,
-    texts(),
-    st.lists(st.integers(1, 9), min_size=3, max_size=3).map(lambda s: spaces.Box(0, 255, tuple(s), np.uint8)),
-    st.integers(8, 20).map(lambda s: spaces.Box(0.0, 1.0, (s, s), np.float32)),
-)
+REFUSED_AS_ACTION = REFUSED_ANYWHERE  # an image-shaped Box or a Text is a valid action (values, written text)
 
 
 @st.composite
@@ -307,3 +359,27 @@ def test_refused_observation_space_names_the_field(case):
 def test_refused_action_space_names_the_field(case):
     space, path = case
     assert_refused_naming(lambda: SpaceCodec(spaces.Discrete(2), space, VOCAB), display_path("action", path))
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(height=st.integers(1, 70), width=st.integers(1, 70), levels=st.integers(2, 6), bound=st.integers(1, 20),
+       seed=st.integers(0, 2**32 - 1))
+def test_pooled_symbols_are_shares_of_each_value(height, width, levels, bound, seed):
+    """A symbolic image read one-hot and pooled holds, per pooled pixel, the share of each value in its block
+    (never an average of ids); the padding reads as the lowest value, as an unpooled image's does."""
+    space = spaces.Box(0, 255, (height, width, 2), np.uint8)
+    spec = FieldSpec("image", low=0, high=levels - 1, one_hot=True, max_patches=bound)
+    field = ImageField(("grid",), space, "obs", 4, (2, height, width, False), spec)
+    x = np.random.default_rng(seed).integers(0, levels, (1, height, width, 2), dtype=np.uint8)
+    p, k = field.patches(x), field.pool
+    assert p.shape == (1, field.n_patches, 2 * levels, 4, 4) and field.n_patches <= bound
+    image = p.reshape(field.rows, field.cols, 2, levels, 4, 4).transpose(2, 3, 0, 4, 1, 5)
+    image = image.reshape(2, levels, field.rows * 4, field.cols * 4)
+    np.testing.assert_allclose(image.sum(axis=1), 1.0, atol=1e-6)  # every pixel, padding too, is one distribution
+    assert (image[:, 0, field.height:, :] == 1).all() and (image[:, 0, :, field.width:] == 1).all()
+    grid = np.pad(np.moveaxis(x[0], -1, 0), ((0, 0), (0, field.height * k - height), (0, field.width * k - width)),
+                  mode="edge")
+    blocks = grid.reshape(2, field.height, k, field.width, k)
+    for v in range(levels):
+        share = (blocks == v).mean(axis=(2, 4))
+        np.testing.assert_allclose(image[:, v, : field.height, : field.width], share, atol=1e-6)

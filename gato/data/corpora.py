@@ -35,9 +35,15 @@ HOLDOUT_SEED = 0
 BASELINES_FILE = "baselines.json"
 
 LAYOUTS = ("a directory written by Dataset.save_to_disk or DatasetDict.save_to_disk; parquet, jsonl or txt files "
-           "(a file, a directory of them or a glob); an imagefolder directory with metadata.jsonl; an OK-VQA "
-           "directory (OpenEnded_mscoco_*_questions.json, mscoco_*.json, COCO_*.jpg); a directory of webdataset "
-           ".tar shards (KEY.jpg + KEY.txt)")
+           "(a file, a directory of them or a glob); an imagefolder directory with metadata.jsonl; an OK-VQA or "
+           "VQA v2 directory as downloaded (OpenEnded_mscoco_train2014_questions.json + "
+           "mscoco_train2014_annotations.json, or v2_OpenEnded_mscoco_train2014_questions.json + "
+           "v2_mscoco_train2014_annotations.json, val2014 likewise, images train2014/COCO_train2014_*.jpg); a "
+           "directory of webdataset .tar shards (KEY.jpg + KEY.txt)")
+VQA_FILES = ("OK-VQA: OpenEnded_mscoco_<split>_questions.json and mscoco_<split>_annotations.json; VQA v2: "
+             "v2_OpenEnded_mscoco_<split>_questions.json and v2_mscoco_<split>_annotations.json (<split>: train2014, "
+             "val2014); images COCO_<split>_<12-digit image id>.jpg anywhere below (e.g. train2014/)")
+_VQA_QUESTIONS = re.compile(r"^(v2_)?OpenEnded_mscoco_(.+)_questions\.json$")
 COLUMNS = {"text": ("text",), "captions": ("image", "caption"), "vqa": ("image", "question", "answer", "kind")}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".txt": "text"}
@@ -112,7 +118,8 @@ def load_vqa(source: str | os.PathLike, split: str = "train"):
     """The ``split`` of a VQA corpus: a Dataset with ``image`` (PIL), ``question``, ``answer`` and ``kind``.
 
     Layouts: a ``save_to_disk`` directory, parquet or jsonl files, an ``imagefolder`` with ``metadata.jsonl``,
-    or an OK-VQA directory (see :func:`read_okvqa`; train2014 files make "train", val2014 "test"). The answer
+    or an OK-VQA or VQA v2 directory as downloaded (:data:`VQA_FILES`, read by :func:`read_okvqa`; train2014
+    files make "train", val2014 "test"; test2015 questions, which come without answers, are skipped). The answer
     is the column ``answer``, else the most common of ``answers`` (a list of strings or of {"answer": ...});
     ``kind`` is kept when present, else "". Splits and held-out share as in :func:`load_text`.
     """
@@ -131,11 +138,13 @@ def recorded_baselines(source: str | os.PathLike) -> dict:
 
 def read_okvqa(questions_json: str | os.PathLike, annotations_json: str | os.PathLike,
                image_dir: str | os.PathLike, images: dict | None = None):
-    """OK-VQA as its files come: a Dataset (image, question, answer, kind="") with one row per question.
+    """OK-VQA or VQA v2 as their files come: a Dataset (image, question, answer, kind) with one row per question.
 
     ``questions_json``: ``{"questions": [{"image_id", "question", "question_id"}, ...]}``;
-    ``annotations_json``: ``{"annotations": [{"question_id", "answers": [{"answer": ...}, ...]}, ...]}`` (the
-    answer is the most common of the answers; ties: the first given); images ``COCO_<subtype>_<12-digit
+    ``annotations_json``: ``{"annotations": [{"question_id", "answers": [{"answer": ...}, ...],
+    "multiple_choice_answer", "answer_type", ...}, ...]}``. The answer is ``multiple_choice_answer`` (VQA's
+    most frequent answer) when given, else the most common of the answers (ties: the first given); ``kind``
+    is ``answer_type`` ("yes/no", "number", "other"), "" when absent. Images ``COCO_<subtype>_<12-digit
     image_id>.jpg`` anywhere under ``image_dir`` (``images``: a prepared file name -> path map). Every question
     is kept; a question without annotation or image raises an error.
     """
@@ -144,17 +153,19 @@ def read_okvqa(questions_json: str | os.PathLike, annotations_json: str | os.Pat
     questions = json.loads(Path(questions_json).read_text())
     annotations = json.loads(Path(annotations_json).read_text())
     subtype = questions.get("data_subtype") or _okvqa_subtype(Path(questions_json).name)
-    answers = {a["question_id"]: _most_common(a.get("answers") or []) for a in annotations.get("annotations", [])}
+    answers = {a["question_id"]: a.get("multiple_choice_answer") or _most_common(a.get("answers") or [])
+               for a in annotations.get("annotations", [])}
+    kinds = {a["question_id"]: a.get("answer_type") or "" for a in annotations.get("annotations", [])}
     images = images if images is not None else _image_files(Path(image_dir))
     rows = {"image": [], "question": [], "answer": [], "kind": []}
     for q in questions.get("questions", []):
         if not answers.get(q["question_id"]):
-            raise DataFormatError(f"OK-VQA question {q['question_id']} has no answers in {annotations_json}")
+            raise DataFormatError(f"VQA question {q['question_id']} has no answers in {annotations_json}")
         name = f"COCO_{subtype}_{int(q['image_id']):012d}.jpg"
         if name not in images:
-            raise MissingDataError(f"OK-VQA image {name} (question {q['question_id']}) is not under {image_dir}")
+            raise MissingDataError(f"VQA image {name} (question {q['question_id']}) is not under {image_dir}")
         for key, value in (("image", str(images[name])), ("question", q["question"]),
-                           ("answer", answers[q["question_id"]]), ("kind", "")):
+                           ("answer", answers[q["question_id"]]), ("kind", kinds[q["question_id"]])):
             rows[key].append(value)
     features = datasets.Features(image=datasets.Image(), question=datasets.Value("string"),
                                  answer=datasets.Value("string"), kind=datasets.Value("string"))
@@ -199,7 +210,7 @@ def _read_splits(path: Path, task: str) -> dict:
             return _two_splits(datasets.load_from_disk(str(path)), path)
         except IndexError as e:  # datasets cannot read back a saved split of no rows
             raise EmptyDataError(f"{path}: a saved split has no rows") from e
-    if path.is_dir() and list(path.glob("**/OpenEnded_mscoco_*_questions.json")):
+    if path.is_dir() and _vqa_files(path):
         return _two_splits(_okvqa_splits(path), path)
     if path.is_dir() and list(path.glob("**/*.tar")):
         return _two_splits(_builder_splits("webdataset", sorted(path.glob("**/*.tar")), path), path)
@@ -251,18 +262,39 @@ def _builder_splits(builder: str, files: list[Path], base: Path) -> dict:
         raise
 
 
+def _vqa_files(path: Path) -> list[Path]:
+    """The files of a directory that only an OK-VQA or VQA v2 download holds (questions, annotations)."""
+    return [p for p in path.glob("**/*mscoco_*.json") if _VQA_QUESTIONS.match(p.name)
+            or re.match(r"^(v2_)?mscoco_.+_annotations\.json$", p.name)]
+
+
 def _okvqa_splits(path: Path) -> dict:
-    """{"train": ..., "test": ...} of an OK-VQA directory: train2014 -> train, val2014 (any other) -> test."""
+    """{"train": ..., "test": ...} of an OK-VQA or VQA v2 directory: train2014 -> train, val2014 (any other
+    subtype with answers) -> test; test-set questions, published without answers, are skipped."""
     images = _image_files(path)
-    splits = {}
-    for questions in sorted(path.glob("**/OpenEnded_mscoco_*_questions.json")):
-        subtype = _okvqa_subtype(questions.name)
-        annotations = [a for a in path.glob(f"**/mscoco_{subtype}.json")]
+    splits, unanswered = {}, []
+    questions_files = sorted(p for p in path.glob("**/*OpenEnded_mscoco_*_questions.json")
+                             if _VQA_QUESTIONS.match(p.name))
+    if not questions_files:
+        found = ", ".join(sorted(p.name for p in _vqa_files(path)))
+        raise DataFormatError(f"{path} holds VQA files ({found}) but no questions file; expected {VQA_FILES}")
+    for questions in questions_files:
+        v2, subtype = _VQA_QUESTIONS.match(questions.name).groups()
+        prefix = v2 or ""
+        names = (f"{prefix}mscoco_{subtype}_annotations.json", f"{prefix}mscoco_{subtype}.json")
+        annotations = sorted(a for name in names for a in path.glob(f"**/{name}"))
         if not annotations:
-            raise MissingDataError(f"OK-VQA: {questions.name} has no annotations file mscoco_{subtype}.json "
-                                   f"under {path}")
+            if subtype.startswith("test"):  # VQA's test questions come without answers
+                continue
+            unanswered.append(f"{questions.name} (expected {names[0]} beside it)")
+            continue
         key = "train" if subtype.startswith("train") else "test"
         splits.setdefault(key, []).append(read_okvqa(questions, annotations[0], path, images=images))
+    if unanswered:
+        raise MissingDataError(f"{path}: no annotations for {'; '.join(unanswered)}; expected {VQA_FILES}")
+    if not splits:
+        raise MissingDataError(f"{path} holds only test-set VQA questions, which have no answers; expected "
+                               f"{VQA_FILES}")
     import datasets
 
     return {key: datasets.concatenate_datasets(parts) for key, parts in splits.items()}
@@ -392,10 +424,10 @@ def _image_files(path: Path) -> dict[str, Path]:
 
 
 def _okvqa_subtype(name: str) -> str:
-    match = re.match(r"OpenEnded_mscoco_(.+)_questions\.json$", name)
+    match = _VQA_QUESTIONS.match(name)
     if not match:
-        raise DataFormatError(f"{name}: expected an OK-VQA questions file OpenEnded_mscoco_<subtype>_questions.json")
-    return match.group(1)
+        raise DataFormatError(f"{name}: expected a VQA questions file; {VQA_FILES}")
+    return match.group(2)
 
 
 def _is_glob(text: str) -> bool:

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from gato.codec import DatasetValueError, ImageField, SpaceCodec, TextField, _get, as_str, dotted
+from gato.codec import (
+    ACTION_TEXT,
+    DatasetValueError,
+    ImageField,
+    SpaceCodec,
+    TextField,
+    _get,
+    as_str,
+    batch_length,
+    bound_images,
+    dotted,
+)
 from gato.vocab import Vocab
 
 
@@ -114,7 +125,7 @@ def recommended_overrides(metadata: dict) -> dict:
 
 def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab | None = None,
               patch_size: int = 4, overrides: dict | None = None, metadata: dict | None = None,
-              task_id: int | None = None) -> SpaceCodec:
+              task_id: int | None = None, max_patches: int | None = None) -> SpaceCodec:
     """The codec that reads ``raw``'s episodes in these spaces (the env's; they must match the
     dataset's), fitted to them.
 
@@ -122,7 +133,9 @@ def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab
     None, with those the dataset's ``metadata`` recommends; integer images whose values stay
     far below their bound are read over the values seen (``RawEpisodes.image_ranges``), unless
     an override names them; string fields take the tokens of their longest string
-    (``RawEpisodes.text_budget``); ``task_id`` starts every observation with its task token.
+    (``RawEpisodes.text_budget``); ``task_id`` starts every observation with its task token;
+    ``max_patches`` bounds the patches of every image whose override sets neither ``pool`` nor
+    ``max_patches`` (None: ``FieldSpec``'s default, ``gato.codec.DEFAULT_MAX_PATCHES``).
     The returned codec's ``overrides`` hold everything fitted but the text budgets, so a codec
     rebuilt from them (another vocabulary, ``gato eval``) reads images the same way.
     """
@@ -131,7 +144,11 @@ def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab
     # which fields are integer images and strings does not depend on what is fitted below
     probe = SpaceCodec(observation_space, action_space, vocab, patch_size, chosen)
     fitted = {**raw.image_ranges(probe.obs_fields), **chosen}
+    if max_patches:
+        fitted = bound_images(probe.obs_fields, fitted, max_patches)
     budget = raw.text_budget(probe.obs_fields, vocab.tokenizer)
+    budget.update({ACTION_TEXT + k: v for k, v in raw.text_budget(probe.action_fields, vocab.tokenizer,
+                                                                   actions=True).items()})
     return SpaceCodec(observation_space, action_space, vocab, patch_size, fitted, budget, task_id)
 
 
@@ -159,7 +176,7 @@ class RawEpisodes:
         obs, act, rew, ids = [], [], [], []
         try:
             for ep in dataset.iterate_episodes():
-                if len(ep.actions) == 0:
+                if batch_length(ep.actions) == 0:
                     continue
                 ids.append(ep.id)
                 obs.append(ep.observations)
@@ -184,12 +201,12 @@ class RawEpisodes:
         self.rewards += other.rewards
         self.ids += other.ids
 
-    def text_budget(self, codec_fields, tokenizer) -> dict:
-        """{dotted path: longest tokenised string} for the string fields."""
+    def text_budget(self, codec_fields, tokenizer, actions: bool = False) -> dict:
+        """{dotted path: longest tokenised string} for the string fields (of the actions if ``actions``)."""
         budget = {}
         for f in codec_fields:
             if isinstance(f, TextField):
-                seen = {as_str(s) for o in self.observations for s in _get(o, f.path)}
+                seen = {as_str(s) for o in (self.actions if actions else self.observations) for s in _get(o, f.path)}
                 budget[dotted(f.path)] = max(1, max(len(tokenizer.encode(s)) for s in seen))
         return budget
 
@@ -237,7 +254,7 @@ class EncodedEpisodes:
         sep = np.array([[codec.vocab.separator]])
         taken = raw.taken or [None] * len(raw)
         for i, obs, act, took in zip(raw.ids, raw.observations, raw.actions, taken):
-            T = len(act)
+            T = batch_length(act)  # not len(): a Tuple or Dict action is a tuple or dict of arrays
             obs_t = _first(obs, T)
             problem = codec.check(obs_t, act)
             if problem:
@@ -250,7 +267,7 @@ class EncodedEpisodes:
             inputs.append(steps[-1] if took is None else
                           np.concatenate([steps[-1][:, : -act_tok.shape[1]], codec.encode_actions(took, T)], axis=1))
             patches.append(pat)
-        lengths = np.array([len(a) for a in raw.actions])
+        lengths = np.array([batch_length(a) for a in raw.actions])
         return cls(
             steps=np.concatenate(steps),
             patches=np.concatenate(patches),

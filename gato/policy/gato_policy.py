@@ -193,10 +193,13 @@ class GatoPolicy(nn.Module):
 
     @torch.no_grad()
     def generate(self, cache: KVCache, stream: dict, ranges: torch.Tensor, first_pos: int,
-                 deterministic: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+                 deterministic: bool = True, generator: torch.Generator | None = None,
+                 masks: list | None = None) -> torch.Tensor:
         """Feed ``stream`` (ending where the first new token goes), then produce one token per
         row of ``ranges`` ((K, 2) [lo, hi) id ranges), each restricted to its range and fed
         back in. The last produced token is not fed: pass it at the start of the next stream.
+        ``masks`` (optional, K entries): None or a bool tensor over token j's range, the ids it
+        may take (a text action's charset; ``SpaceCodec.action_masks``).
 
         Returns (B, K) token ids. ``first_pos`` is the in-timestep position of the first one.
         """
@@ -207,6 +210,8 @@ class GatoPolicy(nn.Module):
         for j, (lo, hi) in enumerate(ranges.tolist()):
             # Only the allowed ids' logits: the same choice as masking the full head, less work.
             logits = (hidden @ table[lo:hi].t()).float()
+            if masks is not None and masks[j] is not None:
+                logits = logits.masked_fill(~masks[j].to(logits.device), float("-inf"))
             if deterministic:
                 tok = logits.argmax(-1) + lo
             else:

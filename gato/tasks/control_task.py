@@ -75,6 +75,8 @@ class ControlTask:
         action_history_noise: probability that an action token of a training input is replaced
             by a random one of its range (targets stay clean); fights copying the last action
             (see ``gato.data.batch.corrupt_action_inputs``).
+        max_image_patches: the most patches each image takes, unless its field override says
+            otherwise (a larger one is pooled; None: ``gato.codec.DEFAULT_MAX_PATCHES``).
 
     Attributes: ``codec`` (the fitted :class:`SpaceCodec`), ``episodes`` (the
     :class:`EncodedEpisodes` it encoded), ``raw`` (the episodes as read), ``env``.
@@ -83,7 +85,7 @@ class ControlTask:
     def __init__(self, env_name, env, dataset, context_len, args=None, *, patch_size=None, vocab=None,
                  training_prompt_len_proportion=0.5, share_prompt_episodes=True, top_k_prompting=None,
                  prompt_ep_proportion=0.0, prompt_type="end", field_overrides=None, eval_envs=8,
-                 pack_windows=False, task_id=None, action_history_noise=0.0):
+                 pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None):
         if isinstance(dataset, str):
             dataset = load_minari(dataset)
         self.name = env_name
@@ -103,7 +105,7 @@ class ControlTask:
         self.added_episodes = RawEpisodes([], [], [], [])  # by add_episodes (DAgger), after the dataset's
         self._encode(fit_codec(self.raw, self.env.observation_space, self.env.action_space, vocab=vocab,
                                patch_size=self.patch_size, overrides=field_overrides, metadata=metadata,
-                               task_id=task_id))
+                               task_id=task_id, max_patches=max_image_patches))
 
     def _check_spaces(self, dataset) -> None:
         for kind, theirs, ours in (("observation", dataset.observation_space, self.env.observation_space),

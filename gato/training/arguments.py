@@ -48,6 +48,8 @@ class TrainingArgs:
     data_episodes: int = _f(5000, "episodes to generate when a default BabyAI dataset is missing")
     field_overrides: str = _f("", 'JSON {field path: kind or spec} applied to every control task, '
                                   'e.g. {"image": "discrete"}')
+    max_image_patches: int = _f(0, "the most patches an observation image takes (a larger one is pooled), unless "
+                                   "its field override sets pool or max_patches; 0: the default, 64")
     # words and pictures: NEKO's flags; each *_prop is that kind's share of the rows of a batch, control gets the rest
     text_datasets: list = _f([], "text corpora for language modelling: text/pydoc (`gato data text` makes it) or "
                                  "local paths (a save_to_disk folder, parquet/jsonl/txt files)")

@@ -86,6 +86,7 @@ def build_tasks(args: TrainingArgs, vocab=None) -> list:
             pack_windows=args.pack_sequences,
             task_id=i if multi else None,
             action_history_noise=args.history_noise(i),
+            max_image_patches=args.max_image_patches or None,
         ))
     return tasks
 
