@@ -73,8 +73,8 @@ def cmd_data(ns) -> int:
                                  workers=ns.workers, episode_timeout_s=ns.episode_timeout, overwrite=ns.overwrite,
                                  noise=ns.noise, max_steps=ns.max_steps)
     else:
-        report = generate(ns.recipe, _one_count(ns.episodes), dataset_id=ns.dataset_id, seed=ns.seed, workers=ns.workers,
-                          overwrite=ns.overwrite, action_noise=ns.action_noise)
+        report = generate(ns.recipe, _one_count(ns.episodes), dataset_id=ns.dataset_id, seed=ns.seed,
+                          workers=ns.workers, overwrite=ns.overwrite, action_noise=ns.action_noise)
     if not report.episodes_written:
         print(f"no episode succeeded ({dict(report.skip_reasons)}); nothing was written", file=sys.stderr)
         return 1

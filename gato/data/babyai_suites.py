@@ -72,8 +72,9 @@ def resolve_levels(names: list[str] | tuple[str, ...] | str) -> list[str]:
             raise ValueError(f"suite {level!r} stands alone: pass `--levels {level}` without other names")
         if level not in known:
             close = difflib.get_close_matches(level, sorted(known), n=3)
-            raise ValueError(f"unknown BabyAI level {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
-                             + f"; suites: {', '.join(SUITES)}; every level: gato.data.babyai.babyai_levels()")
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"unknown BabyAI level {name!r}{hint}"
+                             f"; suites: {', '.join(SUITES)}; every level: gato.data.babyai.babyai_levels()")
         levels.append(level)
     return list(dict.fromkeys(levels))
 
@@ -91,9 +92,9 @@ def level_of(name: str) -> str | None:
 
 
 def episode_counts(spec: list[str] | tuple[str, ...] | int | None, levels: list[str], default: int = 5000) -> dict:
-    """Episodes per level from ``--episodes``: one number for every level (``["5000"]``), ``LEVEL=N`` pairs with an
-    optional ``default=N`` (or a bare ``N``) for the rest (``["GoTo=8000", "BossLevel=20000", "default=5000"]``), or a JSON file
-    holding such an object (``["counts.json"]``). Nothing given: ``default`` for every level."""
+    """Episodes per level from ``--episodes``: one number for every level (``["5000"]``), ``LEVEL=N`` pairs with
+    an optional ``default=N`` (or a bare ``N``) for the rest (``["GoTo=8000", "BossLevel=20000", "5000"]``), or a
+    JSON file holding such an object (``["counts.json"]``). Nothing given: ``default`` for every level."""
     import json
     from pathlib import Path
 
