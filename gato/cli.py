@@ -235,6 +235,8 @@ def print_scores(results: dict) -> dict:
     if s["tasks_scored"]:
         print(f"normalised score over {s['tasks_scored']} tasks: mean {s['mean_normalized_score']:.3f}, "
               f"IQM {s['iqm_normalized_score']:.3f}")
+        if "iqm_unavailable" in s:
+            print(s["iqm_unavailable"])
     return s
 
 
@@ -244,6 +246,7 @@ def print_scores(results: dict) -> dict:
 def cmd_eval(ns) -> int:
     from gato import atomic
     from gato.evaluation.scores import plot_scores
+    from gato.evaluation.suite import report_suite
     from gato.evaluation.video import record_video
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import load_tasks
@@ -261,8 +264,9 @@ def cmd_eval(ns) -> int:
     summary = print_scores(results)
     out = Path(ns.out) if ns.out else checkpoint.parent / "eval.json"
     # each written under a temporary name and renamed: a kill leaves the previous file or the new one
+    suite = report_suite(results, out.with_name(out.stem + "_suite.png"), ns.suite)  # several BabyAI levels
     atomic.write_json(out, {"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results,
-                            "summary": summary, "videos": videos})
+                            "summary": summary, "videos": videos, **({"suite": suite} if suite else {})})
     chart = None
     if summary["tasks_scored"]:
         chart = out.with_suffix(".png")
@@ -396,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="", help="JSON output path (default: next to the checkpoint); the bar chart "
                     "goes beside it as .png")
     ev.add_argument("--video", default="", help="directory for one GIF rollout per task")
+    ev.add_argument("--suite", choices=["jat", "all"], default=None,
+                    help="score the checkpoint's BabyAI levels as this suite (per level, then mean/median/IQM with "
+                         "95%% CIs by rliable; needs the eval extra); several BabyAI levels are scored as a suite "
+                         "without it")
     ev.set_defaults(func=cmd_eval)
     _add_language_commands(sub)
     return parser
