@@ -66,16 +66,17 @@ def plot_suite(report: dict, path: str | Path, title: str = "") -> Path:
     y = list(range(len(rows)))[::-1]  # the suite's first level at the top
     colours = ["tab:green" if s >= 0.9 else "tab:orange" if s >= 0.75 else "tab:red" for s in scores]
     ax.barh(y, scores, xerr=errors, color=colours, ecolor="k", capsize=2, height=0.7)
-    for yi, s in zip(y, scores):
-        ax.text(max(s, 0) + 0.02, yi, f"{s:.2f}", va="center", fontsize=8)
+    for yi, s, e in zip(y, scores, errors):
+        ax.text(max(s, 0) + e + 0.02, yi, f"{s:.2f}", va="center", fontsize=8)  # right of the error bar
     ax.set_yticks(y, names, fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     agg = report["aggregate"]
     for name, colour in (("mean", "tab:blue"), ("iqm", "tab:purple")):
         a = agg[name]
         ax.axvspan(a["low"], a["high"], color=colour, alpha=0.15)
         ax.axvline(a["value"], color=colour, lw=1, label=f"{name} {a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}]")
     ax.axvline(1.0, color="k", lw=0.8, ls="--")
-    ax.set_xlim(min(0.0, min(scores, default=0.0)) - 0.05, 1.25)
+    ax.set_xlim(min(0.0, min(scores, default=0.0)) - 0.05, max(1.3, max(scores, default=1.0) + 0.25))
     ax.set(xlabel="normalised score (expert = 1, random = 0)",
            title=title or f"{agg['levels']} BabyAI levels: median {agg['median']['value']:.3f}")
     ax.legend(loc="lower right", fontsize=8)
