@@ -234,3 +234,25 @@ def test_two_level_model_eval_prints_the_suite_and_its_aggregate(tmp_path, capsy
         agg = saved["aggregate"][name]
         assert agg["value"] == pytest.approx(points["x"][i])
         assert [agg["low"], agg["high"]] == pytest.approx(intervals["x"][:, i])
+
+
+@pytest.mark.slow
+def test_sampling_modes_in_a_built_run(tmp_path):
+    """--task_sampling data weighs the levels by their timesteps; expert_gap re-weighs them after an evaluation."""
+    from gato.data.babyai import generate_babyai
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+    from gato.training.sampling import EXPERT_GAP_FLOOR
+
+    for level, n in (("GoToObjS4", 6), ("OpenRedDoor", 12)):
+        generate_babyai(level, n, workers=1, reference_episodes=2, progress=False)
+    common = dict(control_datasets=["babyai/GoToObjS4-bot-v0", "babyai/OpenRedDoor-bot-v0"], embed_dim=32, layers=1,
+                  heads=2, resid_mid_channels=8, sequence_length=64, save_dir=str(tmp_path), report_to=[])
+    trainer = build_trainer(TrainingArgs(task_sampling="data", exp_name="data", **common))
+    steps = [float(np.sum(t.episodes.lengths)) for t in trainer.tasks]
+    assert trainer.weights == pytest.approx(np.array(steps) / sum(steps))
+    trainer = build_trainer(TrainingArgs(task_sampling="expert_gap", exp_name="gap", **common))
+    assert trainer.weights == pytest.approx([0.5, 0.5])  # nothing evaluated yet
+    trainer._reweight({"babyai/GoToObjS4-bot": {"normalized_score": 1.0},
+                       "babyai/OpenRedDoor-bot": {"normalized_score": 0.5}})
+    assert trainer.weights == pytest.approx(np.array([EXPERT_GAP_FLOOR, 0.5]) / (EXPERT_GAP_FLOOR + 0.5))
