@@ -53,7 +53,8 @@ def cmd_data(ns) -> int:
         return _language_data(ns)
     if ns.recipe == "list":
         rows = [{"recipe": "babyai", "dataset id": "babyai/LEVEL-bot-v0", "extra": "",
-                 "what": "any BabyAI level (--level), BabyAI bot: " + ", ".join(babyai_levels()[:4]) + ", ..."}]
+                 "what": "any BabyAI level (--level; several: --levels jat|all|NAMES), BabyAI bot: "
+                 + ", ".join(babyai_levels()[:4]) + ", ..."}]
         rows += [{"recipe": r.name, "dataset id": r.dataset_id, "extra": r.extra or "", "what": r.summary}
                  for r in RECIPES.values()]
         print(format_table(rows))

@@ -148,7 +148,7 @@ def report_suite(results: dict, chart_path, suite: str | None = None) -> dict | 
     if suite is None and not is_suite(results):
         return None
     report = suite_report(results, suite)
-    print(format_suite(report))
+    print("\n" + format_suite(report))
     with atomic.replacing(chart_path) as tmp:
         plot_suite(report, tmp)
     report["chart"] = str(chart_path)
