@@ -247,11 +247,13 @@ def print_scores(results: dict) -> dict:
 def cmd_eval(ns) -> int:
     from gato import atomic
     from gato.evaluation.scores import plot_scores
-    from gato.evaluation.suite import report_suite
+    from gato.evaluation.suite import report_suite, rliable_modules
     from gato.evaluation.video import record_video
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import load_tasks
 
+    if ns.suite:
+        rliable_modules()  # a missing extra is reported before minutes of evaluation, not after
     checkpoint = Path(ns.checkpoint)
     policy = GatoPolicy.from_pretrained(checkpoint, device=ns.device)
     results, videos = {}, {}

@@ -256,3 +256,23 @@ def test_sampling_modes_in_a_built_run(tmp_path):
     trainer._reweight({"babyai/GoToObjS4-bot": {"normalized_score": 1.0},
                        "babyai/OpenRedDoor-bot": {"normalized_score": 0.5}})
     assert trainer.weights == pytest.approx(np.array([EXPERT_GAP_FLOOR, 0.5]) / (EXPERT_GAP_FLOOR + 0.5))
+
+
+def test_without_rliable_the_error_names_the_extra(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from gato.evaluation.scores import interquartile_mean, summary
+    from gato.evaluation.suite import MissingExtraError, report_suite
+
+    monkeypatch.setitem(sys.modules, "rliable", None)  # as if the eval extra were not installed
+    with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[eval\]"'):
+        interquartile_mean([0.1, 0.5])
+    results = {f"babyai/{level}-bot": {"normalized_score": 0.5, "success_rate": 0.5, "episodes": 4.0}
+               for level in ("GoToLocal", "OpenDoor")}
+    s = summary(results)  # a training run still ends with its table
+    assert s["mean_normalized_score"] == 0.5 and np.isnan(s["iqm_normalized_score"])
+    assert "[eval]" in s["iqm_unavailable"]
+    assert report_suite(results, tmp_path / "c.png") is None  # not asked for: a note, the per-task table stands
+    assert "suite aggregate is skipped" in capsys.readouterr().out
+    with pytest.raises(MissingExtraError):
+        report_suite(results, tmp_path / "c.png", suite="jat")

@@ -141,13 +141,20 @@ def format_suite(report: dict) -> str:
 
 def report_suite(results: dict, chart_path, suite: str | None = None) -> dict | None:
     """What ``gato eval`` does for a suite: print the table and aggregate, draw the chart at ``chart_path``
-    (atomically); returns the report for eval.json, or None when ``results`` are no suite and none was asked for."""
+    (atomically); returns the report for eval.json, or None when ``results`` are no suite and none was asked for
+    (or, not asked for, rliable is missing: a note says so)."""
     from gato import atomic
     from gato.evaluation.plots import plot_suite
 
     if suite is None and not is_suite(results):
         return None
-    report = suite_report(results, suite)
+    try:
+        report = suite_report(results, suite)
+    except MissingExtraError as e:
+        if suite is not None:  # asked for: the clear error
+            raise
+        print(f"\n(several BabyAI levels: the suite aggregate is skipped: {e})")  # the per-task table stands
+        return None
     print("\n" + format_suite(report))
     with atomic.replacing(chart_path) as tmp:
         plot_suite(report, tmp)
