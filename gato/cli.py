@@ -108,7 +108,7 @@ def _babyai_suite(ns) -> int:
     print(f"{len(levels)} BabyAI levels, {sum(counts.values()):,} bot episodes in all, {ns.workers} worker(s); "
           "levels already written are kept (--overwrite replaces them)")
     outcomes = generate_babyai_suite(levels, counts, workers=ns.workers, episode_timeout_s=ns.episode_timeout,
-                                     max_steps=ns.max_steps, seed=ns.seed, overwrite=ns.overwrite)
+                                     max_steps=ns.max_steps, seed=ns.seed, overwrite=ns.overwrite, noise=ns.noise)
     print(format_table([o.row() for o in outcomes]))
     kept = [o.level for o in outcomes if o.status == "kept"]
     if kept:

@@ -363,7 +363,8 @@ def _existing(dataset_id: str) -> LevelOutcome | None:
 
 def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, workers: int = 2,
                           episode_timeout_s: float = 5.0, max_steps: int | None = None, reference_episodes: int = 100,
-                          seed: int = 0, overwrite: bool = False, progress: bool = True) -> list[LevelOutcome]:
+                          seed: int = 0, overwrite: bool = False, progress: bool = True,
+                          noise: float = 0.0) -> list[LevelOutcome]:
     """Write one bot dataset per level (``babyai/<Level>-bot-v0``, each as :func:`generate_babyai` writes it,
     references included), under one progress bar over every level's episodes; returns one
     :class:`LevelOutcome` per level, in order.
@@ -374,7 +375,8 @@ def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, 
     dropped, and why, is in each outcome (and the dataset's metadata) -- a level is never silently thin.
 
     ``episodes``: the count for every level, or ``{level: count}`` covering every level
-    (:func:`gato.data.babyai_suites.episode_counts` builds one from ``GoTo=8000 default=5000``).
+    (:func:`gato.data.babyai_suites.episode_counts` builds one from ``GoTo=8000 default=5000``). ``noise``: as
+    :func:`generate_babyai`'s, on every level. A level killed half-way is played again from its start.
     """
     import warnings as _warnings
 
@@ -405,7 +407,7 @@ def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, 
                 report = generate_babyai(level, counts[level], dataset_id=suite_dataset_id(level), seed=seed,
                                          workers=workers, episode_timeout_s=episode_timeout_s,
                                          reference_episodes=reference_episodes, overwrite=overwrite,
-                                         progress=progress, max_steps=max_steps, bar=bar)
+                                         progress=progress, max_steps=max_steps, bar=bar, noise=noise)
             outcomes[i] = LevelOutcome(level, report.dataset_id, counts[level],
                                        "written" if report.episodes_written else "none", report.episodes_written,
                                        report.episodes_skipped, dict(report.skip_reasons), report.expert_mean_return,
