@@ -1,6 +1,7 @@
 """The ``gato`` command: data, inspect, train, eval.
 
     gato data babyai --level GoToLocal --episodes 5000   write a BabyAI bot dataset (Minari)
+    gato data babyai --levels jat --episodes 5000       one per level of JAT's 39 (resumable; a table of drops)
     gato inspect babyai/GoToLocal-bot-v0                per-field token layout of a dataset or env
     gato train                                          the main job: BabyAI GoToLocal, ~20 min
     gato train --resume runs/NAME                       continue a killed run from its last saved state
@@ -52,7 +53,8 @@ def cmd_data(ns) -> int:
         return _language_data(ns)
     if ns.recipe == "list":
         rows = [{"recipe": "babyai", "dataset id": "babyai/LEVEL-bot-v0", "extra": "",
-                 "what": "any BabyAI level (--level), BabyAI bot: " + ", ".join(babyai_levels()[:4]) + ", ..."}]
+                 "what": "any BabyAI level (--level; several: --levels jat|all|NAMES), BabyAI bot: "
+                 + ", ".join(babyai_levels()[:4]) + ", ..."}]
         rows += [{"recipe": r.name, "dataset id": r.dataset_id, "extra": r.extra or "", "what": r.summary}
                  for r in RECIPES.values()]
         print(format_table(rows))
@@ -64,13 +66,16 @@ def cmd_data(ns) -> int:
                                     else "no", "what": r["what"]} for r in list_defaults()]))
         print("\nUse them with `gato train --text_datasets text/pydoc --text_prop 0.2` (likewise caption, vqa).")
         return 0
+    if ns.recipe == "babyai" and ns.levels:
+        return _babyai_suite(ns)
     if ns.recipe == "babyai":
-        report = generate_babyai(ns.level, ns.episodes or 5000, dataset_id=ns.dataset_id, seed=ns.seed,
+        episodes = _one_count(ns.episodes)
+        report = generate_babyai(ns.level, episodes or 5000, dataset_id=ns.dataset_id, seed=ns.seed,
                                  workers=ns.workers, episode_timeout_s=ns.episode_timeout, overwrite=ns.overwrite,
-                                 noise=ns.noise)
+                                 noise=ns.noise, max_steps=ns.max_steps)
     else:
-        report = generate(ns.recipe, ns.episodes, dataset_id=ns.dataset_id, seed=ns.seed, workers=ns.workers,
-                          overwrite=ns.overwrite, action_noise=ns.action_noise)
+        report = generate(ns.recipe, _one_count(ns.episodes), dataset_id=ns.dataset_id, seed=ns.seed,
+                          workers=ns.workers, overwrite=ns.overwrite, action_noise=ns.action_noise)
     if not report.episodes_written:
         print(f"no episode succeeded ({dict(report.skip_reasons)}); nothing was written", file=sys.stderr)
         return 1
@@ -78,6 +83,44 @@ def cmd_data(ns) -> int:
           f"{dict(report.skip_reasons) or ''} in {report.seconds:.1f}s")
     print(f"expert return {report.expert_mean_return:.3f} +- {report.expert_std_return:.3f}, "
           f"random {report.random_mean_return:.3f} +- {report.random_std_return:.3f}")
+    return 0
+
+
+def _one_count(episodes: list[str] | None) -> int | None:
+    """``--episodes`` of a single dataset: one number."""
+    if not episodes:
+        return None
+    if len(episodes) != 1 or not episodes[0].isdigit():
+        raise ValueError(f"--episodes {' '.join(episodes)}: one dataset takes one count (LEVEL=N pairs go with "
+                         "`gato data babyai --levels ...`)")
+    return int(episodes[0])
+
+
+def _babyai_suite(ns) -> int:
+    """``gato data babyai --levels jat|all|NAME ...``: one dataset per level, then a table of what each got."""
+    from gato.data.babyai import generate_babyai_suite
+    from gato.data.babyai_suites import episode_counts, resolve_levels
+
+    if ns.dataset_id:
+        raise ValueError("--dataset_id names one dataset; with --levels each level goes to babyai/LEVEL-bot-v0")
+    levels = resolve_levels(ns.levels)
+    counts = episode_counts(ns.episodes, levels)
+    print(f"{len(levels)} BabyAI levels, {sum(counts.values()):,} bot episodes in all, {ns.workers} worker(s); "
+          "levels already written are kept (--overwrite replaces them)")
+    outcomes = generate_babyai_suite(levels, counts, workers=ns.workers, episode_timeout_s=ns.episode_timeout,
+                                     max_steps=ns.max_steps, seed=ns.seed, overwrite=ns.overwrite, noise=ns.noise)
+    print(format_table([o.row() for o in outcomes]))
+    kept = [o.level for o in outcomes if o.status == "kept"]
+    if kept:
+        print(f"\nkept as they were ({len(kept)}): {', '.join(kept)}")
+    short = [o for o in outcomes if o.short]
+    if short:
+        print(f"\n{len(short)} level(s) have fewer episodes than requested: "
+              + ", ".join(f"{o.level} {o.episodes}/{o.requested}" for o in short), file=sys.stderr)
+        if not ns.allow_short:
+            print("raise --episode_timeout or --max_steps, or accept them with --allow_short "
+                  "(a kept level: --overwrite regenerates it)", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -197,6 +240,8 @@ def print_scores(results: dict) -> dict:
     if s["tasks_scored"]:
         print(f"normalised score over {s['tasks_scored']} tasks: mean {s['mean_normalized_score']:.3f}, "
               f"IQM {s['iqm_normalized_score']:.3f}")
+        if "iqm_unavailable" in s:
+            print(s["iqm_unavailable"])
     return s
 
 
@@ -206,10 +251,13 @@ def print_scores(results: dict) -> dict:
 def cmd_eval(ns) -> int:
     from gato import atomic
     from gato.evaluation.scores import plot_scores
+    from gato.evaluation.suite import report_suite, rliable_modules
     from gato.evaluation.video import record_video
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import load_tasks
 
+    if ns.suite:
+        rliable_modules()  # a missing extra is reported before minutes of evaluation, not after
     checkpoint = Path(ns.checkpoint)
     policy = GatoPolicy.from_pretrained(checkpoint, device=ns.device)
     results, videos = {}, {}
@@ -223,8 +271,9 @@ def cmd_eval(ns) -> int:
     summary = print_scores(results)
     out = Path(ns.out) if ns.out else checkpoint.parent / "eval.json"
     # each written under a temporary name and renamed: a kill leaves the previous file or the new one
+    suite = report_suite(results, out.with_name(out.stem + "_suite.png"), ns.suite)  # several BabyAI levels
     atomic.write_json(out, {"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results,
-                            "summary": summary, "videos": videos})
+                            "summary": summary, "videos": videos, **({"suite": suite} if suite else {})})
     chart = None
     if summary["tasks_scored"]:
         chart = out.with_suffix(".png")
@@ -310,8 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("recipe", choices=["list", "babyai", *RECIPES, *LANGUAGE_DATA],
                       help="dataset recipe (control), text, captions or vqa (offline defaults), or 'list'")
     data.add_argument("--level", default="GoToLocal", help="BabyAI level (e.g. GoToLocal, GoToRedBall)")
-    data.add_argument("--episodes", type=int, default=None,
-                      help="expert episodes to write (default: babyai 5000, others per recipe, see `gato data list`)")
+    data.add_argument("--levels", nargs="+", metavar="LEVEL",
+                      help="babyai: several levels at once: a suite (jat: JAT's 39, all: every level the bot "
+                           "solves) or level names; one dataset each, babyai/LEVEL-bot-v0")
+    data.add_argument("--episodes", nargs="+", default=None, metavar="N",
+                      help="expert episodes to write (default: babyai 5000, others per recipe, see `gato data list`); "
+                           "with --levels also per level: GoTo=8000 BossLevel=20000 default=5000, or a JSON file")
+    data.add_argument("--max_steps", type=int, default=None,
+                      help="babyai: step bound per episode (default: the level's own)")
+    data.add_argument("--allow_short", action="store_true",
+                      help="babyai --levels: exit 0 even when a level got fewer episodes than requested")
     data.add_argument("--dataset_id", default=None, help="Minari id (default: the recipe's, see `gato data list`)")
     data.add_argument("--seed", type=int, default=0, help="first episode seed")
     data.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
@@ -352,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="", help="JSON output path (default: next to the checkpoint); the bar chart "
                     "goes beside it as .png")
     ev.add_argument("--video", default="", help="directory for one GIF rollout per task")
+    ev.add_argument("--suite", choices=["jat", "all"], default=None,
+                    help="score the checkpoint's BabyAI levels as this suite (per level, then mean/median/IQM with "
+                         "95%% CIs by rliable; needs the eval extra); several BabyAI levels are scored as a suite "
+                         "without it")
     ev.set_defaults(func=cmd_eval)
     _add_language_commands(sub)
     return parser

@@ -6,6 +6,8 @@ Layout (ids are contiguous, in this order)::
     [discrete_offset, +discrete)   discrete values 0..discrete_tokens-1
     [continuous_offset, +cont.)    bins of continuous values in [-1, 1]
     [task_offset, +task_tokens)    task ids: in multi-task training each timestep starts with its task's token
+                                   (64 by default, as every checkpoint before PolicyConfig.task_tokens;
+                                   ``gato train`` reserves one per control dataset when a run has more)
     separator                      Gato's '|' between a timestep's observation and its action
     pad                            fills a sequence after its last real token
 
@@ -38,6 +40,8 @@ class Vocab:
         for name in ("discrete_tokens", "continuous_tokens"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be at least 2, got {getattr(self, name)}")
+        if isinstance(self.task_tokens, bool) or not isinstance(self.task_tokens, int) or self.task_tokens < 1:
+            raise ValueError(f"task_tokens must be a positive int (task ids reserved), got {self.task_tokens!r}")
 
     @property
     def text_tokens(self) -> int:
@@ -62,7 +66,8 @@ class Vocab:
     def task(self, task_id: int) -> int:
         """The token of task ``task_id``."""
         if not 0 <= task_id < self.task_tokens:
-            raise ValueError(f"task id {task_id} is outside the vocabulary's {self.task_tokens} task tokens")
+            raise ValueError(f"task id {task_id} is outside the vocabulary's {self.task_tokens} task tokens; a "
+                             f"model for more tasks needs PolicyConfig(task_tokens={task_id + 1}) or more")
         return self.task_offset + task_id
 
     @property

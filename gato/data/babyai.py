@@ -50,6 +50,8 @@ __all__ = [
     "babyai_levels",
     "babyai_observation_space",
     "generate_babyai",
+    "generate_babyai_suite",
+    "LevelOutcome",
 ]
 
 # Every BabyAI mission seen across all registered levels uses lowercase letters,
@@ -152,6 +154,7 @@ class _BotSource:
     level: str  # the short name, e.g. "GoToLocal"
     episode_timeout_s: float
     noise: float
+    max_steps: int | None = None  # None: the level's own step bound (minigrid's max_steps)
     expert = "The BabyAI bot"
     skips_failures = True  # the bot hangs in replan() or raises on some levels, or fails
     clean_expert_reference = False  # the expert reference is the written (noisy) episodes
@@ -160,6 +163,10 @@ class _BotSource:
     def label(self) -> str:
         """Progress bar name."""
         return f"{self.env_id} bot"
+
+    def make(self) -> gym.Env:
+        """The level's env, with the step bound ``max_steps`` when one is given."""
+        return make_env(self.env_id) if self.max_steps is None else make_env(self.env_id, max_steps=self.max_steps)
 
     def prepare(self) -> tuple[str, gym.Space, gym.Space]:
         """The env id, the storable observation space and the action space."""
@@ -170,7 +177,7 @@ class _BotSource:
 
     def player(self):
         """Plays bot demonstrations and uniform-random references (actions from the episode seed)."""
-        env = make_env(self.env_id)
+        env = self.make()
 
         def play(kind: str, seed: int) -> Episode:
             if kind == RANDOM:
@@ -214,6 +221,8 @@ class _BotSource:
                           "seed": seed, "attempts": attempts, "episode_timeout_s": float(self.episode_timeout_s),
                           "noise": float(self.noise)},
         }
+        if self.max_steps is not None:  # hdf5 attributes hold no None
+            extra["generator"]["max_steps"] = int(self.max_steps)
         if collected.have_refs:
             extra.update(random_mean_return=random_mean, random_std_return=random_std,
                          num_random_episodes=len(collected.random_returns), random_seeds=[refs[0], refs[-1]])
@@ -234,6 +243,8 @@ def generate_babyai(
     overwrite: bool = False,
     progress: bool = True,
     noise: float = 0.0,
+    max_steps: int | None = None,
+    bar=None,
 ) -> GenerationReport:
     """Generate ``episodes`` successful BabyAI-bot episodes and write them as a Minari dataset.
 
@@ -262,6 +273,9 @@ def generate_babyai(
         max_attempts: cap on attempted bot episodes; default ``3 * episodes``.
         overwrite: replace an existing local dataset with the same id.
         progress: show a tqdm progress bar (episodes played) on stderr.
+        max_steps: step bound of every episode (bot and random); None: the level's own (minigrid's
+            ``max_steps``). An episode that reaches it without success is skipped as ``"truncated"``.
+        bar: a tqdm bar shared across levels to advance instead of this call's own.
 
     Episodes run in ``spawn``-ed worker processes, so a script calling this
     must guard its entry point with ``if __name__ == "__main__":``.
@@ -281,9 +295,123 @@ def generate_babyai(
         raise ValueError(f"episode_timeout_s must be > 0 seconds, got {episode_timeout_s!r}")
     if not hasattr(signal, "setitimer"):
         raise RuntimeError("generate_babyai needs signal.setitimer (POSIX) to bound episodes by time.")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive int (steps per episode) or None, got {max_steps!r}")
     if max_attempts is None and isinstance(episodes, int):
         max_attempts = 3 * episodes
-    return generate(_BotSource(env_id, name, episode_timeout_s, noise), episodes,
+    return generate(_BotSource(env_id, name, episode_timeout_s, noise, max_steps), episodes,
                     dataset_id=dataset_id or f"babyai/{name}-bot-v0", seed=seed, workers=workers,
                     reference_episodes=reference_episodes, max_attempts=max_attempts, overwrite=overwrite,
-                    progress=progress)
+                    progress=progress, bar=bar)
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@dataclasses.dataclass
+class LevelOutcome:
+    """What ``generate_babyai_suite`` did for one level: ``status`` is ``"written"``, ``"kept"`` (its dataset
+    already existed and was left as it is) or ``"none"`` (no episode succeeded, nothing written); ``short``
+    says the dataset holds fewer episodes than requested."""
+
+    level: str
+    dataset_id: str
+    requested: int
+    status: str
+    episodes: int
+    skipped: int = 0
+    skip_reasons: dict = dataclasses.field(default_factory=dict)
+    expert_return: float = float("nan")
+    random_return: float = float("nan")
+    seconds: float = 0.0
+
+    @property
+    def short(self) -> bool:
+        """Fewer episodes than requested."""
+        return self.episodes < self.requested
+
+    @property
+    def ms_per_attempt(self) -> float:
+        """Wall-clock milliseconds per bot attempt (the whole level's time over its attempts, the references and
+        the workers' start included; NaN for a kept level)."""
+        attempts = self.episodes + self.skipped
+        return 1000 * self.seconds / attempts if self.status != "kept" and attempts else float("nan")
+
+    def row(self) -> dict:
+        """A row of the summary table."""
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skip_reasons.items()))
+        return {"level": self.level, "status": self.status + (" SHORT" if self.short else ""),
+                "episodes": f"{self.episodes}/{self.requested}", "dropped": self.skipped, "why": reasons or "-",
+                "expert": self.expert_return, "random": self.random_return, "seconds": f"{self.seconds:.1f}"}
+
+
+def _existing(dataset_id: str) -> LevelOutcome | None:
+    """The outcome of a level whose dataset is already written (its counts and references from its metadata)."""
+    from gato.data.writer import local_dataset_exists
+
+    if not local_dataset_exists(dataset_id):
+        return None
+    from gato.data.episodes import load_minari
+
+    dataset = load_minari(dataset_id)
+    meta = dataset.storage.metadata
+    return LevelOutcome("", dataset_id, 0, "kept", int(dataset.total_episodes),
+                        int(meta.get("episodes_skipped", 0)), dict(meta.get("skip_reasons", {}) or {}),
+                        float(meta.get("expert_mean_return", float("nan"))),
+                        float(meta.get("random_mean_return", float("nan"))))
+
+
+def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, workers: int = 2,
+                          episode_timeout_s: float = 5.0, max_steps: int | None = None, reference_episodes: int = 100,
+                          seed: int = 0, overwrite: bool = False, progress: bool = True,
+                          noise: float = 0.0) -> list[LevelOutcome]:
+    """Write one bot dataset per level (``babyai/<Level>-bot-v0``, each as :func:`generate_babyai` writes it,
+    references included), under one progress bar over every level's episodes; returns one
+    :class:`LevelOutcome` per level, in order.
+
+    Resumable: a level whose dataset exists is kept as it is (status ``"kept"``) unless ``overwrite``. Levels are
+    played one after another, each over ``workers`` processes. Every episode is bounded by the level's
+    step bound (``max_steps``, default the level's own) and by ``episode_timeout_s`` of wall clock; what was
+    dropped, and why, is in each outcome (and the dataset's metadata) -- a level is never silently thin.
+
+    ``episodes``: the count for every level, or ``{level: count}`` covering every level
+    (:func:`gato.data.babyai_suites.episode_counts` builds one from ``GoTo=8000 default=5000``). ``noise``: as
+    :func:`generate_babyai`'s, on every level. A level killed half-way is played again from its start.
+    """
+    import warnings as _warnings
+
+    from tqdm.auto import tqdm
+
+    from gato.data.babyai_suites import dataset_id as suite_dataset_id
+
+    counts = {level: episodes for level in levels} if isinstance(episodes, int) else dict(episodes)
+    missing = [level for level in levels if level not in counts]
+    if missing:
+        raise ValueError(f"no episode count for {', '.join(missing)}: give one for every level or a default")
+    outcomes: list[LevelOutcome | None] = []
+    for level in levels:
+        kept = None if overwrite else _existing(suite_dataset_id(level))
+        if kept is not None:
+            kept.level, kept.requested = level, counts[level]
+        outcomes.append(kept)
+    todo = [level for level, done in zip(levels, outcomes) if done is None]
+    bar = tqdm(total=sum(counts[level] + reference_episodes for level in todo), unit="ep", disable=not progress,
+               dynamic_ncols=True, desc=f"{len(todo)} BabyAI levels")
+    try:
+        for i, level in enumerate(levels):
+            if outcomes[i] is not None:
+                continue
+            bar.set_description(f"{level} ({todo.index(level) + 1}/{len(todo)})")
+            with _warnings.catch_warnings():  # a short level is reported in the outcome, not as a warning mid-bar
+                _warnings.simplefilter("ignore", RuntimeWarning)
+                report = generate_babyai(level, counts[level], dataset_id=suite_dataset_id(level), seed=seed,
+                                         workers=workers, episode_timeout_s=episode_timeout_s,
+                                         reference_episodes=reference_episodes, overwrite=overwrite,
+                                         progress=progress, max_steps=max_steps, bar=bar, noise=noise)
+            outcomes[i] = LevelOutcome(level, report.dataset_id, counts[level],
+                                       "written" if report.episodes_written else "none", report.episodes_written,
+                                       report.episodes_skipped, dict(report.skip_reasons), report.expert_mean_return,
+                                       report.random_mean_return, report.seconds)
+    finally:
+        bar.close()
+    return outcomes

@@ -56,7 +56,8 @@ class GenerationReport:
         episodes_written: demonstrations stored.
         episodes_skipped: attempted demonstrations that were dropped.
         skip_reasons: counts per reason: ``"timeout"`` (exceeded the source's
-            ``episode_timeout_s``), ``"failed"`` (the source says the episode did not succeed),
+            ``episode_timeout_s``), ``"truncated"`` (reached the env's step bound without succeeding),
+            ``"failed"`` (ended otherwise, and the source says it did not succeed),
             ``"error:<ExceptionType>"`` (the expert or env raised), and
             ``"worker_unresponsive"`` (a worker stopped answering; generation
             stopped early).
@@ -235,7 +236,8 @@ def _play_job(job: tuple[str, int]) -> tuple[str, str, Any]:
     if kind != DEMO:
         return kind, "ok", episode.total
     if not _SOURCE.succeeded(episode):
-        return kind, "failed", None
+        # the step bound (the env's max_steps) and a plain failure are told apart: the first means "needs longer"
+        return kind, "truncated" if episode.truncations and episode.truncations[-1] else "failed", None
     return kind, "ok", episode.as_dict()
 
 
@@ -292,9 +294,10 @@ def _claim(dataset_id: str, overwrite: bool) -> None:
 
 
 def _collect(source: Source, episodes: int, seed: int, workers: int, reference_episodes: int,
-             max_attempts: int, progress: bool) -> Collected:
+             max_attempts: int, progress: bool, bar=None) -> Collected:
     """Play the reference episodes, then demonstrations until ``episodes`` are kept (or
-    ``max_attempts`` were tried), in a pool of spawned workers."""
+    ``max_attempts`` were tried), in a pool of spawned workers. ``bar``: a tqdm bar to advance (one bar
+    across several datasets; it is left open), else one is made for this dataset."""
     from tqdm.auto import tqdm
 
     collected = Collected(seed, [seed + REFERENCE_SEED_OFFSET + j for j in range(reference_episodes)])
@@ -311,13 +314,16 @@ def _collect(source: Source, episodes: int, seed: int, workers: int, reference_e
     # spawn: fork is unsafe with threads; spawn also carries sys.path
     pool = multiprocessing.get_context("spawn").Pool(min(workers, len(references) + max_attempts),
                                                     initializer=_worker_init, initargs=(source,))
-    bar = tqdm(total=len(references) + episodes, desc=source.label, unit="ep", disable=not progress)
+    own_bar, advanced = bar is None, 0
+    if own_bar:
+        bar = tqdm(total=len(references) + episodes, desc=source.label, unit="ep", disable=not progress)
     try:
         for kind, status, payload in _imap_with_watchdog(pool, jobs, chunksize, patience_s):
             if kind != DEMO:
                 if status == "ok":
                     (collected.random_returns if kind == RANDOM else collected.expert_returns).append(payload)
                 bar.update(1)
+                advanced += 1
                 continue
             collected.attempts += 1
             if status != "ok":
@@ -326,6 +332,7 @@ def _collect(source: Source, episodes: int, seed: int, workers: int, reference_e
                 continue
             collected.demos.append(payload)
             bar.update(1)
+            advanced += 1
             if len(collected.demos) == episodes:
                 break
     except multiprocessing.TimeoutError:
@@ -334,7 +341,10 @@ def _collect(source: Source, episodes: int, seed: int, workers: int, reference_e
         warnings.warn(f"A worker stopped responding for {patience_s:.0f}s (beyond the per-episode alarm); "
                       "stopping generation early and writing what was collected.", RuntimeWarning, stacklevel=4)
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
+        else:  # the episodes this dataset will not get count as done on a shared bar
+            bar.update(len(references) + episodes - advanced)
         pool.terminate()  # not close: the attempts still queued are no longer needed
         pool.join()
     if not source.clean_expert_reference:
@@ -344,7 +354,7 @@ def _collect(source: Source, episodes: int, seed: int, workers: int, reference_e
 
 def generate(source: Source, episodes: int, *, dataset_id: str, seed: int = 0, workers: int = 2,
              reference_episodes: int = 100, max_attempts: int | None = None, overwrite: bool = False,
-             progress: bool = True) -> GenerationReport:
+             progress: bool = True, bar=None) -> GenerationReport:
     """Play ``source``'s expert until ``episodes`` demonstrations are kept and write them as a Minari dataset.
 
     Demonstration attempt ``i`` resets with ``seed + i``; the first ``episodes`` kept ones in
@@ -352,7 +362,7 @@ def generate(source: Source, episodes: int, *, dataset_id: str, seed: int = 0, w
     default ``episodes``, attempts). ``reference_episodes`` uniform-random episodes (and clean
     expert ones if the source asks) give ``ref_min_score`` / ``ref_max_score``; 0 stores none.
     Workers are spawned processes, so a script calling this needs an
-    ``if __name__ == "__main__":`` guard.
+    ``if __name__ == "__main__":`` guard. ``bar``: a shared tqdm bar to advance instead of this call's own.
 
     Returns a :class:`GenerationReport`; if no demonstration is kept, nothing is written and
     ``episodes_written == 0`` (a RuntimeWarning says so).
@@ -369,7 +379,7 @@ def generate(source: Source, episodes: int, *, dataset_id: str, seed: int = 0, w
     DATA.take(max_attempts, seed)  # raises if demonstrations would replay evaluation or correction episodes
     _claim(dataset_id, overwrite)
     env, observation_space, action_space = source.prepare()
-    collected = _collect(source, episodes, seed, workers, reference_episodes, max_attempts, progress)
+    collected = _collect(source, episodes, seed, workers, reference_episodes, max_attempts, progress, bar)
     report = GenerationReport(dataset_id, len(collected.demos), collected.skipped, collected.skip_reasons,
                               *collected.expert_stats, *collected.random_stats,
                               seconds=0.0, env_id=source.env_id, attempts=collected.attempts)

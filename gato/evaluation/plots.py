@@ -51,3 +51,49 @@ def save_figure(fig, path: str | Path) -> Path:
 
 def _score(metrics: dict) -> float:
     return metrics.get("normalized_score", metrics.get("success_rate", float("nan")))
+
+
+def plot_suite(report: dict, path: str | Path, title: str = "") -> Path:
+    """Horizontal bars of each level's normalised score (95% error bars from its episodes) in a suite report
+    (``gato.evaluation.suite.suite_report``), the aggregate mean and IQM with their intervals in the title and as
+    shaded bands: names stay readable with 39 levels."""
+    plt = pyplot()
+    rows = report["levels"]
+    names = [r["level"] for r in rows]
+    scores = [r["normalized"] for r in rows]
+    errors = [0.0 if r["error"] != r["error"] else r["error"] for r in rows]  # NaN: no bar
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
+    y = list(range(len(rows)))[::-1]  # the suite's first level at the top
+    colours = ["tab:green" if s >= 0.9 else "tab:orange" if s >= 0.75 else "tab:red" for s in scores]
+    ax.barh(y, scores, xerr=errors, color=colours, ecolor="k", capsize=2, height=0.7)
+    for yi, s, e in zip(y, scores, errors):
+        ax.text(max(s, 0) + e + 0.02, yi, f"{s:.2f}", va="center", fontsize=8)  # right of the error bar
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    agg = report["aggregate"]
+    for name, colour in (("mean", "tab:blue"), ("iqm", "tab:purple")):
+        a = agg[name]
+        ax.axvspan(a["low"], a["high"], color=colour, alpha=0.15)
+        ax.axvline(a["value"], color=colour, lw=1, label=f"{name} {a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}]")
+    ax.axvline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xlim(min(0.0, min(scores, default=0.0)) - 0.05, max(1.3, max(scores, default=1.0) + 0.25))
+    ax.set(xlabel="normalised score (expert = 1, random = 0)",
+           title=title or f"{agg['levels']} BabyAI levels: median {agg['median']['value']:.3f}")
+    ax.legend(loc="lower right", fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_suite_curves(points: list[dict], path: str | Path, title: str = "") -> Path:
+    """The suite's aggregate (mean, median, IQM with their intervals) against training minutes, as a PNG.
+    ``points``: ``{"minutes": m, "aggregate": gato.evaluation.suite.aggregate(...)}`` in time order."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    minutes = [p["minutes"] for p in points]
+    for name in ("mean", "median", "iqm"):
+        values = [p["aggregate"][name] for p in points]
+        ax.plot(minutes, [v["value"] for v in values], marker="o", label=name)
+        ax.fill_between(minutes, [v["low"] for v in values], [v["high"] for v in values], alpha=0.15)
+    ax.axhline(1.0, color="k", lw=0.6, ls="--")
+    ax.set(xlabel="training minutes", ylabel="normalised score", title=title or "suite aggregate (95% CI)")
+    ax.legend()
+    return save_figure(fig, path)

@@ -11,13 +11,14 @@ import numpy as np
 
 
 def interquartile_mean(values) -> float:
-    """Mean of the middle 50% of ``values`` (the lowest and highest quarter dropped, as
-    ``scipy.stats.trim_mean(values, 0.25)``): robust to one task far off the others."""
-    x = np.sort(np.asarray(values, dtype=np.float64))
+    """Mean of the middle 50% of ``values``, as rliable's ``aggregate_iqm`` computes it (a 25% trimmed mean):
+    robust to one task far off the others. NaN for no values; MissingExtraError without the ``eval`` extra."""
+    from gato.evaluation.suite import rliable_modules
+
+    x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return math.nan
-    k = int(0.25 * x.size)
-    return float(x[k : x.size - k].mean())
+    return float(rliable_modules()[1].aggregate_iqm(x[None, :]))
 
 
 LANGUAGE_METRICS = [
@@ -74,13 +75,17 @@ def score_rows(results: dict) -> list[dict]:
 
 
 def summary(results: dict) -> dict:
-    """Mean and interquartile mean of the normalised scores of the tasks that have one."""
+    """Mean and interquartile mean of the normalised scores of the tasks that have one. Without the ``eval``
+    extra (rliable) the IQM is NaN and ``iqm_unavailable`` says how to get it: a training run still ends well."""
+    from gato.evaluation.suite import MissingExtraError
+
     scores = [m["normalized_score"] for m in results.values() if "normalized_score" in m]
-    return {
-        "tasks_scored": len(scores),
-        "mean_normalized_score": float(np.mean(scores)) if scores else math.nan,
-        "iqm_normalized_score": interquartile_mean(scores),
-    }
+    out = {"tasks_scored": len(scores), "mean_normalized_score": float(np.mean(scores)) if scores else math.nan}
+    try:
+        out["iqm_normalized_score"] = interquartile_mean(scores)
+    except MissingExtraError as e:
+        out.update(iqm_normalized_score=math.nan, iqm_unavailable=str(e))
+    return out
 
 
 def plot_scores(results: dict, path: str | Path, title: str = "") -> Path:

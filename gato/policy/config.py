@@ -29,6 +29,9 @@ class PolicyConfig:
     resid_mid_channels: int = _field(32, "channels inside the per-patch ResNet block")
     continuous_tokens: int = _field(1024, "number of bins for continuous values")
     discrete_tokens: int = _field(1024, "size of the discrete-value token range")
+    task_tokens: int = _field(64, "task-id tokens reserved in the vocabulary (one per control task of a multi-task "
+                                  "run; `gato train` raises it to the run's number of datasets). Checkpoints "
+                                  "written before the field existed have 64")
     context_len: int = _field(256, "context length in tokens (also the rows of the in-timestep position table); "
                                    "256, as every `gato train` run used")
     use_patch_pos_encoding: bool = _field(True, "add learned patch row/column position encodings")

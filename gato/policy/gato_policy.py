@@ -44,7 +44,7 @@ class GatoPolicy(nn.Module):
       ``tokenizer_model_name``, ``pad_seq``;
     - our own: ``image_channels``, ``image_channel_pad``, ``value_embedding``, ``image_summary``,
       ``image_summary_pooled``, ``text_film``, ``positions``, ``max_positions``, ``layer_norm_eps``, ``lora_r``,
-      ``lora_alpha``, ``lora_dropout``.
+      ``lora_alpha``, ``lora_dropout``, ``task_tokens``.
 
     Any other keyword raises TypeError. Each one's meaning and default is documented on PolicyConfig; unlike
     NEKO's, the dropout default is 0.0. ``pretrained_lm`` names a local Hugging Face GPT-2 directory (with its
@@ -418,7 +418,8 @@ def _policy_vocab(config: PolicyConfig, tokenizer_dir=None) -> tuple[Vocab, str 
     name = config.tokenizer_model_name
     source = Path(tokenizer_dir) if tokenizer_dir is not None and name else Path(name) if name else None
     tokenizer = load_tokenizer(name if source is None else str(source))
-    vocab = Vocab(name, config.discrete_tokens, config.continuous_tokens, config.mu, config.M, tokenizer=tokenizer)
+    vocab = Vocab(name, config.discrete_tokens, config.continuous_tokens, config.mu, config.M,
+                  task_tokens=config.task_tokens, tokenizer=tokenizer)
     if isinstance(tokenizer, WordByteTokenizer):
         return vocab, None
     return vocab, (source / TOKENIZER_FILE).read_text(encoding="utf-8")

@@ -41,6 +41,9 @@ class TrainingArgs:
     control_datasets: list = _f(["babyai/GoToLocal-bot-v0"],
                                 "Minari dataset ids to train on (local; `gato data` makes them)")
     task_weights: list = _f([], "sampling weight per dataset, in order (default: uniform over tasks)")
+    task_sampling: str = _f("uniform", "how often each control dataset is sampled: uniform (or --task_weights), "
+                                       "data (by its timesteps) or expert_gap (by 1 - its normalised score at the "
+                                       "last evaluation, floored; see gato/training/sampling.py)")
     loss_weighting: str = _f("tokens", "tokens: every predicted token weighs the same in the loss (Gato, NEKO), so a "
                                        "task that predicts many tokens per row (text) outweighs one that predicts "
                                        "few (an answer, an action); tasks: each task's mean loss weighs its share "
@@ -92,6 +95,8 @@ class TrainingArgs:
     M: float = _model("M")
     discrete_tokens: int = _model("discrete_tokens")
     continuous_tokens: int = _model("continuous_tokens")
+    task_tokens: int = _model("task_tokens", "task-id tokens reserved (raised to the number of --control_datasets "
+                                             "when a run has more)")
     value_embedding: bool = _model("value_embedding")
     # model: images
     disable_patch_pos_encoding: bool = _model("use_patch_pos_encoding", "turn off the patch row/column position "
@@ -209,6 +214,10 @@ class TrainingArgs:
              "--batch_size must be at least --gradient_accumulation_steps (>= 1)"),
             (not self.task_weights or len(self.task_weights) == len(self.control_datasets),
              "--task_weights needs one weight per dataset in --control_datasets"),
+            (self.task_sampling in ("uniform", "data", "expert_gap"),
+             "--task_sampling must be uniform, data or expert_gap"),
+            (not self.task_weights or self.task_sampling == "uniform",
+             f"--task_weights are explicit weights: drop them or --task_sampling {self.task_sampling}"),
             (len(self.action_history_noise) in (0, 1, len(self.control_datasets)),
              "--action_history_noise needs one value, or one per dataset in --control_datasets"),
             (len(self.dagger_episodes) in {1, len(self.control_datasets)} - {0} and min(self.dagger_episodes) >= 0,
@@ -243,10 +252,12 @@ class TrainingArgs:
         kinds = {"text": self.text_datasets, "caption": self.caption_datasets, "vqa": self.vqa_datasets}
         return {kind: list(datasets) for kind, datasets in kinds.items() if datasets}
 
-    def mixture_weights(self) -> list[float]:
-        """Sampling weight of every task in build order: control datasets (by --task_weights, else equally) share
-        what the *_prop flags leave; each kind's share is split equally among its datasets."""
-        control = np.asarray(self.task_weights or [1.0] * len(self.control_datasets), float)
+    def mixture_weights(self, control=None) -> list[float]:
+        """Sampling weight of every task in build order: control datasets (by ``control``, else --task_weights, else
+        equally) share what the *_prop flags leave; each kind's share is split equally among its datasets."""
+        if control is None:
+            control = self.task_weights or [1.0] * len(self.control_datasets)
+        control = np.asarray(control, float)
         rest = 1.0 - self.text_prop - self.caption_prop - self.vqa_prop
         weights = list(control / control.sum() * rest) if len(control) else []
         for kind, datasets in self.mixture().items():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gato.data.generation import ensure_dataset
 from gato.training.arguments import TrainingArgs
+from gato.training.sampling import control_weights, mix
 
 
 def task_name(dataset_id: str) -> str:
@@ -99,6 +100,9 @@ def build_policy(args: TrainingArgs, device, tokenizer: str | None = None):
     from gato.policy.gato_policy import GatoPolicy
 
     config = args.policy_config()
+    # one task token per control dataset: a run of more tasks than the default reserves grows the vocabulary
+    if len(args.control_datasets) > config.task_tokens:
+        config = dataclasses.replace(config, task_tokens=len(args.control_datasets))
     if tokenizer:
         config = dataclasses.replace(config, tokenizer_model_name=tokenizer)
     return GatoPolicy(config, device=device, pretrained_lm=args.pretrained_lm or None)
@@ -168,11 +172,15 @@ def build_trainer(args: TrainingArgs, tasks=None):
     if tasks is None:
         for task in language:
             task.encode_for(model.vocab)
-        tasks = build_tasks(args, model.vocab) + language
-        weights = args.mixture_weights()
+        control = build_tasks(args, model.vocab)
+        tasks = control + language
+        weights = args.mixture_weights(control_weights(args.task_sampling, control, args.task_weights))
     optimizer = make_optimizer(model, args)
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=None, accelerator=accelerator, tasks=tasks,
                       exp_name=exp_name, args=args, task_weights=weights)
+    if args.task_sampling == "expert_gap" and weights is not None:
+        shares = weights[len(control):]  # the language tasks keep their --*_prop shares
+        trainer.reweight = lambda results: mix(control_weights("expert_gap", control, last_eval=results), shares)
     trainer.scheduler = warmup_cosine(optimizer, args.warmup_steps, args.training_steps, args.learning_rate,
                                       args.init_lr, args.min_factor, args.max_minutes * 60,
                                       clock=lambda: trainer.train_seconds)

@@ -65,6 +65,8 @@ class Trainer:
             raise ValueError(f"task_weights {weights.tolist()} must be {len(self.tasks)} non-negative numbers, "
                              "not all zero")
         self.weights = weights / weights.sum()
+        # {task: metrics} of an evaluation -> new task weights (--task_sampling expert_gap; see gato/training/run.py)
+        self.reweight = None
         self.run_dir = Path(args.save_dir) / exp_name
         self.rng = np.random.default_rng(getattr(args, "seed", 0) + 1000 * accelerator.process_index)
         self.history: list[dict] = []
@@ -229,6 +231,7 @@ class Trainer:
             from gato.training.state import load_state
 
             load_state(self, resume_from)
+            self._reweight(next((h["eval"] for h in reversed(self.history) if "eval" in h), None))
         self.start_trackers()
         try:
             return self._train()
@@ -310,8 +313,15 @@ class Trainer:
         loss, tokens = self.accelerator.reduce(both, reduction="sum").tolist()
         return {**out, "loss": loss / self.accelerator.num_processes}, int(tokens)
 
+    def _reweight(self, results: dict | None) -> None:
+        """Task weights from an evaluation's results, when the run's sampling follows them (``reweight``)."""
+        if self.reweight is not None and results:
+            weights = np.asarray(self.reweight(results), float)
+            self.weights = weights / weights.sum()
+
     def _evaluate_and_save(self, bar, final: bool = False) -> dict:
         results = self.evaluate()
+        self._reweight(results)
         if self.accelerator.is_main_process:
             # float(): a tracker may skip numpy scalars (TensorBoard's takes Python int and float only)
             self.accelerator.log({f"eval/{name}/{key}": float(value) for name, metrics in results.items()
