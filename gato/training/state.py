@@ -99,6 +99,7 @@ def _write_state(trainer, args_dict: dict, processes: list[dict], tmp: Path) -> 
             save_episodes(episodes, tmp / _added_file(rank, task_index))
     state = {"step": trainer.step, "train_seconds": trainer.train_seconds, "processes": len(processes),
              "dagger_rounds_done": trainer.dagger_rounds_done, "last_eval_seconds": trainer.last_eval_seconds,
+             "last_eval_step": trainer.last_eval_step,
              "last_state_seconds": trainer.train_seconds, "history": trainer.history,
              "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
              "rngs": [process["rngs"] for process in processes]}
@@ -154,3 +155,6 @@ def load_state(trainer, path: str | Path) -> None:
     trainer.last_eval_seconds = state["last_eval_seconds"]
     trainer.last_state_seconds = state["last_state_seconds"]
     trainer.history = state["history"]
+    # older states lack it: the main process's history (saved whole, read by every process) says the same
+    trainer.last_eval_step = state.get("last_eval_step", max((e["step"] for e in trainer.history if "eval" in e),
+                                                              default=-1))

@@ -8,9 +8,9 @@ of ``training_steps``) and once more at the end, and saves checkpoints atomicall
 
 On N processes (``accelerate launch`` or ``torchrun``): ``batch_size`` is the global batch, each process samples
 ``batch_size / N`` rows of its own (its generator is seeded by its rank) and DDP averages the gradients; the
-training clock is rank 0's, broadcast at every step, so every process takes the same decisions (learning rate,
-evaluation, DAgger, saving, stopping); evaluation episodes are split across the processes and gathered; only the
-main process writes files and logs.
+training clock is rank 0's, shared at every step and after each DAgger round, so every process takes the same
+decisions (learning rate, evaluation, DAgger, saving, stopping); evaluation episodes are split across the
+processes and gathered; only the main process writes files and logs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import broadcast, broadcast_object_list, gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 
 from gato.data.batch import Batch
 from gato.evaluation.scores import headline
@@ -72,6 +72,7 @@ class Trainer:
         self.step = 0
         self.dagger_rounds_done = 0
         self.last_eval_seconds = 0.0  # training time at the last evaluation (saved with the state)
+        self.last_eval_step = -1  # step of the last evaluation, on every process (saved with the state)
         self.last_state_seconds = 0.0  # training time at the last state save
 
     def _args_dict(self) -> dict:
@@ -189,6 +190,7 @@ class Trainer:
                 results[task.name] = stats
         self.dagger_rounds_done += 1
         self.train_seconds += time.monotonic() - t0
+        self._share_clock()  # each process spent its own time: take rank 0's, as after a step
         self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "corrections": results})
         if results and self.accelerator.is_main_process:
             summary = "  ".join(f"{name}: +{s['episodes']} episodes, model != expert on {s['disagreement']:.0%} "
@@ -258,49 +260,57 @@ class Trainer:
         args = self.args
         main = self.accelerator.is_main_process
         bar = self.progress_bar(disable=not main)
+        # Every decision below (log, evaluate, DAgger, save, stop) reads only what every process holds alike: the
+        # step, the shared clock and counters that all of them update. The history is the main process's alone.
         window_tokens, window_start = 0, self.train_seconds
         last = {}
         while self.step < args.training_steps and not self._out_of_time():
             t0 = time.monotonic()
             out = self.train_step()
             self.train_seconds += time.monotonic() - t0
-            self._share_clock()
+            finite = self._share_clock(out["loss"])
             self.step += 1
             window_tokens += out["tokens"]
             bar.update(self._progress() - bar.n)
-            if not math.isfinite(out["loss"]):
+            if not finite:
                 raise FloatingPointError(f"loss became {out['loss']} at step {self.step}; lower --learning_rate "
                                          "or enable gradient clipping")
             if self.step % args.log_every == 0:
                 out, window_tokens = self._across_processes(out, window_tokens)
-            if self.step % args.log_every == 0 and main:
                 rate = window_tokens / max(1e-9, self.train_seconds - window_start)
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.accelerator.log({"train/loss": out["loss"], "train/lr": float(lr), "train/tokens_per_s": rate},
-                                     step=self.step)
-                where = {"step": self.step} if args.max_minutes else {"min": f"{self.train_seconds / 60:.1f}"}
-                bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", **where)
-                self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "loss": out["loss"]})
-                window_tokens, window_start = 0, self.train_seconds
+                window_tokens, window_start = 0, self.train_seconds  # on every process: each sums its own window
+                if main:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.accelerator.log({"train/loss": out["loss"], "train/lr": float(lr),
+                                          "train/tokens_per_s": rate}, step=self.step)
+                    where = {"step": self.step} if args.max_minutes else {"min": f"{self.train_seconds / 60:.1f}"}
+                    bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", **where)
+                    self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "loss": out["loss"]})
             evaluated = self._eval_due(self.last_eval_seconds)
             if evaluated:
-                self.last_eval_seconds = self.train_seconds
                 last = self._evaluate_and_save(bar)
             if self._dagger_due():
                 self.collect_corrections(bar)
             if evaluated or self._state_due():
                 self.save_state()  # at the end of the step, so that a resumed run repeats nothing
         bar.close()
-        if not self.history or "eval" not in self.history[-1] or self.history[-1]["step"] != self.step:
+        if self.last_eval_step != self.step:
             last = self._evaluate_and_save(None, final=True)
+        elif args.save_mode != "checkpoint" and args.save_model:
+            self._save_checkpoint()  # the last step's evaluation did not save (save_mode last): the end does
         return last
 
-    def _share_clock(self) -> None:
+    def _share_clock(self, loss: float = 0.0) -> bool:
         """Every process takes rank 0's training time: the schedule, evaluations, DAgger rounds, saves and the
-        end of the run all follow it, so the processes never disagree about what comes next."""
-        if self.accelerator.num_processes > 1:
-            clock = torch.tensor([self.train_seconds], dtype=torch.float64, device=self.accelerator.device)
-            self.train_seconds = float(broadcast(clock, from_process=0).item())
+        end of the run all follow it, so the processes never disagree about what comes next. Returns whether
+        the loss is finite on every process (in the same reduction), so that all of them stop together."""
+        if self.accelerator.num_processes == 1:
+            return math.isfinite(loss)
+        clock = self.train_seconds if self.accelerator.is_main_process else 0.0
+        both = torch.tensor([clock, loss], dtype=torch.float64, device=self.accelerator.device)
+        clock, total = self.accelerator.reduce(both, reduction="sum").tolist()
+        self.train_seconds = clock
+        return math.isfinite(total)
 
     def _across_processes(self, out: dict, window_tokens: int) -> tuple[dict, int]:
         """The loss averaged and the tokens summed over the processes (for logging)."""
@@ -311,6 +321,8 @@ class Trainer:
         return {**out, "loss": loss / self.accelerator.num_processes}, int(tokens)
 
     def _evaluate_and_save(self, bar, final: bool = False) -> dict:
+        # on every process: the end of the run asks whether the last step was evaluated
+        self.last_eval_step, self.last_eval_seconds = self.step, self.train_seconds
         results = self.evaluate()
         if self.accelerator.is_main_process:
             # float(): a tracker may skip numpy scalars (TensorBoard's takes Python int and float only)
@@ -320,10 +332,15 @@ class Trainer:
             summary = "  ".join(f"{n}: {headline(m)}" for n, m in results.items())
             line = f"step {self.step} ({self.train_seconds / 60:.1f} min)  {summary}"
             (bar.write if bar is not None else print)(line)
-            if self.args.save_model and (final or self.args.save_mode == "checkpoint"):
-                self.save()
+        if self.args.save_model and (final or self.args.save_mode == "checkpoint"):
+            self._save_checkpoint()
         self.accelerator.wait_for_everyone()
         return results
+
+    def _save_checkpoint(self) -> None:
+        """The checkpoint, written by the main process."""
+        if self.accelerator.is_main_process:
+            self.save()
 
     def _state_due(self) -> bool:
         """Whether ``save_every_minutes`` of training time (or ``save_every_steps``) passed since the last save."""
