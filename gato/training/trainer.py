@@ -53,7 +53,13 @@ class Trainer:
 
     def __init__(self, model, optimizer, scheduler, accelerator, tasks, exp_name, args, task_weights=None):
         self.accelerator = accelerator
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        from gato.training.sharding import is_sharded
+
+        # A model sharded with FSDP2 (``--fsdp``, gato.training.sharding) is used as it is: Accelerate's prepare
+        # would wrap it again, and it reduces its own gradients.
+        self.sharded = is_sharded(model)
+        self.model, self.optimizer = (model, optimizer) if self.sharded else accelerator.prepare(model, optimizer)
+        self._unsharded = None  # the sharded model's full copy, while the weights stay as they are
         self.scheduler = scheduler
         self.tasks = list(tasks)
         if not self.tasks:
@@ -81,8 +87,21 @@ class Trainer:
 
     @property
     def policy(self):
-        """The bare policy (unwrapped from Accelerate/DDP)."""
-        return self.accelerator.unwrap_model(self.model)
+        """The bare policy (unwrapped from Accelerate/DDP; with ``--fsdp`` the sharded one, whose parameters are
+        DTensors: use :meth:`plain_policy` to run or save it)."""
+        return self.model if self.sharded else self.accelerator.unwrap_model(self.model)
+
+    def plain_policy(self):
+        """The policy with full weights on this process, for evaluation, DAgger and the checkpoint: the bare
+        policy, or with ``--fsdp`` an unsharded copy (gathered from every process: all of them must call this;
+        kept until the next training step changes the weights)."""
+        if not self.sharded:
+            return self.policy
+        if self._unsharded is None:
+            from gato.training.sharding import unsharded_copy
+
+            self._unsharded = unsharded_copy(self.model)
+        return self._unsharded
 
     def sample_batch(self, batch_size: int) -> Batch:
         """A batch mixing tasks by weight: each sequence's task is drawn independently. With
@@ -113,24 +132,42 @@ class Trainer:
         accum = max(1, args.gradient_accumulation_steps)
         micro = self.micro_batch_size()
         self.model.train()
+        self._unsharded = None  # the weights change
         total_loss, tokens = 0.0, 0
-        for i in range(accum):
-            batch = self.sample_batch(micro)
+        batches = [self.sample_batch(micro) for _ in range(accum)]
+        if self.sharded:
+            self._share_unused(batches)
+        for i, batch in enumerate(batches):
             stream = batch.to_torch(self.accelerator.device)
             # gradients are averaged across processes once, at the last micro-batch
-            with self.accelerator.no_sync(self.model) if i + 1 < accum else contextlib.nullcontext():
+            last = i + 1 == accum
+            if self.sharded:
+                self.model.set_requires_gradient_sync(last)
+            with self.accelerator.no_sync(self.model) if not (last or self.sharded) else contextlib.nullcontext():
                 with self.accelerator.autocast():
                     _, loss = self.model(stream)
                 self.accelerator.backward(loss / accum)
             total_loss += float(loss.detach()) / accum
             tokens += int((batch.tokens != self.policy.vocab.pad).sum() + batch.patch_mask.sum())
         if not args.disable_grad_clip:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), args.grad_norm_clip)
+            if self.sharded:  # over DTensors: the norm is the whole model's, reduced across the shards
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_norm_clip)
+            else:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), args.grad_norm_clip)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": total_loss, "tokens": tokens}
+
+    def _share_unused(self, batches: list[Batch]) -> None:
+        """With ``--fsdp``: whether any process's rows this step have images, so that all of them reduce the same
+        gradients (see ``gato.training.sharding.reduce_unused``); a process's rows are drawn on their own."""
+        from gato.training.sharding import reduce_unused
+
+        mine = float(any(batch.patch_mask.any() for batch in batches))
+        flag = torch.tensor([mine], dtype=torch.float64, device=self.accelerator.device)
+        reduce_unused(self.model, bool(self.accelerator.reduce(flag, reduction="sum").item() > 0))
 
     def evaluate(self) -> dict:
         """Evaluate every task; returns {task name: metrics} on every process. On several processes a task that
@@ -140,13 +177,14 @@ class Trainer:
         options = {"deterministic": self.args.eval_mode == "deterministic",
                    "promptless_eval": self.args.promptless_eval, "n_envs": getattr(self.args, "eval_envs", None)}
         results = {}
+        policy = self.plain_policy()
         for task in self.tasks:
             if acc.num_processes > 1 and hasattr(task, "evaluate_part"):
-                part = task.evaluate_part(self.policy, self.args.eval_episodes, acc.process_index,
+                part = task.evaluate_part(policy, self.args.eval_episodes, acc.process_index,
                                           acc.num_processes, **options)
                 results[task.name] = task.summarize(gather_object(part))
             elif acc.is_main_process:
-                results[task.name] = task.evaluate(self.policy, n_iterations=self.args.eval_episodes, **options)
+                results[task.name] = task.evaluate(policy, n_iterations=self.args.eval_episodes, **options)
         if acc.num_processes > 1:
             shared = [results]
             broadcast_object_list(shared, from_process=0)
@@ -179,13 +217,14 @@ class Trainer:
         t0 = time.monotonic()
         results = {}
         n = self.accelerator.num_processes
+        policy = self.plain_policy()
         for i, task in enumerate(self.tasks):
             collect = getattr(task, "collect_corrections", None)
             episodes = self.args.dagger_episodes_for(i)
             if collect is None or episodes == 0:
                 continue
             round_index = self.dagger_rounds_done * n + self.accelerator.process_index  # unique across processes
-            stats = collect(self.policy, episodes, round_index=round_index)
+            stats = collect(policy, episodes, round_index=round_index)
             if stats is not None:
                 results[task.name] = stats
         self.dagger_rounds_done += 1
@@ -338,7 +377,9 @@ class Trainer:
         return results
 
     def _save_checkpoint(self) -> None:
-        """The checkpoint, written by the main process."""
+        """The checkpoint, written by the main process (every process calls this: with ``--fsdp`` the full weights
+        are gathered first)."""
+        self.plain_policy()
         if self.accelerator.is_main_process:
             self.save()
 
@@ -365,7 +406,7 @@ class Trainer:
     def save(self) -> Path:
         """Write the checkpoint (policy, task specs, args, history) and the learning curve."""
         directory = self.run_dir / "checkpoint"
-        self.policy.save_pretrained(directory, extra={
+        self.plain_policy().save_pretrained(directory, extra={
             TASKS_FILE: [task.spec() for task in self.tasks],
             ARGS_FILE: self._args_dict(),
             HISTORY_FILE: self.history,
