@@ -38,9 +38,10 @@ def recording(n):
         micro = recording.micro.get(step, 0)
         recording.micro[step] = micro + 1
         tensors = {k: v.contiguous() for k, v in batch.to_torch("cpu").items()}
+        recording.images.append([step, bool(batch.patch_mask.any())])
         save_file(tensors, f"{out}/batches/step{step}_rank{rank}_micro{micro}.safetensors")
     return batch
-recording.micro = {}
+recording.micro, recording.images = {}, []
 def killing():
     directory = save_state()
     if trainer.step == options.get("kill_at"):
@@ -50,7 +51,7 @@ trainer.sample_batch, trainer.save_state = recording, killing
 results = trainer.train(resume_from=resume)
 with open(f"{out}/rank{rank}.json", "w") as f:
     json.dump({"dtensors": [isinstance(p, DTensor) for p in trainer.model.parameters()], "eval": results,
-               "step": trainer.step, "sharded": trainer.sharded}, f)
+               "step": trainer.step, "sharded": trainer.sharded, "images": recording.images}, f)
 """
 
 STEPS = 6
@@ -81,7 +82,7 @@ def whole_run(cartpole_dataset, session_minari_root, tmp_path_factory):
     return out, flags
 
 
-def reference_weights(flags: dict, batches) -> dict:
+def reference_weights(flags: dict, batches, steps: int = STEPS) -> dict:
     """An unsharded policy trained in this process as a two-process run trains: per step, each process's
     micro-batch losses are divided by the accumulation steps, and the gradients averaged over the processes."""
     from gato.training.arguments import TrainingArgs
@@ -97,7 +98,7 @@ def reference_weights(flags: dict, batches) -> dict:
                               args.min_factor)
     accum = args.gradient_accumulation_steps
     model.train()
-    for step in range(STEPS):
+    for step in range(steps):
         for micro in range(accum):
             for rank in (0, 1):
                 _, loss = model(load_file(str(batches / f"step{step}_rank{rank}_micro{micro}.safetensors")))
@@ -166,3 +167,30 @@ def test_sharded_run_killed_and_resumed_ends_where_an_unbroken_one_ends(whole_ru
         assert torch.equal(ours[key], theirs[key]), key
     history = [json.loads((d / "checkpoint" / "history.json").read_text()) for d in (run_dir, whole / "runs" / "whole")]
     assert [e.get("loss") for e in history[0]] == [e.get("loss") for e in history[1]]
+
+
+@pytest.mark.slow
+def test_steps_where_only_one_process_has_images_reduce_the_same_gradients(cartpole_dataset, babyai_dataset,
+                                                                          session_minari_root, tmp_path):
+    """Rows draw their task on each process alone: in some steps one process has BabyAI rows (the patch encoder
+    used) and the other none. Both must still reduce the same gradients, and the result is the average."""
+    steps = 6
+    flags = {**FLAGS, "control_datasets": ["test/cartpole-random-v0", babyai_dataset.spec.dataset_id],
+             "task_weights": [0.85, 0.15], "sequence_length": 128, "training_steps": steps,
+             # 2 channels per GroupNorm group: with one, the bias before each norm has no true gradient, only
+             # rounding noise, which AdamW (eps 1e-8) turns into steps of up to lr * noise / eps
+             "resid_mid_channels": 16,
+             "gradient_accumulation_steps": 1, "save_every_steps": 0, "save_dir": str(tmp_path / "runs"),
+             "exp_name": "mixed"}
+    run = launch(tmp_path, flags, session_minari_root, record=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    images = [dict(json.loads((tmp_path / f"rank{r}.json").read_text())["images"]) for r in (0, 1)]
+    split = [step for step in range(steps) if images[0][step] != images[1][step]]
+    neither = [step for step in range(steps) if not images[0][step] and not images[1][step]]
+    assert split and neither, images  # both cases happened (the seeds make this run do so)
+    saved = load_file(str(tmp_path / "runs" / "mixed" / "checkpoint" / "model.safetensors"))
+    reference = reference_weights(flags, tmp_path / "batches", steps)
+    worst = max(float((saved[k] - reference[k]).abs().max()) for k in saved)
+    assert worst < 1e-6, worst  # as in the test above
+    stem = "embedding.patches.stem.weight"
+    assert not torch.equal(saved[stem], load_initial(flags)[stem])  # the patch encoder did train
