@@ -162,7 +162,10 @@ def test_processes_agree_on_every_decision_over_a_grid_of_runs(cartpole_expert_r
         main = ranks[0]
         assert main["step"] == flags["training_steps"] or main["seconds"] >= flags["max_minutes"] * 60, i
         assert main["last_eval_step"] == main["step"]  # the run ends evaluated, once
-        assert main["dagger"] == flags.get("dagger_rounds", 0), i
+        if flags["max_minutes"]:  # a round's own time counts: on a busy machine it can use up the budget
+            assert main["dagger"] <= flags.get("dagger_rounds", 0), i
+        else:
+            assert main["dagger"] == flags.get("dagger_rounds", 0), i
         assert ranks[1]["saves"] == [] and ranks[1]["logged"] == []  # only the main process writes and logs
         # one checkpoint, of the last step; with save_mode last it is written once
         run_dir = tmp_path / "runs" / flags["exp_name"]
