@@ -194,3 +194,14 @@ def test_steps_where_only_one_process_has_images_reduce_the_same_gradients(cartp
     assert worst < 1e-6, worst  # as in the test above
     stem = "embedding.patches.stem.weight"
     assert not torch.equal(saved[stem], load_initial(flags)[stem])  # the patch encoder did train
+
+
+def test_fsdp_on_one_process_or_in_fp16_is_refused_with_the_fix(tmp_path):
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    with pytest.raises(ValueError, match="torchrun --nproc_per_node N"):
+        build_trainer(TrainingArgs(fsdp=True, control_datasets=["test/none-v0"], report_to=["none"],
+                                   save_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="--mixed_precision bf16"):
+        TrainingArgs(fsdp=True, mixed_precision="fp16").validate()
