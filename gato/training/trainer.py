@@ -10,7 +10,8 @@ On N processes (``accelerate launch`` or ``torchrun``): ``batch_size`` is the gl
 ``batch_size / N`` rows of its own (its generator is seeded by its rank) and DDP averages the gradients; the
 training clock is rank 0's, shared at every step and after each DAgger round, so every process takes the same
 decisions (learning rate, evaluation, DAgger, saving, stopping); evaluation episodes are split across the
-processes and gathered; only the main process writes files and logs.
+processes and gathered; only the main process writes files and logs. With ``--fsdp`` the model is sharded
+instead of replicated (``gato.training.sharding``); evaluation, DAgger and saving then use a gathered copy.
 """
 
 from __future__ import annotations
