@@ -14,10 +14,15 @@ What is measured
       every 2 steps) run unbroken, and run again but SIGKILLed while writing its state past half-way, then
       ``gato train --resume``. The JSON gives both loss sequences' largest difference (0.0 means bitwise equal) and
       the PNG plots both curves.
+    * Training throughput, DDP against FSDP (``--train_throughput``, alone): for each process count and each of
+      ``--modes`` (``ddp``, ``fsdp``: ``gato train --fsdp``, torch FSDP2), ``--warmup`` untimed then ``--steps``
+      timed training steps as above, one setting after the other in this invocation; one process is the plain
+      unsharded run. The JSON lists tokens/s and seconds per step of every setting, and the ratio to the first.
 
 Usage
     python benchmarks/scaling.py                      # 1 and 2 processes, the resume check; PNG beside the JSON
     python benchmarks/scaling.py --processes 1 2 4 --device cuda   # on a multi-GPU machine
+    python benchmarks/scaling.py --train_throughput --processes 1 2 --modes ddp fsdp   # 1 process, 2 DDP, 2 FSDP
 
 Progress goes to stderr; a single JSON object is printed on stdout at the end.
 """
@@ -92,6 +97,63 @@ def throughput(processes: int, args, data_dir: str) -> dict:
         if run.returncode:
             raise SystemExit(f"{processes} processes failed:\n{run.stderr[-4000:]}")
         return json.loads(out.read_text())
+
+
+def train_worker(flags: dict, steps: int, warmup: int, out: str) -> None:
+    """One process of a training-throughput measurement (run under torch.distributed.run): the steps of
+    ``gato train`` (``Trainer.train_step``, then the clock shared), nothing else."""
+    import torch
+
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_trainer
+
+    trainer = build_trainer(TrainingArgs(**flags))
+    acc = trainer.accelerator
+    for _ in range(warmup):
+        trainer.train_step()
+    acc.wait_for_everyone()
+    tokens = 0
+    with _common.timed(str(acc.device), timing := {}):
+        for _ in range(steps):
+            tokens += trainer.train_step()["tokens"]
+            trainer._share_clock()
+    total_tokens = int(acc.reduce(torch.tensor([tokens], dtype=torch.float64, device=acc.device), "sum").item())
+    if acc.is_main_process:
+        Path(out).write_text(json.dumps({
+            "processes": acc.num_processes, "mode": "fsdp" if trainer.sharded else "ddp" if acc.num_processes > 1
+            else "single", "torch_threads_per_process": torch.get_num_threads(),
+            "rows_per_process": trainer.micro_batch_size(), "train_seconds": timing["seconds"],
+            "train_tokens_per_s": total_tokens / timing["seconds"], "seconds_per_step": timing["seconds"] / steps}))
+
+
+def train_throughput(processes: int, mode: str, args, data_dir: str) -> dict:
+    """Launch ``processes`` processes of :func:`train_worker` in ``mode`` (ddp or fsdp); their main process's JSON."""
+    flags = {**MODEL, "batch_size": args.batch_size, "training_steps": 10**9, "max_minutes": 0,
+             "report_to": ["none"], "save_model": False, "device": args.device,
+             "mixed_precision": args.mixed_precision, "exp_name": f"throughput-{processes}-{mode}",
+             "fsdp": mode == "fsdp"}
+    threads = max(1, (os.cpu_count() or 1) // processes) if args.device == "cpu" else 1
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MINARI_DATASETS_PATH": data_dir}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        flags["save_dir"] = tmp
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                   str(processes), "--no_python", sys.executable, __file__, "--train_worker", json.dumps(flags),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--out", str(out)]
+        _common.log(f"training throughput: {processes} process(es), {mode}, {threads} thread(s) each ...")
+        run = subprocess.run(command, env=env, capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(f"{processes} processes ({mode}) failed:\n{run.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
+def train_throughput_table(args, data_dir: str) -> dict:
+    """Every setting of ``--processes`` x ``--modes`` (one process: once, unsharded), side by side."""
+    settings = [(p, mode) for p in args.processes for mode in (["single"] if p == 1 else args.modes)]
+    runs = [train_throughput(p, mode, args, data_dir) for p, mode in settings]
+    base = runs[0]["train_tokens_per_s"]
+    return {"runs": runs, "ratios_vs_first": [{"processes": r["processes"], "mode": r["mode"],
+                                               "train_tokens_per_s": r["train_tokens_per_s"] / base} for r in runs]}
 
 
 # Replaces gato.atomic.replace_dir in the killed run: SIGKILL at its KILL_AT-th directory swap (a state save).
@@ -171,23 +233,41 @@ def main() -> None:
     parser.add_argument("--mixed_precision", default="no")
     parser.add_argument("--data_dir", default=None, help="Minari folder (default: a temporary one)")
     parser.add_argument("--png", default="benchmarks/results/scaling_resume_curve.png")
+    parser.add_argument("--train_throughput", action="store_true",
+                        help="only the training throughput of every --processes x --modes setting")
+    parser.add_argument("--modes", nargs="+", default=["ddp", "fsdp"], choices=["ddp", "fsdp"],
+                        help="with --train_throughput: how several processes train")
+    parser.add_argument("--episodes", type=int, default=1000, help="GoToLocal episodes generated if none exist")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--train_worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         with _common.stdout_to_stderr():
             worker(json.loads(args.worker), args.steps, args.warmup, args.out)
         return
+    if args.train_worker:
+        with _common.stdout_to_stderr():
+            train_worker(json.loads(args.train_worker), args.steps, args.warmup, args.out)
+        return
     _common.check_device(args.device)
     folder, created = _common.use_data_dir(args.data_dir)
     try:
         with _common.stdout_to_stderr():
-            data = _common.ensure_babyai(1000)
+            data = _common.ensure_babyai(args.episodes)
             start = time.time()
-            runs = [throughput(p, args, folder) for p in args.processes]
-            resume = resume_check(args.resume_steps, folder, Path(args.png))
+            if args.train_throughput:
+                table = train_throughput_table(args, folder)
+            else:
+                runs = [throughput(p, args, folder) for p in args.processes]
+                resume = resume_check(args.resume_steps, folder, Path(args.png))
     finally:
         _common.cleanup(folder, created)
+    if args.train_throughput:
+        _common.emit({"benchmark": "scaling/train_throughput", "machine": _common.machine_info(args.device),
+                      "data": data, "model": MODEL, "global_batch": args.batch_size, "timed_steps": args.steps,
+                      **table, "seconds": time.time() - start})
+        return
     base = runs[0]
     _common.emit({
         "benchmark": "scaling", "machine": _common.machine_info(args.device), "data": data,

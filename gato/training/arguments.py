@@ -127,6 +127,8 @@ class TrainingArgs:
     mixed_precision: str = _f("no", "accelerate mixed precision: no, bf16 or fp16")
     seed: int = _f(0, "random seed")
     device: str = _f("", "device (empty: accelerate's choice; 'cpu' forces the CPU)")
+    fsdp: bool = _f(False, "shard parameters, gradients and optimizer state over the processes (torch FSDP2; "
+                           "launch with torchrun, 2+ processes); DDP otherwise")
     # beyond plain behaviour cloning (see docs/ARCHITECTURE.md)
     action_history_noise: list = _f([], "probability that an action token of a training input is replaced by a "
                                         "random one (against copying the last action): one value for every dataset "
@@ -209,6 +211,8 @@ class TrainingArgs:
             (self.save_mode in ("checkpoint", "last"), "--save_mode must be checkpoint or last"),
             (self.prompt_type in ("start", "end", "uniform"), "--prompt_type must be start, end or uniform"),
             (self.mixed_precision in ("no", "bf16", "fp16"), "--mixed_precision must be no, bf16 or fp16"),
+            (not (self.fsdp and self.mixed_precision == "fp16"),
+             "--fsdp computes in bf16 (--mixed_precision bf16) or float32 (no), not fp16"),
             (self.loss_weighting in ("tokens", "tasks"), "--loss_weighting must be tokens or tasks"),
             (self.batch_size >= self.gradient_accumulation_steps >= 1,
              "--batch_size must be at least --gradient_accumulation_steps (>= 1)"),

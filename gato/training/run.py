@@ -151,9 +151,11 @@ def build_trainer(args: TrainingArgs, tasks=None):
                               project_config=ProjectConfiguration(project_dir=str(run_dir),
                                                                   logging_dir=str(run_dir / LOGS_DIR)))
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise ValueError(f"{accelerator.distributed_type.value}: sharded training is not supported yet (the training "
-                         "state and checkpoints are written from one process's full copy of the model); launch "
-                         "with DDP (`accelerate launch --multi_gpu ...` or torchrun)")
+        raise ValueError(f"{accelerator.distributed_type.value} from Accelerate's config is not used: shard with "
+                         "`gato train --fsdp` (torch FSDP2), launched by torchrun or `accelerate launch --multi_gpu`")
+    if args.fsdp and accelerator.num_processes < 2:
+        raise ValueError("--fsdp shards the model over processes and this run has one: launch it with "
+                         "`torchrun --nproc_per_node N .venv/bin/gato train --fsdp ...` (N >= 2), or drop --fsdp")
     if args.device not in ("", "cpu") and torch.device(args.device) != accelerator.device:
         raise ValueError(f"--device {args.device}: accelerate chose {accelerator.device}; select GPUs with "
                          "CUDA_VISIBLE_DEVICES (or `accelerate launch`) and leave --device empty")
@@ -175,6 +177,11 @@ def build_trainer(args: TrainingArgs, tasks=None):
         control = build_tasks(args, model.vocab)
         tasks = control + language
         weights = args.mixture_weights(control_weights(args.task_sampling, control, args.task_weights))
+    if args.fsdp:  # before the optimizer, which must hold the sharded parameters
+        from gato.training.sharding import shard
+
+        shard(model, accelerator.device, accelerator.num_processes,
+              bf16=accelerator.device.type == "cuda" and args.mixed_precision == "bf16")
     optimizer = make_optimizer(model, args)
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=None, accelerator=accelerator, tasks=tasks,
                       exp_name=exp_name, args=args, task_weights=weights)

@@ -13,6 +13,10 @@ On several processes each one's generators and DAgger episodes differ: they are 
 which alone writes, one file per process (``rng_{rank}``, ``added_{rank}_{task}``); a run resumes on as many
 processes as it was saved from. The directory is written whole under a temporary name and swapped in with
 :func:`gato.atomic.replace_dir`, so a kill at any instant leaves the previous state or the new one.
+
+A sharded model (``--fsdp``) is saved as the same files from full state dicts that every process gathers to
+rank 0 (the optimizer's keyed by parameter name), and loaded back by broadcasting from rank 0
+(``gato.training.sharding``).
 """
 
 from __future__ import annotations
@@ -81,24 +85,35 @@ def save_state(trainer, args_dict: dict) -> Path | None:
     acc = trainer.accelerator
     local = _process_state(trainer)
     processes = gather_object([local]) if acc.num_processes > 1 else [local]
+    full = None
+    if getattr(trainer, "sharded", False):  # --fsdp: the shards gathered, rank 0 holds the whole
+        from gato.training.sharding import full_state
+
+        full = full_state(trainer.model, trainer.optimizer)
     if not acc.is_main_process:
         return None
     target = trainer.run_dir / STATE_DIR
     with replacing_dir(target) as tmp:
-        _write_state(trainer, args_dict, processes, tmp)
+        _write_state(trainer, args_dict, processes, tmp, full)
     return target
 
 
-def _write_state(trainer, args_dict: dict, processes: list[dict], tmp: Path) -> None:
-    """The state's files, written into the directory ``tmp``."""
-    save_model(trainer.policy, str(tmp / MODEL_FILE))
-    torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+def _write_state(trainer, args_dict: dict, processes: list[dict], tmp: Path, full: tuple | None = None) -> None:
+    """The state's files, written into the directory ``tmp``; ``full``: a sharded model's full model and optimizer
+    state dicts (the optimizer's keyed by parameter name)."""
+    if full is None:
+        save_model(trainer.policy, str(tmp / MODEL_FILE))
+        torch.save(trainer.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    else:
+        save_file({k: v.contiguous() for k, v in full[0].items()}, str(tmp / MODEL_FILE))
+        torch.save(full[1], tmp / OPTIMIZER_FILE)
     for rank, process in enumerate(processes):
         save_file(process["torch"], str(tmp / _rng_file(rank)))
         for task_index, episodes in process["added"].items():
             save_episodes(episodes, tmp / _added_file(rank, task_index))
     state = {"step": trainer.step, "train_seconds": trainer.train_seconds, "processes": len(processes),
              "dagger_rounds_done": trainer.dagger_rounds_done, "last_eval_seconds": trainer.last_eval_seconds,
+             "last_eval_step": trainer.last_eval_step,
              "last_state_seconds": trainer.train_seconds, "history": trainer.history,
              "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
              "rngs": [process["rngs"] for process in processes]}
@@ -133,9 +148,17 @@ def load_state(trainer, path: str | Path) -> None:
                           f"{saved_processes} process(es)")
     rank = acc.process_index
     device = acc.device
-    load_model(trainer.policy, str(directory / MODEL_FILE), device=str(device))
-    trainer.optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, map_location=device,
-                                                 weights_only=True))
+    if getattr(trainer, "sharded", False):  # --fsdp: rank 0 reads the full state, each process keeps its shard
+        from gato.training.sharding import load_full_state
+
+        main = acc.is_main_process
+        load_full_state(trainer.model, trainer.optimizer, load_file(str(directory / MODEL_FILE)) if main else {},
+                        torch.load(directory / OPTIMIZER_FILE, weights_only=True) if main else {})
+        trainer._unsharded = None
+    else:
+        load_model(trainer.policy, str(directory / MODEL_FILE), device=str(device))
+        trainer.optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, map_location=device,
+                                                     weights_only=True))
     if trainer.scheduler is not None and state["scheduler"] is not None:
         trainer.scheduler.load_state_dict(state["scheduler"])
     torch_rngs = load_file(str(directory / _rng_file(rank)))
@@ -154,3 +177,6 @@ def load_state(trainer, path: str | Path) -> None:
     trainer.last_eval_seconds = state["last_eval_seconds"]
     trainer.last_state_seconds = state["last_state_seconds"]
     trainer.history = state["history"]
+    # older states lack it: the main process's history (saved whole, read by every process) says the same
+    trainer.last_eval_step = state.get("last_eval_step", max((e["step"] for e in trainer.history if "eval" in e),
+                                                              default=-1))

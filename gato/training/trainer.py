@@ -8,9 +8,10 @@ of ``training_steps``) and once more at the end, and saves checkpoints atomicall
 
 On N processes (``accelerate launch`` or ``torchrun``): ``batch_size`` is the global batch, each process samples
 ``batch_size / N`` rows of its own (its generator is seeded by its rank) and DDP averages the gradients; the
-training clock is rank 0's, broadcast at every step, so every process takes the same decisions (learning rate,
-evaluation, DAgger, saving, stopping); evaluation episodes are split across the processes and gathered; only the
-main process writes files and logs.
+training clock is rank 0's, shared at every step and after each DAgger round, so every process takes the same
+decisions (learning rate, evaluation, DAgger, saving, stopping); evaluation episodes are split across the
+processes and gathered; only the main process writes files and logs. With ``--fsdp`` the model is sharded
+instead of replicated (``gato.training.sharding``); evaluation, DAgger and saving then use a gathered copy.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import broadcast, broadcast_object_list, gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 
 from gato.data.batch import Batch
 from gato.evaluation.scores import headline
@@ -53,7 +54,13 @@ class Trainer:
 
     def __init__(self, model, optimizer, scheduler, accelerator, tasks, exp_name, args, task_weights=None):
         self.accelerator = accelerator
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        from gato.training.sharding import is_sharded
+
+        # A model sharded with FSDP2 (``--fsdp``, gato.training.sharding) is used as it is: Accelerate's prepare
+        # would wrap it again, and it reduces its own gradients.
+        self.sharded = is_sharded(model)
+        self.model, self.optimizer = (model, optimizer) if self.sharded else accelerator.prepare(model, optimizer)
+        self._unsharded = None  # the sharded model's full copy, while the weights stay as they are
         self.scheduler = scheduler
         self.tasks = list(tasks)
         if not self.tasks:
@@ -74,6 +81,7 @@ class Trainer:
         self.step = 0
         self.dagger_rounds_done = 0
         self.last_eval_seconds = 0.0  # training time at the last evaluation (saved with the state)
+        self.last_eval_step = -1  # step of the last evaluation, on every process (saved with the state)
         self.last_state_seconds = 0.0  # training time at the last state save
 
     def _args_dict(self) -> dict:
@@ -82,8 +90,21 @@ class Trainer:
 
     @property
     def policy(self):
-        """The bare policy (unwrapped from Accelerate/DDP)."""
-        return self.accelerator.unwrap_model(self.model)
+        """The bare policy (unwrapped from Accelerate/DDP; with ``--fsdp`` the sharded one, whose parameters are
+        DTensors: use :meth:`plain_policy` to run or save it)."""
+        return self.model if self.sharded else self.accelerator.unwrap_model(self.model)
+
+    def plain_policy(self):
+        """The policy with full weights on this process, for evaluation, DAgger and the checkpoint: the bare
+        policy, or with ``--fsdp`` an unsharded copy (gathered from every process: all of them must call this;
+        kept until the next training step changes the weights)."""
+        if not self.sharded:
+            return self.policy
+        if self._unsharded is None:
+            from gato.training.sharding import unsharded_copy
+
+            self._unsharded = unsharded_copy(self.model)
+        return self._unsharded
 
     def sample_batch(self, batch_size: int) -> Batch:
         """A batch mixing tasks by weight: each sequence's task is drawn independently. With
@@ -114,24 +135,42 @@ class Trainer:
         accum = max(1, args.gradient_accumulation_steps)
         micro = self.micro_batch_size()
         self.model.train()
+        self._unsharded = None  # the weights change
         total_loss, tokens = 0.0, 0
-        for i in range(accum):
-            batch = self.sample_batch(micro)
+        batches = [self.sample_batch(micro) for _ in range(accum)]
+        if self.sharded:
+            self._share_unused(batches)
+        for i, batch in enumerate(batches):
             stream = batch.to_torch(self.accelerator.device)
             # gradients are averaged across processes once, at the last micro-batch
-            with self.accelerator.no_sync(self.model) if i + 1 < accum else contextlib.nullcontext():
+            last = i + 1 == accum
+            if self.sharded:
+                self.model.set_requires_gradient_sync(last)
+            with self.accelerator.no_sync(self.model) if not (last or self.sharded) else contextlib.nullcontext():
                 with self.accelerator.autocast():
                     _, loss = self.model(stream)
                 self.accelerator.backward(loss / accum)
             total_loss += float(loss.detach()) / accum
             tokens += int((batch.tokens != self.policy.vocab.pad).sum() + batch.patch_mask.sum())
         if not args.disable_grad_clip:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), args.grad_norm_clip)
+            if self.sharded:  # over DTensors: the norm is the whole model's, reduced across the shards
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_norm_clip)
+            else:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), args.grad_norm_clip)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": total_loss, "tokens": tokens}
+
+    def _share_unused(self, batches: list[Batch]) -> None:
+        """With ``--fsdp``: whether any process's rows this step have images, so that all of them reduce the same
+        gradients (see ``gato.training.sharding.reduce_unused``); a process's rows are drawn on their own."""
+        from gato.training.sharding import reduce_unused
+
+        mine = float(any(batch.patch_mask.any() for batch in batches))
+        flag = torch.tensor([mine], dtype=torch.float64, device=self.accelerator.device)
+        reduce_unused(self.model, bool(self.accelerator.reduce(flag, reduction="sum").item() > 0))
 
     def evaluate(self) -> dict:
         """Evaluate every task; returns {task name: metrics} on every process. On several processes a task that
@@ -141,13 +180,14 @@ class Trainer:
         options = {"deterministic": self.args.eval_mode == "deterministic",
                    "promptless_eval": self.args.promptless_eval, "n_envs": getattr(self.args, "eval_envs", None)}
         results = {}
+        policy = self.plain_policy()
         for task in self.tasks:
             if acc.num_processes > 1 and hasattr(task, "evaluate_part"):
-                part = task.evaluate_part(self.policy, self.args.eval_episodes, acc.process_index,
+                part = task.evaluate_part(policy, self.args.eval_episodes, acc.process_index,
                                           acc.num_processes, **options)
                 results[task.name] = task.summarize(gather_object(part))
             elif acc.is_main_process:
-                results[task.name] = task.evaluate(self.policy, n_iterations=self.args.eval_episodes, **options)
+                results[task.name] = task.evaluate(policy, n_iterations=self.args.eval_episodes, **options)
         if acc.num_processes > 1:
             shared = [results]
             broadcast_object_list(shared, from_process=0)
@@ -180,17 +220,19 @@ class Trainer:
         t0 = time.monotonic()
         results = {}
         n = self.accelerator.num_processes
+        policy = self.plain_policy()
         for i, task in enumerate(self.tasks):
             collect = getattr(task, "collect_corrections", None)
             episodes = self.args.dagger_episodes_for(i)
             if collect is None or episodes == 0:
                 continue
             round_index = self.dagger_rounds_done * n + self.accelerator.process_index  # unique across processes
-            stats = collect(self.policy, episodes, round_index=round_index)
+            stats = collect(policy, episodes, round_index=round_index)
             if stats is not None:
                 results[task.name] = stats
         self.dagger_rounds_done += 1
         self.train_seconds += time.monotonic() - t0
+        self._share_clock()  # each process spent its own time: take rank 0's, as after a step
         self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "corrections": results})
         if results and self.accelerator.is_main_process:
             summary = "  ".join(f"{name}: +{s['episodes']} episodes, model != expert on {s['disagreement']:.0%} "
@@ -261,49 +303,57 @@ class Trainer:
         args = self.args
         main = self.accelerator.is_main_process
         bar = self.progress_bar(disable=not main)
+        # Every decision below (log, evaluate, DAgger, save, stop) reads only what every process holds alike: the
+        # step, the shared clock and counters that all of them update. The history is the main process's alone.
         window_tokens, window_start = 0, self.train_seconds
         last = {}
         while self.step < args.training_steps and not self._out_of_time():
             t0 = time.monotonic()
             out = self.train_step()
             self.train_seconds += time.monotonic() - t0
-            self._share_clock()
+            finite = self._share_clock(out["loss"])
             self.step += 1
             window_tokens += out["tokens"]
             bar.update(self._progress() - bar.n)
-            if not math.isfinite(out["loss"]):
+            if not finite:
                 raise FloatingPointError(f"loss became {out['loss']} at step {self.step}; lower --learning_rate "
                                          "or enable gradient clipping")
             if self.step % args.log_every == 0:
                 out, window_tokens = self._across_processes(out, window_tokens)
-            if self.step % args.log_every == 0 and main:
                 rate = window_tokens / max(1e-9, self.train_seconds - window_start)
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.accelerator.log({"train/loss": out["loss"], "train/lr": float(lr), "train/tokens_per_s": rate},
-                                     step=self.step)
-                where = {"step": self.step} if args.max_minutes else {"min": f"{self.train_seconds / 60:.1f}"}
-                bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", **where)
-                self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "loss": out["loss"]})
-                window_tokens, window_start = 0, self.train_seconds
+                window_tokens, window_start = 0, self.train_seconds  # on every process: each sums its own window
+                if main:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.accelerator.log({"train/loss": out["loss"], "train/lr": float(lr),
+                                          "train/tokens_per_s": rate}, step=self.step)
+                    where = {"step": self.step} if args.max_minutes else {"min": f"{self.train_seconds / 60:.1f}"}
+                    bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{rate:,.0f}", **where)
+                    self.history.append({"step": self.step, "minutes": self.train_seconds / 60, "loss": out["loss"]})
             evaluated = self._eval_due(self.last_eval_seconds)
             if evaluated:
-                self.last_eval_seconds = self.train_seconds
                 last = self._evaluate_and_save(bar)
             if self._dagger_due():
                 self.collect_corrections(bar)
             if evaluated or self._state_due():
                 self.save_state()  # at the end of the step, so that a resumed run repeats nothing
         bar.close()
-        if not self.history or "eval" not in self.history[-1] or self.history[-1]["step"] != self.step:
+        if self.last_eval_step != self.step:
             last = self._evaluate_and_save(None, final=True)
+        elif args.save_mode != "checkpoint" and args.save_model:
+            self._save_checkpoint()  # the last step's evaluation did not save (save_mode last): the end does
         return last
 
-    def _share_clock(self) -> None:
+    def _share_clock(self, loss: float = 0.0) -> bool:
         """Every process takes rank 0's training time: the schedule, evaluations, DAgger rounds, saves and the
-        end of the run all follow it, so the processes never disagree about what comes next."""
-        if self.accelerator.num_processes > 1:
-            clock = torch.tensor([self.train_seconds], dtype=torch.float64, device=self.accelerator.device)
-            self.train_seconds = float(broadcast(clock, from_process=0).item())
+        end of the run all follow it, so the processes never disagree about what comes next. Returns whether
+        the loss is finite on every process (in the same reduction), so that all of them stop together."""
+        if self.accelerator.num_processes == 1:
+            return math.isfinite(loss)
+        clock = self.train_seconds if self.accelerator.is_main_process else 0.0
+        both = torch.tensor([clock, loss], dtype=torch.float64, device=self.accelerator.device)
+        clock, total = self.accelerator.reduce(both, reduction="sum").tolist()
+        self.train_seconds = clock
+        return math.isfinite(total)
 
     def _across_processes(self, out: dict, window_tokens: int) -> tuple[dict, int]:
         """The loss averaged and the tokens summed over the processes (for logging)."""
@@ -320,6 +370,8 @@ class Trainer:
             self.weights = weights / weights.sum()
 
     def _evaluate_and_save(self, bar, final: bool = False) -> dict:
+        # on every process: the end of the run asks whether the last step was evaluated
+        self.last_eval_step, self.last_eval_seconds = self.step, self.train_seconds
         results = self.evaluate()
         self._reweight(results)
         if self.accelerator.is_main_process:
@@ -330,10 +382,17 @@ class Trainer:
             summary = "  ".join(f"{n}: {headline(m)}" for n, m in results.items())
             line = f"step {self.step} ({self.train_seconds / 60:.1f} min)  {summary}"
             (bar.write if bar is not None else print)(line)
-            if self.args.save_model and (final or self.args.save_mode == "checkpoint"):
-                self.save()
+        if self.args.save_model and (final or self.args.save_mode == "checkpoint"):
+            self._save_checkpoint()
         self.accelerator.wait_for_everyone()
         return results
+
+    def _save_checkpoint(self) -> None:
+        """The checkpoint, written by the main process (every process calls this: with ``--fsdp`` the full weights
+        are gathered first)."""
+        self.plain_policy()
+        if self.accelerator.is_main_process:
+            self.save()
 
     def _state_due(self) -> bool:
         """Whether ``save_every_minutes`` of training time (or ``save_every_steps``) passed since the last save."""
@@ -358,7 +417,7 @@ class Trainer:
     def save(self) -> Path:
         """Write the checkpoint (policy, task specs, args, history) and the learning curve."""
         directory = self.run_dir / "checkpoint"
-        self.policy.save_pretrained(directory, extra={
+        self.plain_policy().save_pretrained(directory, extra={
             TASKS_FILE: [task.spec() for task in self.tasks],
             ARGS_FILE: self._args_dict(),
             HISTORY_FILE: self.history,
