@@ -126,13 +126,22 @@ def _seeded_class(task: str) -> type:
             self.seed(seed)  # np_random (which draws the goal), and the spaces' samplers
         return base.reset(self, seed=None, options=options)
 
+    def render(self):
+        frame = base.render(self)
+        if frame is not None and (self.camera_name or "").startswith("corner"):
+            # Meta-World's corner cameras are mounted upside down; a camera pose only rotates the picture
+            frame = np.ascontiguousarray(frame[::-1, ::-1])
+        return frame
+
     name = base.__name__ + "Seeded"
-    return type(name, (base,), {"reset": reset, "__doc__": f"{base.__name__}, goal drawn from the reset seed."})
+    return type(name, (base,), {"reset": reset, "render": render,
+                                "__doc__": f"{base.__name__}, goal drawn from the reset seed."})
 
 
 def make_metaworld_env(task: str, render_mode: str | None = None, width: int = RENDER_SIZE,
                        height: int = RENDER_SIZE, camera_name: str | None = "corner"):
     """One Meta-World task (``"reach-v3"``, ...), goal observable, goal and objects drawn from the reset seed.
+    Frames (``render_mode="rgb_array"``) are ``width`` x ``height``, from Meta-World's ``corner`` camera turned upright.
 
     The entry point of :data:`ENV_ID` (``gym.make`` adds the 500-step time limit). Raises
     ValueError for an unknown task and MissingDependencyError when metaworld is not installed.
