@@ -13,15 +13,15 @@ in every process, and the seed blocks of :mod:`gato.seeds` keep data, evaluation
 episodes apart: evaluation goals are goals the data never showed (stricter than MT10/MT50, which
 score a policy on its 50 training goals).
 
-**Episodes run the full 500 steps** and are not ended at success. The scripted policies succeed
-within 30-350 steps and then hold the goal, so most of a recorded episode is holding (~44 tokens
-a step). Ending at success (Meta-World's ``AutoTerminateOnSuccessWrapper``) would shorten the
-data, but a return then sums ~80 expert steps against 500 random ones: measured over all 50
-tasks, the random policy's 500-step return exceeds the expert's return-until-success on 21 of
-them, so the normalised score would be meaningless. A shorter horizon for every policy
-(``--max_episode_steps``) keeps returns comparable but fails slow tasks (push-back's expert
-succeeds at 74-342 steps). Evaluation plays the dataset's own env spec, hence the same horizon;
-its success rate is Meta-World's measure, ``info["success"]`` at any step
+**Episodes run the full 500 steps** and are not ended at success. The scripted policies first
+succeed at step 26-228 (median 72) and then hold the goal, so most of a recorded episode is
+holding (45 tokens a step). Ending at success (Meta-World's ``AutoTerminateOnSuccessWrapper``)
+would shorten the data, but a return would then sum ~70 expert steps against 500 random ones: the
+random policy's 500-step return exceeds the expert's return up to success on 20 of the 50 tasks
+(``benchmarks/metaworld_horizon.py``, 3 episodes each), so the normalised score would mean
+nothing. A shorter horizon for every policy (``max_episode_steps``) keeps returns comparable, at
+the price of failing slow episodes. Evaluation plays the dataset's own env spec, hence the same
+horizon; its success rate is Meta-World's measure, ``info["success"]`` at any step
 (:func:`gato.evaluation.rollout.rollout` counts it for any env that reports it).
 
 **Data.** :func:`generate_metaworld` plays, for every task at once in one pool of worker
