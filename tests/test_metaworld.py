@@ -36,6 +36,15 @@ def test_task_lists_come_from_metaworld_and_unknown_tasks_are_named():
         resolve_tasks(["reach"])
 
 
+def test_the_command_names_an_unknown_task_and_lists_metaworld(capsys):
+    from gato.cli import main
+
+    assert main(["data", "metaworld", "--tasks", "reach-v3", "reachy-v3", "--episodes", "1"]) == 2
+    assert "unknown Meta-World task 'reachy-v3'" in capsys.readouterr().err  # before any episode is played
+    assert main(["data", "list"]) == 0
+    assert "metaworld/TASK-scripted-v0" in capsys.readouterr().out
+
+
 def test_the_reset_seed_alone_fixes_the_goal_and_the_spec_remakes_the_env():
     env = gym.make(ENV_ID, task="reach-v3", max_episode_steps=STEPS)
     first, _ = env.reset(seed=5)
@@ -103,6 +112,12 @@ def test_two_task_datasets_train_evaluate_with_success_and_reload(tmp_path, caps
         episode = next(dataset.iterate_episodes())
         expert = MetaWorldExpert(env)
         np.testing.assert_allclose(episode.actions[:20], [expert(o) for o in episode.observations[:20]], atol=1e-6)
+        obs, _ = env.reset(seed=0)  # the first demonstration replayed with its stored actions leaves its path:
+        # the env executed perturbed ones
+        np.testing.assert_array_equal(obs, episode.observations[0])
+        for action in episode.actions[:20]:
+            obs = env.step(action)[0]
+        assert not np.allclose(obs, episode.observations[20])
     with pytest.raises(FileExistsError, match="--overwrite"):
         generate_metaworld(TASKS[:1], 1, reference_episodes=1, progress=False)
 
