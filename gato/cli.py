@@ -51,12 +51,16 @@ def cmd_data(ns) -> int:
 
     if ns.recipe in LANGUAGE_DATA:
         return _language_data(ns)
+    if ns.recipe == "metaworld":
+        return _metaworld_data(ns)
     if ns.recipe == "list":
         rows = [{"recipe": "babyai", "dataset id": "babyai/LEVEL-bot-v0", "extra": "",
                  "what": "any BabyAI level (--level; several: --levels jat|all|NAMES), BabyAI bot: "
                  + ", ".join(babyai_levels()[:4]) + ", ..."}]
         rows += [{"recipe": r.name, "dataset id": r.dataset_id, "extra": r.extra or "", "what": r.summary}
                  for r in RECIPES.values()]
+        rows.append({"recipe": "metaworld", "dataset id": "metaworld/TASK-scripted-v0", "extra": "metaworld",
+                     "what": "Meta-World tasks (--tasks NAME ...|mt10|mt50), scripted policies"})
         print(format_table(rows))
         print("\n`gato data NAME --episodes N` writes one; `gato train --control_datasets ID ...` makes missing ones.")
         from gato.data.default_corpora import DEFAULT_BY_KIND, list_defaults
@@ -121,6 +125,20 @@ def _babyai_suite(ns) -> int:
             print("raise --episode_timeout or --max_steps, or accept them with --allow_short "
                   "(a kept level: --overwrite regenerates it)", file=sys.stderr)
             return 1
+    return 0
+
+
+def _metaworld_data(ns) -> int:
+    """``gato data metaworld --tasks ...``: a dataset per task, played in one pool (gato.data.experts.metaworld)."""
+    from gato.data.experts.metaworld import FAILURE_TOLERANCE, generate_metaworld, summary_rows
+
+    reports = generate_metaworld(ns.tasks, _one_count(ns.episodes) or 100, seed=ns.seed, workers=ns.workers,
+                                 overwrite=ns.overwrite, action_noise=ns.action_noise)
+    print(format_table(summary_rows(reports)))
+    failing = summary_rows(reports, only_failing=True)
+    if failing:
+        print(f"\nthe scripted policy fails more than {FAILURE_TOLERANCE:.0%} of its clean episodes on:\n"
+              + format_table(failing))
     return 0
 
 
@@ -356,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="write an expert dataset locally (Minari format)")
-    data.add_argument("recipe", choices=["list", "babyai", *RECIPES, *LANGUAGE_DATA],
+    data.add_argument("recipe", choices=["list", "babyai", "metaworld", *RECIPES, *LANGUAGE_DATA],
                       help="dataset recipe (control), text, captions or vqa (offline defaults), or 'list'")
     data.add_argument("--level", default="GoToLocal", help="BabyAI level (e.g. GoToLocal, GoToRedBall)")
     data.add_argument("--levels", nargs="+", metavar="LEVEL",
@@ -369,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="babyai: step bound per episode (default: the level's own)")
     data.add_argument("--allow_short", action="store_true",
                       help="babyai --levels: exit 0 even when a level got fewer episodes than requested")
+    data.add_argument("--tasks", nargs="+", default=["mt10"], help="metaworld: task names, mt10 or mt50")
     data.add_argument("--dataset_id", default=None, help="Minari id (default: the recipe's, see `gato data list`)")
     data.add_argument("--seed", type=int, default=0, help="first episode seed")
     data.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")

@@ -17,6 +17,14 @@ import gymnasium as gym
 ENV_PLUGINS = ("minigrid", "ale_py")
 """Packages whose import registers more env ids (tried in order when an id is not found)."""
 
+METAWORLD_ENV_ID = "gato/MetaWorld-v0"
+if METAWORLD_ENV_ID not in gym.registry:
+    # Meta-World registers its envs through lambdas, which an env spec (and so a Minari dataset) cannot
+    # name. This id's entry point is a "module:function" string: a dataset's spec remakes the env with
+    # `gym.make(spec)`, and nothing heavy is imported until an env is made (needs the 'metaworld' extra).
+    gym.register(METAWORLD_ENV_ID, entry_point="gato.data.experts.metaworld:make_metaworld_env",
+                 max_episode_steps=500, kwargs={"task": "reach-v3"})
+
 
 class UnknownEnvError(ValueError):
     """An env id that no installed package registers."""
@@ -60,12 +68,14 @@ def make_env(env_id, **kwargs) -> gym.Env:
 
 @dataclass
 class Episode:
-    """One played episode. ``total`` and ``length`` always; the per-step lists only when recorded
-    (``observations`` holds T + 1 entries, the reset observation first)."""
+    """One played episode. ``total`` and ``length`` always; ``success`` whether ``info["success"]``
+    was true at any step (Meta-World's measure; None for an env whose info has no "success"); the
+    per-step lists only when recorded (``observations`` holds T + 1 entries, the reset observation first)."""
 
     seed: int | None
     total: float = 0.0
     length: int = 0
+    success: bool | None = None
     observations: list = field(default_factory=list)
     actions: list = field(default_factory=list)
     rewards: list = field(default_factory=list)
@@ -94,7 +104,9 @@ def play_episode(env: gym.Env, act: Callable, seed: int | None = None, *, record
     done = False
     while not done:
         action = act(obs)
-        obs, reward, terminated, truncated, _ = env.step(action if execute is None else execute(action))
+        obs, reward, terminated, truncated, info = env.step(action if execute is None else execute(action))
+        if "success" in info:
+            episode.success = bool(episode.success or info["success"])
         done = terminated or truncated
         episode.total += float(reward)
         episode.length += 1

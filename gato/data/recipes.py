@@ -66,6 +66,8 @@ class Recipe:
             Gaussian noise of this std times half the bound range, clipped to the bounds.
         field_overrides: how gato should read the observations by default, stored in the
             dataset's metadata (``gato_field_overrides``; ``ControlTask`` applies it).
+        dataset: the default dataset id, when not ``<name>/<expert_kind>-v0`` (Meta-World's
+            ``metaworld/<task>-scripted-v0``).
     """
 
     name: str
@@ -84,11 +86,12 @@ class Recipe:
     field_overrides: dict = dataclasses.field(default_factory=dict)
     max_episode_steps: int | None = None
     action_noise: float = 0.0
+    dataset: str | None = None
 
     @property
     def dataset_id(self) -> str:
         """Default Minari id, e.g. ``cartpole/scripted-v0``."""
-        return f"{self.name}/{self.expert_kind}-v0"
+        return self.dataset or f"{self.name}/{self.expert_kind}-v0"
 
     def check_dependencies(self) -> None:
         """Raise :class:`MissingDependencyError` naming the extra if a needed module is missing."""
@@ -135,7 +138,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 
 
 def recipe_for_dataset(dataset_id: str) -> Recipe | None:
-    """The recipe whose default dataset id is ``dataset_id``, if any."""
+    """The recipe whose default dataset id is ``dataset_id``, if any (a Meta-World task's
+    ``metaworld/<task>-scripted-v0`` included: ``gato data metaworld`` makes those)."""
+    from gato.data.experts.metaworld import METAWORLD_DATASET_ID, metaworld_recipe
+
+    if (match := METAWORLD_DATASET_ID.match(dataset_id)) is not None:
+        return metaworld_recipe(match["task"])
     return next((r for r in RECIPES.values() if r.dataset_id == dataset_id), None)
 
 

@@ -19,11 +19,13 @@ from gato.codec import SpaceCodec
 
 @dataclass
 class RolloutResult:
-    """Per-episode returns and lengths."""
+    """Per-episode returns, lengths, seeds and successes: whether ``info["success"]`` was true at any
+    step (Meta-World's measure), None for an episode whose env never reported "success"."""
 
     returns: list = field(default_factory=list)
     lengths: list = field(default_factory=list)
     seeds: list = field(default_factory=list)
+    successes: list = field(default_factory=list)
 
 
 @torch.inference_mode()
@@ -41,7 +43,8 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
     list), ``render()`` of the first env is appended to it at every step of its first episode.
     ``observer`` (optional) sees every round: ``observer.reset(envs)`` after each reset,
     ``observer.before_step(obs, actions, live)`` before each env step (the envs still in the
-    observed state) and ``observer.after_step(rewards, finished)`` after it.
+    observed state) and ``observer.after_step(rewards, finished)`` after it. An env whose step
+    info has "success" gets each episode's success counted (``RolloutResult.successes``).
     """
     was_training = policy.training
     index, parts = part
@@ -60,9 +63,10 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
             round_seeds += [episode_seeds[-1] + 1 + i for i in range(n_envs - take)]
             obs, _ = envs.reset(seed=round_seeds)
             agent.reset(n_envs, None if prompt is None else prompt(n_envs))
-            returns, lengths = _play_round(agent, envs, obs, frames if first == 0 else None, observer)
+            returns, lengths, successes = _play_round(agent, envs, obs, frames if first == 0 else None, observer)
             result.returns += returns[:take].tolist()
             result.lengths += lengths[:take].tolist()
+            result.successes += successes[:take]
             result.seeds += round_seeds[:take]
             if bar is not None:
                 bar.update(take)
@@ -77,9 +81,11 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
 def _play_round(agent: Agent, envs: gym.vector.SyncVectorEnv, obs, frames: list | None, observer):
     """Step all envs with the agent's actions until each has ended one episode (an env whose
     episode ended keeps stepping, uncounted, until the others end). Returns the episodes'
-    returns (n_envs,) and lengths (n_envs,)."""
+    returns (n_envs,), lengths (n_envs,) and successes (a list: True/False where the env reports
+    ``info["success"]``, else None)."""
     n = envs.num_envs
     returns, lengths, done = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    reported, succeeded = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     if frames is not None:
         frames.append(envs.envs[0].render())
     if observer is not None:
@@ -89,16 +95,20 @@ def _play_round(agent: Agent, envs: gym.vector.SyncVectorEnv, obs, frames: list 
         live = ~done
         if observer is not None:
             observer.before_step(obs, actions, live)
-        obs, reward, terminated, truncated, _ = envs.step(actions)
+        obs, reward, terminated, truncated, info = envs.step(actions)
         returns[live] += reward[live]
         lengths[live] += 1
+        if "success" in info:  # a vector env's info: values per env, "_success" marks the envs that gave one
+            has = live & np.asarray(info["_success"], dtype=bool)
+            reported |= has
+            succeeded |= has & np.asarray(info["success"], dtype=bool)
         finished = live & (terminated | truncated)
         done |= finished
         if observer is not None:
             observer.after_step(reward, finished)
         if frames is not None and live[0]:
             frames.append(envs.envs[0].render())
-    return returns, lengths
+    return returns, lengths, [bool(s) if r else None for r, s in zip(reported, succeeded)]
 
 
 def _progress(total: int, enabled: bool):

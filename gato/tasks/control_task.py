@@ -198,6 +198,7 @@ class ControlTask:
         """Run ``model`` (a bare GatoPolicy; an Accelerate-wrapped one is unwrapped) for
         ``n_iterations`` episodes (episode i: seed ``seed + i``, all in ``gato.seeds.EVALUATION``)
         and return mean_return, std_return, mean_episode_len, success_rate (share of episodes
+        whose env reported ``info["success"]`` at some step, for envs that report it; else of episodes
         with positive return) and, when the dataset has reference returns,
         normalized_score = (return - random) / (expert - random)."""
         return self.summarize(self.evaluate_part(model, n_iterations, 0, 1, deterministic=deterministic,
@@ -217,7 +218,12 @@ class ControlTask:
         result = rollout(model, codec, self.make_env, n_iterations, n_envs=n_envs or self.eval_envs,
                          deterministic=deterministic, prompt=prompt, seed=seed, use_cache=use_cache,
                          progress=progress, part=(part, parts))
-        return [{"seed": s, "return": r, "length": n} for s, r, n in zip(result.seeds, result.returns, result.lengths)]
+        records = [{"seed": s, "return": r, "length": n}
+                   for s, r, n in zip(result.seeds, result.returns, result.lengths)]
+        for record, success in zip(records, result.successes):
+            if success is not None:  # the env reports info["success"] (Meta-World)
+                record["success"] = success
+        return records
 
     def summarize(self, records: list[dict]) -> dict:
         """The metrics of :meth:`evaluate` from the episode records of every part."""
@@ -228,7 +234,9 @@ class ControlTask:
             "mean_return": float(returns.mean()),
             "std_return": float(returns.std()),
             "mean_episode_len": float(np.mean([r["length"] for r in records])),
-            "success_rate": float((returns > 0).mean()),
+            # the env's own info["success"] where every episode reported one (Meta-World), else a positive return
+            "success_rate": float(np.mean([r["success"] for r in records]) if all("success" in r for r in records)
+                                  else (returns > 0).mean()),
         }
         low, high = self.ref_min_score, self.ref_max_score
         if low is not None and high is not None and high != low:
