@@ -1,10 +1,11 @@
-"""The ``gato`` command: data, inspect, train, eval.
+"""The ``gato`` command: data, inspect, train, eval, play.
 
     gato data babyai --level GoToLocal --episodes 5000   write a BabyAI bot dataset (Minari)
     gato inspect babyai/GoToLocal-bot-v0                per-field token layout of a dataset or env
     gato train                                          the main job: BabyAI GoToLocal, ~20 min
     gato train --resume runs/NAME                       continue a killed run from its last saved state
-    gato eval runs/NAME/checkpoint                      evaluate a checkpoint, write JSON
+    gato eval runs/NAME/checkpoint                      evaluate a checkpoint, write JSON (no dataset needed)
+    gato play runs/NAME/checkpoint --task NAME --video videos/   watch it act: returns and GIFs
 """
 
 from __future__ import annotations
@@ -101,11 +102,13 @@ def cmd_inspect(ns) -> int:
     from gato.envs import ENV_PLUGINS, is_env_id, make_env
 
     overrides = json.loads(ns.field_overrides) if ns.field_overrides else None
+    raw = None
     if local_dataset_exists(ns.name):
         from gato.data.episodes import RawEpisodes, fit_codec, load_minari
 
         dataset = load_minari(ns.name)
-        codec = fit_codec(RawEpisodes.read(dataset, ns.name), dataset.observation_space, dataset.action_space,
+        raw = RawEpisodes.read(dataset, ns.name)
+        codec = fit_codec(raw, dataset.observation_space, dataset.action_space,
                           patch_size=ns.patch_size, overrides=overrides, metadata=dataset.storage.metadata)
         source = f"dataset {ns.name} ({dataset.total_episodes} episodes)"
     elif is_env_id(ns.name):
@@ -117,13 +120,48 @@ def cmd_inspect(ns) -> int:
         print(f"{ns.name!r} is neither a local Minari dataset nor a Gymnasium env id (even with the installed "
               f"plugins {', '.join(ENV_PLUGINS)} imported)", file=sys.stderr)
         return 2
+    if (ns.steps or ns.picture) and raw is None:
+        print(f"--steps and --picture show a dataset's episodes; {ns.name!r} is an env id, not a local dataset",
+              file=sys.stderr)
+        return 2
     print(source)
     rows = [{**r, "space": r["space"] if len(r["space"]) <= 48 else r["space"][:45] + "..."} for r in codec.layout()]
     print(format_table(rows))
     print(f"\ntokens per timestep: {codec.tokens_per_step}")
     for ctx in ns.context_len:
         print(f"timesteps in a {ctx}-token context: {codec.timesteps_in(ctx)}")
+    if raw is not None and (ns.steps or ns.picture):
+        if not 0 <= ns.episode < len(raw):
+            print(f"--episode {ns.episode} is not one of the {len(raw)} episodes (0..{len(raw) - 1})", file=sys.stderr)
+            return 2
+        _inspect_steps(codec, raw, ns)
     return 0
+
+
+def _listed(items: list, most: int = 12) -> str:
+    """Items joined by spaces, the middle left out past ``most``."""
+    items = [str(i) for i in items]
+    if len(items) <= most:
+        return " ".join(items)
+    return " ".join(items[: most - 2]) + f" ... {items[-1]} ({len(items)} tokens)"
+
+
+def _inspect_steps(codec, raw, ns) -> None:
+    """``gato inspect DATASET --steps N [--picture FILE]``: an episode's first timesteps, token by token."""
+    from gato.data.inspection import _at, describe_steps, patch_picture
+
+    obs, actions, rewards = raw.observations[ns.episode], raw.actions[ns.episode], raw.rewards[ns.episode]
+    for step in describe_steps(codec, obs, actions, rewards, ns.steps):
+        print(f"\nepisode {ns.episode}, timestep {step['step']} (reward {step['reward']:g}): "
+              f"{len(step['tokens'])} tokens")
+        print(format_table([{"field": g["field"], "value": g["value"], "ids": _listed(g["ids"]),
+                             "meaning": _listed(g["meanings"], 8)} for g in step["fields"]]))
+        print(f"action tokens {' '.join(map(str, step['tokens'][-codec.action_tokens:]))} decode to {step['action']}")
+        print(f"row: {' '.join(map(str, step['tokens']))}")
+    if ns.picture:
+        height, width = patch_picture(codec, _at(obs, 0), ns.picture)
+        print(f"\nwrote {ns.picture} ({width}x{height} pixels): the image patches of episode {ns.episode}'s first "
+              "observation as the model receives them")
 
 
 # ----------------------------------------------------------------------------- train
@@ -209,7 +247,8 @@ def cmd_eval(ns) -> int:
     checkpoint = Path(ns.checkpoint)
     policy = GatoPolicy.from_pretrained(checkpoint, device=ns.device)
     results, videos = {}, {}
-    for task in load_tasks(checkpoint, policy.vocab, names=ns.tasks):
+    # a checkpoint's saved codecs need no dataset; a prompt is cut from the dataset's episodes
+    for task in load_tasks(checkpoint, policy.vocab, names=ns.tasks, with_data=True if ns.prompt else None):
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
                                            promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
         if ns.video and hasattr(task, "make_env"):
@@ -229,6 +268,20 @@ def cmd_eval(ns) -> int:
     print(f"\nwrote {out}" + (f" and {chart}" if chart else ""))
     for name, v in videos.items():
         print(f"video {name}: {v['path']} (return {v['return']:.2f}, {v['length']} steps)")
+    return 0
+
+
+def cmd_play(ns) -> int:
+    from gato.agent import load_agent
+    from gato.evaluation.video import play
+
+    agent = load_agent(ns.checkpoint, task=ns.task, device=ns.device, deterministic=not ns.stochastic)
+    records = play(agent, ns.episodes, video_dir=ns.video or None, seed=ns.seed)
+    rows = [{"episode": i, "seed": r["seed"], "return": float(r["return"]), "length": r["length"],
+             **({"gif": r["path"]} if ns.video else {})} for i, r in enumerate(records)]
+    print(format_table(rows))
+    returns = [r["return"] for r in records]
+    print(f"\n{agent.task.name}: mean return {sum(returns) / len(returns):.3f} over {len(returns)} episodes")
     return 0
 
 
@@ -326,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--context_len", type=int, nargs="*", default=[512, 1024],
                          help="contexts to count timesteps for")
     inspect.add_argument("--field_overrides", default="", help='JSON {field path: kind or spec}')
+    inspect.add_argument("--steps", type=int, default=0, metavar="N",
+                         help="print an episode's first N timesteps as they reach the model: raw values, token ids "
+                              "and what they mean, the separator, the action tokens and the action they decode to")
+    inspect.add_argument("--episode", type=int, default=0, help="which episode --steps and --picture show")
+    inspect.add_argument("--picture", default="", metavar="FILE",
+                         help="write a PNG of the episode's first observation's image patches as the model gets them")
     inspect.set_defaults(func=cmd_inspect)
 
     train = sub.add_parser("train", help="train a policy (no flags: the BabyAI main job)")
@@ -347,6 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "goes beside it as .png")
     ev.add_argument("--video", default="", help="directory for one GIF rollout per task")
     ev.set_defaults(func=cmd_eval)
+
+    play = sub.add_parser("play", help="watch a checkpoint act in one of its tasks (no dataset needed)")
+    play.add_argument("checkpoint", help="checkpoint directory (e.g. runs/NAME/checkpoint)")
+    play.add_argument("--task", default=None, help="control task name (default: the checkpoint's only one)")
+    play.add_argument("--episodes", type=int, default=3, help="episodes to play")
+    play.add_argument("--video", default="", metavar="DIR", help="write each episode as a GIF in DIR")
+    play.add_argument("--seed", type=int, default=1_000_000, help="episode i's seed is SEED + i (default: the "
+                      "evaluation seeds, so the returns are gato eval's)")
+    play.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
+    play.add_argument("--device", default="cpu", help="torch device")
+    play.set_defaults(func=cmd_play)
     _add_language_commands(sub)
     return parser
 
