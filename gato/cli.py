@@ -138,12 +138,12 @@ def cmd_inspect(ns) -> int:
     return 0
 
 
-def _listed(items: list, most: int = 12) -> str:
-    """Items joined by spaces, the middle left out past ``most``."""
+def _listed(items: list, most: int = 12, sep: str = " ") -> str:
+    """Items joined by ``sep``, the middle left out past ``most``."""
     items = [str(i) for i in items]
     if len(items) <= most:
-        return " ".join(items)
-    return " ".join(items[: most - 2]) + f" ... {items[-1]} ({len(items)} tokens)"
+        return sep.join(items)
+    return sep.join(items[: most - 2]) + f"{sep}...{sep}{items[-1]} ({len(items)} tokens)"
 
 
 def _inspect_steps(codec, raw, ns) -> None:
@@ -155,8 +155,9 @@ def _inspect_steps(codec, raw, ns) -> None:
         print(f"\nepisode {ns.episode}, timestep {step['step']} (reward {step['reward']:g}): "
               f"{len(step['tokens'])} tokens")
         print(format_table([{"field": g["field"], "value": g["value"], "ids": _listed(g["ids"]),
-                             "meaning": _listed(g["meanings"], 8)} for g in step["fields"]]))
-        print(f"action tokens {' '.join(map(str, step['tokens'][-codec.action_tokens:]))} decode to {step['action']}")
+                             "meaning": _listed(g["meanings"], 8, "; ")} for g in step["fields"]]))
+        action_ids = " ".join(map(str, step["tokens"][-codec.action_tokens:]))
+        print(f"action tokens {action_ids} decode to the action {step['action']}")
         print(f"row: {' '.join(map(str, step['tokens']))}")
     if ns.picture:
         height, width = patch_picture(codec, _at(obs, 0), ns.picture)

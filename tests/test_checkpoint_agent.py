@@ -197,3 +197,57 @@ def test_a_task_without_data_refuses_to_sample_naming_its_dataset(trained):
     agent = load_agent(trained["checkpoint"])  # its only task
     with pytest.raises(DataRequiredError, match=trained["dataset_id"]):
         agent.task.sample_batch(2, agent.policy.vocab, rng=np.random.default_rng(0))
+
+
+def test_a_codec_round_trips_through_json_with_its_key_order_overrides_and_text_budgets():
+    from collections import OrderedDict
+
+    import numpy as np
+    from gymnasium import spaces
+
+    from gato.codec import SpaceCodec
+    from gato.codec_io import codec_from_dict, codec_to_dict
+    from gato.vocab import Vocab
+
+    vocab = Vocab(discrete_tokens=64, continuous_tokens=64)
+    obs_space = spaces.Dict(OrderedDict([  # not sorted: the token order follows this order
+        ("z", spaces.Box(-1.0, 1.0, (3,), np.float32)),
+        ("frame", spaces.Box(0, 255, (12, 12, 3), np.uint8)),
+        ("a", spaces.Tuple((spaces.Discrete(5, start=2), spaces.Text(20)))),
+    ]))
+    action_space = spaces.Tuple((spaces.MultiDiscrete([3, 4]), spaces.Box(-2.0, 2.0, (2,), np.float32)))
+    overrides = {"frame": {"kind": "image", "pool": 2, "pool_mode": "max", "low": 0.0, "high": 6.0, "one_hot": True}}
+    codec = SpaceCodec(obs_space, action_space, vocab, 4, overrides, {"a.1": 7}, task_id=3)
+    saved = json.loads(json.dumps(codec_to_dict(codec)))  # through real JSON text
+    again = codec_from_dict(saved, vocab)
+    assert list(again.observation_space.spaces) == ["z", "frame", "a"]
+    assert again.layout() == codec.layout() and again.tokens_per_step == codec.tokens_per_step
+    obs_space.seed(0)
+    batch = [obs_space.sample() for _ in range(3)]
+    stacked = {"z": np.stack([b["z"] for b in batch]), "frame": np.stack([b["frame"] % 7 for b in batch]),
+               "a": (np.array([b["a"][0] for b in batch]), tuple(b["a"][1] for b in batch))}
+    for x, y in zip(codec.encode_observations(stacked, 3), again.encode_observations(stacked, 3)):
+        np.testing.assert_array_equal(x, y)
+    tokens = np.array([[vocab.discrete_offset + 2, vocab.discrete_offset + 1, vocab.continuous_offset + 9,
+                        vocab.continuous_offset + 50]])
+    for x, y in zip(codec.decode_actions(tokens), again.decode_actions(tokens)):
+        np.testing.assert_array_equal(x, y)
+    # a vocabulary other than the saved one is refused: the tokens would mean other things
+    from gato.codec import VocabMismatchError
+
+    with pytest.raises(VocabMismatchError, match="discrete_tokens"):
+        codec_from_dict(saved, Vocab(discrete_tokens=128, continuous_tokens=64))
+
+
+def test_every_set_field_spec_field_is_saved_by_name():
+    import dataclasses
+
+    from gato.codec import FieldSpec
+    from gato.codec_io import field_spec_from_dict, field_spec_to_dict
+
+    values = {"kind": "image", "low": 0.0, "high": 3.0, "channels_first": True, "tokens": 4, "one_hot": True,
+              "pool": 2, "pool_mode": "max"}
+    spec = FieldSpec(**{f.name: values.get(f.name) for f in dataclasses.fields(FieldSpec)})
+    saved = field_spec_to_dict(spec)
+    assert set(saved) == {f.name for f in dataclasses.fields(FieldSpec) if getattr(spec, f.name) is not None}
+    assert field_spec_from_dict(saved) == spec

@@ -120,12 +120,12 @@ def _mosaic(patches: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 
 def _grid(panels: list[np.ndarray], ncols: int) -> np.ndarray:
-    """Panels of one size laid out ``ncols`` to a row with PANEL_GAP gaps (NaN)."""
+    """Panels of one size laid out ``ncols`` to a row with PANEL_GAP gaps (-inf: drawn apart from patch gaps)."""
     h, w = panels[0].shape[:2]
     nrows = -(-len(panels) // ncols)
     ncols = min(ncols, len(panels))
     out = np.full((nrows * h + (nrows - 1) * PANEL_GAP, ncols * w + (ncols - 1) * PANEL_GAP) + panels[0].shape[2:],
-                  np.nan)
+                  -np.inf)
     for k, panel in enumerate(panels):
         r, c = divmod(k, ncols)
         out[r * (h + PANEL_GAP) : r * (h + PANEL_GAP) + h, c * (w + PANEL_GAP) : c * (w + PANEL_GAP) + w] = panel
@@ -135,7 +135,7 @@ def _grid(panels: list[np.ndarray], ncols: int) -> np.ndarray:
 def field_picture(field: ImageField, values) -> np.ndarray:
     """(H, W, 3) RGB in [0, 1] of one observation's patches of ``field`` (``values``: a batch of one), from
     the model's [-1, 1] input: RGB when the image has 3 channels, else one grey panel per channel (a one-hot
-    image: a row per source channel, a column per value); gaps are a neutral blue."""
+    image: a row per source channel, a column per value); gaps between patches are blue, between panels white."""
     patches = field.patches(values)[0].astype(np.float64)  # (n_patches, C, P, P) raw
     unit = (patches - field.low) / (field.high - field.low)  # the model's [-1, 1] input, shown as [0, 1]
     if field.channels == 3 and not field.levels:
@@ -144,9 +144,10 @@ def field_picture(field: ImageField, values) -> np.ndarray:
         panels = [_mosaic(unit[:, c], field.rows, field.cols) for c in range(field.channels)]
         picture = _grid(panels, field.levels or min(field.channels, 8))
         picture = np.repeat(picture[..., None], 3, axis=-1)
-    gap = np.isnan(picture).any(axis=-1)
-    picture = np.clip(np.nan_to_num(picture), 0.0, 1.0)
+    gap, panel_gap = np.isnan(picture).any(axis=-1), np.isneginf(picture).any(axis=-1)
+    picture = np.clip(np.nan_to_num(picture, neginf=1.0), 0.0, 1.0)
     picture[gap] = (0.35, 0.45, 0.7)
+    picture[panel_gap] = 1.0
     return picture
 
 
