@@ -2,6 +2,7 @@
 
     gato data babyai --level GoToLocal --episodes 5000   write a BabyAI bot dataset (Minari)
     gato inspect babyai/GoToLocal-bot-v0                per-field token layout of a dataset or env
+    gato inspect babyai/GoToLocal-bot-v0 --steps 3      an episode's first timesteps, token by token
     gato train                                          the main job: BabyAI GoToLocal, ~20 min
     gato train --resume runs/NAME                       continue a killed run from its last saved state
     gato eval runs/NAME/checkpoint                      evaluate a checkpoint, write JSON (no dataset needed)
