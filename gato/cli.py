@@ -103,13 +103,15 @@ def cmd_inspect(ns) -> int:
     from gato.envs import ENV_PLUGINS, is_env_id, make_env
 
     overrides = json.loads(ns.field_overrides) if ns.field_overrides else None
-    raw = None
+    if (ns.steps or ns.picture) and not local_dataset_exists(ns.name):
+        print(f"--steps and --picture show a dataset's episodes; {ns.name!r} is not a local dataset",
+              file=sys.stderr)
+        return 2
     if local_dataset_exists(ns.name):
         from gato.data.episodes import RawEpisodes, fit_codec, load_minari
 
         dataset = load_minari(ns.name)
-        raw = RawEpisodes.read(dataset, ns.name)
-        codec = fit_codec(raw, dataset.observation_space, dataset.action_space,
+        codec = fit_codec(RawEpisodes.read(dataset, ns.name), dataset.observation_space, dataset.action_space,
                           patch_size=ns.patch_size, overrides=overrides, metadata=dataset.storage.metadata)
         source = f"dataset {ns.name} ({dataset.total_episodes} episodes)"
     elif is_env_id(ns.name):
@@ -121,21 +123,14 @@ def cmd_inspect(ns) -> int:
         print(f"{ns.name!r} is neither a local Minari dataset nor a Gymnasium env id (even with the installed "
               f"plugins {', '.join(ENV_PLUGINS)} imported)", file=sys.stderr)
         return 2
-    if (ns.steps or ns.picture) and raw is None:
-        print(f"--steps and --picture show a dataset's episodes; {ns.name!r} is an env id, not a local dataset",
-              file=sys.stderr)
-        return 2
     print(source)
     rows = [{**r, "space": r["space"] if len(r["space"]) <= 48 else r["space"][:45] + "..."} for r in codec.layout()]
     print(format_table(rows))
     print(f"\ntokens per timestep: {codec.tokens_per_step}")
     for ctx in ns.context_len:
         print(f"timesteps in a {ctx}-token context: {codec.timesteps_in(ctx)}")
-    if raw is not None and (ns.steps or ns.picture):
-        if not 0 <= ns.episode < len(raw):
-            print(f"--episode {ns.episode} is not one of the {len(raw)} episodes (0..{len(raw) - 1})", file=sys.stderr)
-            return 2
-        _inspect_steps(codec, raw, ns)
+    if ns.steps or ns.picture:
+        return _inspect_steps(codec, dataset, ns)
     return 0
 
 
@@ -147,11 +142,17 @@ def _listed(items: list, most: int = 12, sep: str = " ") -> str:
     return sep.join(items[: most - 2]) + f"{sep}...{sep}{items[-1]} ({len(items)} tokens)"
 
 
-def _inspect_steps(codec, raw, ns) -> None:
+def _inspect_steps(codec, dataset, ns) -> int:
     """``gato inspect DATASET --steps N [--picture FILE]``: an episode's first timesteps, token by token."""
     from gato.data.inspection import _at, describe_steps, patch_picture
 
-    obs, actions, rewards = raw.observations[ns.episode], raw.actions[ns.episode], raw.rewards[ns.episode]
+    indices = list(dataset.episode_indices)
+    if not 0 <= ns.episode < len(indices):
+        print(f"--episode {ns.episode} is not one of the {len(indices)} episodes (0..{len(indices) - 1})",
+              file=sys.stderr)
+        return 2
+    episode = next(iter(dataset.iterate_episodes([int(indices[ns.episode])])))
+    obs, actions, rewards = episode.observations, episode.actions, episode.rewards
     for step in describe_steps(codec, obs, actions, rewards, ns.steps):
         print(f"\nepisode {ns.episode}, timestep {step['step']} (reward {step['reward']:g}): "
               f"{len(step['tokens'])} tokens")
@@ -164,6 +165,7 @@ def _inspect_steps(codec, raw, ns) -> None:
         height, width = patch_picture(codec, _at(obs, 0), ns.picture)
         print(f"\nwrote {ns.picture} ({width}x{height} pixels): the image patches of episode {ns.episode}'s first "
               "observation as the model receives them")
+    return 0
 
 
 # ----------------------------------------------------------------------------- train
@@ -381,13 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--context_len", type=int, nargs="*", default=[512, 1024],
                          help="contexts to count timesteps for")
     inspect.add_argument("--field_overrides", default="", help='JSON {field path: kind or spec}')
+    inspect.set_defaults(func=cmd_inspect)
     inspect.add_argument("--steps", type=int, default=0, metavar="N",
                          help="print an episode's first N timesteps as they reach the model: raw values, token ids "
                               "and what they mean, the separator, the action tokens and the action they decode to")
     inspect.add_argument("--episode", type=int, default=0, help="which episode --steps and --picture show")
     inspect.add_argument("--picture", default="", metavar="FILE",
                          help="write a PNG of the episode's first observation's image patches as the model gets them")
-    inspect.set_defaults(func=cmd_inspect)
 
     train = sub.add_parser("train", help="train a policy (no flags: the BabyAI main job)")
     TrainingArgs.add_arguments(train)
