@@ -16,8 +16,12 @@ import string
 import numpy as np
 from gymnasium import spaces
 
-from gato.codec import FieldSpec, SpaceCodec, TextField, VocabMismatchError, dotted, is_string_space
+from gato import codec as _codec
+from gato.codec import FieldSpec, SpaceCodec, VocabMismatchError, dotted, is_string_space
 from gato.vocab import Vocab
+
+_ACTION_TEXT = getattr(_codec, "ACTION_TEXT", "action:")
+"""The key prefix of an action field's text budget (where the codec has text actions: SpaceCodec's text_budget)."""
 
 FORMAT = 1
 """Version of the dict ``codec_to_dict`` writes; ``codec_from_dict`` refuses others."""
@@ -94,7 +98,9 @@ def codec_to_dict(codec: SpaceCodec) -> dict:
         "patch_size": int(codec.patch_size),
         "task_id": codec.task_id,
         "overrides": {path: field_spec_to_dict(FieldSpec.parse(v)) for path, v in codec.overrides.items()},
-        "text_budget": {dotted(f.path): int(f.n_tokens) for f in codec.obs_fields if isinstance(f, TextField)},
+        "text_budget": {**{dotted(f.path): int(f.n_tokens) for f in codec.obs_fields if f.kind == "text"},
+                        **{_ACTION_TEXT + dotted(f.path): int(f.n_tokens) for f in codec.action_fields
+                           if f.kind == "text"}},
         "vocab": vocab_to_dict(codec.vocab),
         "tokens_per_step": int(codec.tokens_per_step),
     }
