@@ -93,10 +93,13 @@ def model_card(name: str, tasks: list[dict] | None, history: list[dict] | None) 
         score = f"{metrics['normalized_score']:.3f}" if "normalized_score" in metrics else ""
         episodes = f"{metrics['episodes']:.0f}" if "episodes" in metrics else ""
         lines.append(f"| {task_name} | {env} | {episodes} | {mean} | {score} |")
+    control = [t["env_name"] for t in tasks if t.get("type") == "control" and t.get("env_name")]
+    example = control[0] if control else "NAME"
     lines += ["", f"Evaluation: the last one of training (step {step})." if step is not None
               else "Not evaluated yet.", "", "```bash",
-              "gato play CHECKPOINT --task NAME --episodes 5 --video videos/",
+              f"gato play CHECKPOINT --task {example} --episodes 5 --video videos/",
               "gato eval CHECKPOINT --episodes 100", "```", "", "```python",
-              "from gato.agent import load_agent", "agent = load_agent(\"CHECKPOINT\", task=\"NAME\")",
+              "from gato.agent import load_agent", "",
+              f"agent = load_agent(\"CHECKPOINT\", task={json.dumps(example)})",
               "env = agent.task.make_env()", "```", ""]
     return "\n".join(lines)
