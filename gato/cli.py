@@ -1,11 +1,13 @@
-"""The ``gato`` command: data, inspect, train, eval.
+"""The ``gato`` command: data, inspect, train, eval, play.
 
     gato data babyai --level GoToLocal --episodes 5000   write a BabyAI bot dataset (Minari)
     gato data babyai --levels jat --episodes 5000       one per level of JAT's 39 (resumable; a table of drops)
     gato inspect babyai/GoToLocal-bot-v0                per-field token layout of a dataset or env
+    gato inspect babyai/GoToLocal-bot-v0 --steps 3      an episode's first timesteps, token by token
     gato train                                          the main job: BabyAI GoToLocal, ~20 min
     gato train --resume runs/NAME                       continue a killed run from its last saved state
-    gato eval runs/NAME/checkpoint                      evaluate a checkpoint, write JSON
+    gato eval runs/NAME/checkpoint                      evaluate a checkpoint, write JSON (no dataset needed)
+    gato play runs/NAME/checkpoint --task NAME --video videos/   watch it act: returns and GIFs
 """
 
 from __future__ import annotations
@@ -162,6 +164,10 @@ def cmd_inspect(ns) -> int:
     from gato.envs import ENV_PLUGINS, is_env_id, make_env
 
     overrides = json.loads(ns.field_overrides) if ns.field_overrides else None
+    if (ns.steps or ns.picture) and not local_dataset_exists(ns.name):
+        print(f"--steps and --picture show a dataset's episodes; {ns.name!r} is not a local dataset",
+              file=sys.stderr)
+        return 2
     if local_dataset_exists(ns.name):
         from gato.data.episodes import RawEpisodes, fit_codec, load_minari
 
@@ -188,6 +194,42 @@ def cmd_inspect(ns) -> int:
     print(f"\ntokens per timestep: {codec.tokens_per_step}")
     for ctx in ns.context_len:
         print(f"timesteps in a {ctx}-token context: {codec.timesteps_in(ctx)}")
+    if ns.steps or ns.picture:
+        return _inspect_steps(codec, dataset, ns)
+    return 0
+
+
+def _listed(items: list, most: int = 12, sep: str = " ") -> str:
+    """Items joined by ``sep``, the middle left out past ``most``."""
+    items = [str(i) for i in items]
+    if len(items) <= most:
+        return sep.join(items)
+    return sep.join(items[: most - 2]) + f"{sep}...{sep}{items[-1]} ({len(items)} tokens)"
+
+
+def _inspect_steps(codec, dataset, ns) -> int:
+    """``gato inspect DATASET --steps N [--picture FILE]``: an episode's first timesteps, token by token."""
+    from gato.data.inspection import _at, describe_steps, patch_picture
+
+    indices = list(dataset.episode_indices)
+    if not 0 <= ns.episode < len(indices):
+        print(f"--episode {ns.episode} is not one of the {len(indices)} episodes (0..{len(indices) - 1})",
+              file=sys.stderr)
+        return 2
+    episode = next(iter(dataset.iterate_episodes([int(indices[ns.episode])])))
+    obs, actions, rewards = episode.observations, episode.actions, episode.rewards
+    for step in describe_steps(codec, obs, actions, rewards, ns.steps):
+        print(f"\nepisode {ns.episode}, timestep {step['step']} (reward {step['reward']:g}): "
+              f"{len(step['tokens'])} tokens")
+        print(format_table([{"field": g["field"], "value": g["value"], "ids": _listed(g["ids"]),
+                             "meaning": _listed(g["meanings"], 8, "; ")} for g in step["fields"]]))
+        action_ids = " ".join(map(str, step["tokens"][-codec.action_tokens:]))
+        print(f"action tokens {action_ids} decode to the action {step['action']}")
+        print(f"row: {' '.join(map(str, step['tokens']))}")
+    if ns.picture:
+        height, width = patch_picture(codec, _at(obs, 0), ns.picture)
+        print(f"\nwrote {ns.picture} ({width}x{height} pixels): the image patches of episode {ns.episode}'s first "
+              "observation as the model receives them")
     return 0
 
 
@@ -279,7 +321,8 @@ def cmd_eval(ns) -> int:
     checkpoint = Path(ns.checkpoint)
     policy = GatoPolicy.from_pretrained(checkpoint, device=ns.device)
     results, videos = {}, {}
-    for task in load_tasks(checkpoint, policy.vocab, names=ns.tasks):
+    # a checkpoint's saved codecs need no dataset; a prompt is cut from the dataset's episodes
+    for task in load_tasks(checkpoint, policy.vocab, names=ns.tasks, with_data=True if ns.prompt else None):
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
                                            promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
         if ns.video and hasattr(task, "make_env"):
@@ -300,6 +343,20 @@ def cmd_eval(ns) -> int:
     print(f"\nwrote {out}" + (f" and {chart}" if chart else ""))
     for name, v in videos.items():
         print(f"video {name}: {v['path']} (return {v['return']:.2f}, {v['length']} steps)")
+    return 0
+
+
+def cmd_play(ns) -> int:
+    from gato.agent import load_agent
+    from gato.evaluation.video import play
+
+    agent = load_agent(ns.checkpoint, task=ns.task, device=ns.device, deterministic=not ns.stochastic)
+    records = play(agent, ns.episodes, video_dir=ns.video or None, seed=ns.seed)
+    rows = [{"episode": i, "seed": r["seed"], "return": float(r["return"]), "length": r["length"],
+             **({"gif": r["path"]} if ns.video else {})} for i, r in enumerate(records)]
+    print(format_table(rows))
+    returns = [r["return"] for r in records]
+    print(f"\n{agent.task.name}: mean return {sum(returns) / len(returns):.3f} over {len(returns)} episodes")
     return 0
 
 
@@ -409,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--max_image_patches", type=int, default=0,
                          help="the most patches an image takes (a larger one is pooled); 0: the default, 64")
     inspect.set_defaults(func=cmd_inspect)
+    inspect.add_argument("--steps", type=int, default=0, metavar="N",
+                         help="print an episode's first N timesteps as they reach the model: raw values, token ids "
+                              "and what they mean, the separator, the action tokens and the action they decode to")
+    inspect.add_argument("--episode", type=int, default=0, help="which episode --steps and --picture show")
+    inspect.add_argument("--picture", default="", metavar="FILE",
+                         help="write a PNG of the episode's first observation's image patches as the model gets them")
 
     train = sub.add_parser("train", help="train a policy (no flags: the BabyAI main job)")
     TrainingArgs.add_arguments(train)
@@ -433,6 +496,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "95%% CIs by rliable; needs the eval extra); several BabyAI levels are scored as a suite "
                          "without it")
     ev.set_defaults(func=cmd_eval)
+
+    play = sub.add_parser("play", help="watch a checkpoint act in one of its tasks (no dataset needed)")
+    play.add_argument("checkpoint", help="checkpoint directory (e.g. runs/NAME/checkpoint)")
+    play.add_argument("--task", default=None, help="control task name (default: the checkpoint's only one)")
+    play.add_argument("--episodes", type=int, default=3, help="episodes to play")
+    play.add_argument("--video", default="", metavar="DIR", help="write each episode as a GIF in DIR")
+    play.add_argument("--seed", type=int, default=1_000_000, help="episode i's seed is SEED + i (default: the "
+                      "evaluation seeds, so the returns are gato eval's)")
+    play.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
+    play.add_argument("--device", default="cpu", help="torch device")
+    play.set_defaults(func=cmd_play)
     _add_language_commands(sub)
     return parser
 

@@ -214,7 +214,7 @@ def test_the_readme_loop_runs(cartpole_task, tiny_policy, tmp_path, monkeypatch,
     from gato.tasks.registry import load_tasks
 
     policy = GatoPolicy.from_pretrained("checkpoint")
-    task = load_tasks("checkpoint", policy.vocab)[0]  # the first task it was trained on; its dataset must be local
+    task = load_tasks("checkpoint", policy.vocab)[0]  # the first task it was trained on; no dataset needed
     agent, env = policy.agent(task), task.make_env()
     obs, _ = env.reset(seed=0)
     agent.reset()

@@ -33,7 +33,7 @@ def test_command_line_data_inspect_train_eval(tmp_path, capsys):
                  *TINY_FLAGS]) == 0
     checkpoint = run_dir / "e2e" / "checkpoint"
     assert sorted(p.name for p in checkpoint.iterdir()) == [
-        "config.json", "history.json", "model.safetensors", "tasks.json", "training_args.json"]
+        "README.md", "config.json", "history.json", "model.safetensors", "tasks.json", "training_args.json"]
     assert (run_dir / "e2e" / "learning_curve.png").stat().st_size > 0
     assert list((run_dir / "e2e" / "logs" / "neko-gato").glob("events.out.tfevents.*"))
     printed = capsys.readouterr().out

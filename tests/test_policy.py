@@ -476,7 +476,7 @@ def test_save_and_load_round_trip_exactly(tmp_path, babyai_task, tiny_policy, mo
     model = tiny_policy(seed=9, activation_fn="geglu", flash=False, use_patch_pos_encoding=False, image_summary=True)
     directory = tmp_path / "ckpt"
     model.save_pretrained(directory)
-    assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(directory)) == ["README.md", "config.json", "model.safetensors"]
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # no temporary or backup directory left
     umask = os.umask(0)
     os.umask(umask)

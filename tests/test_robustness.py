@@ -75,7 +75,7 @@ def test_save_over_a_checkpoint_replaces_it_whole(tmp_path, tiny_policy):
     tiny_policy(seed=0).save_pretrained(directory, extra={"a.json": 1, "b.json": 2})
     new = tiny_policy(seed=1)
     new.save_pretrained(directory, extra={"a.json": 3})
-    assert sorted(p.name for p in directory.iterdir()) == ["a.json", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in directory.iterdir()) == ["README.md", "a.json", "config.json", "model.safetensors"]
     loaded = GatoPolicy.from_pretrained(directory)
     for a, b in zip(loaded.state_dict().values(), new.state_dict().values()):
         assert torch.equal(a, b)

@@ -26,6 +26,7 @@ from gato.vocab import Vocab
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+CARD_FILE = "README.md"
 
 
 class CheckpointError(ValueError):
@@ -252,8 +253,9 @@ class GatoPolicy(nn.Module):
     # -- saving --------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
-        """Write config.json and model.safetensors (plus ``extra`` JSON files, name -> data, and the tokenizer's
-        tokenizer.json when it is a Hugging Face one) into ``directory``
+        """Write config.json, model.safetensors and a README.md model card (plus ``extra`` JSON files, name -> data,
+        and the tokenizer's tokenizer.json when it is a Hugging Face one) into ``directory``, a folder the Hugging
+        Face Hub takes as is (the card's evaluation table: the last evaluation of ``extra["history.json"]``),
         so that a kill at any instant leaves a complete checkpoint there: the previous one or the new one.
 
         How: everything is written into a hidden temporary directory beside ``directory`` and flushed to
@@ -275,6 +277,16 @@ class GatoPolicy(nn.Module):
                 (tmp / TOKENIZER_FILE).write_text(self._tokenizer_json, encoding="utf-8")
             for name, data in (extra or {}).items():
                 (tmp / name).write_text(json.dumps(data, indent=2))
+            (tmp / CARD_FILE).write_text(self._card(Path(directory), extra or {}), encoding="utf-8")
+
+    @staticmethod
+    def _card(directory: Path, extra: dict) -> str:
+        """The README.md model card (gato.model_card) from the task specs and history among ``extra``."""
+        from gato.model_card import model_card
+        from gato.tasks.task import TASKS_FILE
+
+        name = directory.parent.name if directory.name == "checkpoint" else directory.name
+        return model_card(name or "neko-gato", extra.get(TASKS_FILE), extra.get("history.json"))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device="cpu", **overrides) -> GatoPolicy:

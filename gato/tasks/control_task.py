@@ -23,6 +23,7 @@ import numpy as np
 
 from gato import envs, seeds
 from gato.codec import SpaceCodec, VocabMismatchError, space_mismatch, tokens_per_space
+from gato.codec_io import codec_to_dict
 from gato.data.episodes import EncodedEpisodes, RawEpisodes, fit_codec, load_minari
 from gato.evaluation.rollout import rollout
 from gato.tasks.windows import WindowSampler
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from gato.data.batch import Batch
     from gato.vocab import Vocab
 
-__all__ = ["ContextTooShortError", "ControlTask", "SpaceMismatchError", "tokens_per_space"]
+__all__ = ["ContextTooShortError", "ControlTask", "DataRequiredError", "EvaluationTask", "SpaceMismatchError",
+           "tokens_per_space"]
 
 
 class ContextTooShortError(ValueError):
@@ -256,7 +258,16 @@ class ControlTask:
         return copy.deepcopy(self.env)
 
     def spec(self) -> dict:
-        """JSON-able description; ``gato.tasks.registry.build_task`` rebuilds the task from it."""
+        """JSON-able description; ``gato.tasks.registry.build_task`` rebuilds the task from it. Besides what
+        rebuilds it from its dataset, it holds all that acting and scoring need without the data: the codec
+        (``gato.codec_io``), the env's spec (Gymnasium's ``EnvSpec.to_json``; None when its kwargs are not
+        JSON-able) and the dataset's reference returns."""
+        env_spec = None
+        if self.env.spec is not None:
+            try:
+                env_spec = self.env.spec.to_json()
+            except ValueError:  # kwargs that JSON cannot hold (a callable): the task then needs its dataset
+                env_spec = None
         return {
             "type": "control",
             "env_name": self.name,
@@ -268,13 +279,101 @@ class ControlTask:
                                 for k, v in self.codec.overrides.items()},
             "eval_envs": self.eval_envs,
             "task_id": self.codec.task_id,
+            "codec": codec_to_dict(self.codec),
+            "env_spec": env_spec,
+            "reference": {"ref_min_score": self.ref_min_score, "ref_max_score": self.ref_max_score,
+                          "algorithm_name": self.expert_name},
         }
 
     @classmethod
-    def from_spec(cls, spec: dict, vocab: Vocab | None = None) -> ControlTask:
-        """Rebuild a task from :meth:`spec`, encoded for ``vocab`` (the dataset must be local)."""
+    def from_spec(cls, spec: dict, vocab: Vocab | None = None, with_data: bool | None = None) -> ControlTask:
+        """Rebuild a task from :meth:`spec`, encoded for ``vocab``. ``with_data``: True reads the dataset
+        (it must be local: training, prompted evaluation); False builds an :class:`EvaluationTask` from the
+        saved codec, env spec and reference returns, with no data at all; None (default): False when the spec
+        holds them (checkpoints saved since they do), else True."""
         spec = dict(spec)
         spec.pop("type", None)
+        saved = {key: spec.pop(key, None) for key in ("codec", "env_spec", "reference")}
+        if with_data is None:
+            with_data = saved["codec"] is None or saved["env_spec"] is None
+        if not with_data:
+            return EvaluationTask.from_saved(spec, saved, vocab)
         name, dataset_id, context_len = spec.pop("env_name"), spec.pop("dataset_id"), spec.pop("context_len")
         return cls(name, None, dataset_id, context_len, vocab=vocab, **spec)
 
+
+class DataRequiredError(ValueError):
+    """Something only a task holding its episodes can do (train, prompt), asked of an EvaluationTask."""
+
+
+class EvaluationTask(ControlTask):
+    """A ControlTask rebuilt from a checkpoint without its dataset: it acts and evaluates (promptless) in a
+    fresh env, through the codec the checkpoint saved, and scores against the saved reference returns. It
+    holds no episodes, so sampling, prompts and DAgger raise :class:`DataRequiredError` naming the dataset.
+    Build it with ``ControlTask.from_spec(spec, vocab, with_data=False)``."""
+
+    @classmethod
+    def from_saved(cls, spec: dict, saved: dict, vocab: Vocab | None) -> EvaluationTask:
+        """The task of ``spec`` (its ``codec``, ``env_spec`` and ``reference`` popped into ``saved``)."""
+        from gymnasium.envs.registration import EnvSpec
+
+        from gato.codec_io import codec_from_dict
+
+        if saved["codec"] is None or saved["env_spec"] is None:
+            raise DataRequiredError(f"task {spec.get('env_name')!r} was saved without its codec or env spec; "
+                                    f"it needs its dataset {spec.get('dataset_id')!r}")
+        task = cls.__new__(cls)  # no dataset to read: the attributes an evaluation reads are set here
+        task.name = spec["env_name"]
+        task.dataset_id = spec["dataset_id"]
+        task.context_len = int(spec["context_len"])
+        task.patch_size = int(spec.get("patch_size", 4))
+        names = {f.name for f in dataclasses.fields(WindowSampler)}
+        task.windows = WindowSampler(**{k: v for k, v in spec.items() if k in names})
+        task.eval_envs = spec.get("eval_envs", 8)
+        reference = saved["reference"] or {}
+        task.ref_min_score = reference.get("ref_min_score")
+        task.ref_max_score = reference.get("ref_max_score")
+        task.expert_name = reference.get("algorithm_name")
+        task.env = envs.make_env(EnvSpec.from_json(saved["env_spec"]))
+        task.codec = codec_from_dict(saved["codec"], vocab, task.env.observation_space, task.env.action_space)
+        task.raw = task.episodes = task.added_episodes = None
+        return task
+
+    def _no_data(self, what: str):
+        return DataRequiredError(
+            f"task {self.name!r} was loaded from a checkpoint without its dataset, so it cannot {what}; it acts "
+            f"and evaluates without prompts. Make dataset {self.dataset_id!r} local and load the task with "
+            "with_data=True (`gato eval` does when given --prompt)")
+
+    def evaluate(self, model, n_iterations: int, deterministic: bool = True, promptless_eval: bool = True,
+                 **options) -> dict:
+        """:meth:`ControlTask.evaluate`, promptless by default (a prompt needs the dataset's episodes)."""
+        return super().evaluate(model, n_iterations, deterministic, promptless_eval, **options)
+
+    def evaluate_part(self, model, n_iterations: int, part: int, parts: int, deterministic: bool = True,
+                      promptless_eval: bool = True, **options) -> list[dict]:
+        """:meth:`ControlTask.evaluate_part`, promptless by default; asking for a prompt is refused."""
+        if not promptless_eval:
+            raise self._no_data("prompt with an expert episode")
+        return super().evaluate_part(model, n_iterations, part, parts, deterministic, True, **options)
+
+    def sample_batch(self, *args, **kwargs):
+        """Refused: there are no episodes to sample (:class:`DataRequiredError`)."""
+        raise self._no_data("sample training windows")
+
+    def eval_prompt(self, *args, **kwargs):
+        """Refused: prompts are cut from the dataset's episodes (:class:`DataRequiredError`)."""
+        raise self._no_data("prompt with an expert episode")
+
+    def add_episodes(self, raw) -> None:
+        """Refused: the task holds no data to add to (:class:`DataRequiredError`)."""
+        raise self._no_data("add episodes")
+
+    def collect_corrections(self, *args, **kwargs):
+        """Refused: DAgger adds to the dataset (:class:`DataRequiredError`)."""
+        raise self._no_data("collect corrections")
+
+    def encode_for(self, vocab: Vocab) -> SpaceCodec:
+        """The codec, when ``vocab`` is the one it was saved for (text budgets were measured in that
+        vocabulary's tokens, and there is no data to measure them again)."""
+        return self.codec_for(vocab)

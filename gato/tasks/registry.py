@@ -14,14 +14,22 @@ TASK_TYPES = {"control": "gato.tasks.control_task:ControlTask", "text": "gato.ta
 when a spec of that type is read). New task kinds register here."""
 
 
-def build_task(spec: dict, vocab=None):
+class DatasetNeededError(FileNotFoundError):
+    """A checkpoint saved before checkpoints carried their codecs, whose dataset is not local."""
+
+
+def build_task(spec: dict, vocab=None, with_data: bool | None = None):
     """The task described by ``spec`` (its "type" selects the class), its data encoded for
-    ``vocab`` (a policy's ``policy.vocab``; None: the default vocabulary)."""
+    ``vocab`` (a policy's ``policy.vocab``; None: the default vocabulary). ``with_data`` (control tasks):
+    see ``ControlTask.from_spec``; None: without data when the spec holds a saved codec."""
     kind = spec.get("type")
     if kind not in TASK_TYPES:
         raise ValueError(f"unknown task type {kind!r} in a task spec; known: {sorted(TASK_TYPES)}")
     module, name = TASK_TYPES[kind].split(":")
-    return getattr(importlib.import_module(module), name).from_spec(spec, vocab=vocab)
+    cls = getattr(importlib.import_module(module), name)
+    if kind == "control":
+        return cls.from_spec(spec, vocab=vocab, with_data=with_data)
+    return cls.from_spec(spec, vocab=vocab)
 
 
 def task_specs(checkpoint) -> list[dict]:
@@ -36,12 +44,39 @@ def task_specs(checkpoint) -> list[dict]:
         raise ValueError(f"{path} is not valid JSON ({e}); the checkpoint is damaged") from None
 
 
-def load_tasks(checkpoint, vocab=None, names=None) -> list:
-    """The tasks a checkpoint was trained on (or those of them named in ``names``), their data
-    encoded for ``vocab`` (the checkpoint's policy's ``policy.vocab``). Their datasets must be local."""
+def task_names(specs: list[dict]) -> list[str]:
+    """Each spec's task name (a control task's ``env_name``, a language task's ``name``)."""
+    return [spec.get("env_name") or spec.get("name", "?") for spec in specs]
+
+
+def load_tasks(checkpoint, vocab=None, names=None, with_data: bool | None = None) -> list:
+    """The tasks a checkpoint was trained on (or those of them named in ``names``), encoded for ``vocab``
+    (the checkpoint's policy's ``policy.vocab``). Control tasks saved with their codec act and evaluate
+    with no dataset on disk (``with_data=True`` reads it anyway, e.g. to prompt); language tasks and
+    control tasks of older checkpoints need their data local, and a missing dataset of the latter raises
+    :class:`DatasetNeededError` naming it."""
     specs = task_specs(checkpoint)
-    known = [spec.get("env_name") or spec.get("name", "?") for spec in specs]
+    known = task_names(specs)
     unknown = sorted(set(names or []) - set(known))
     if unknown:
         raise ValueError(f"no task named {' '.join(unknown)} in this checkpoint; its tasks: {' '.join(known)}")
-    return [build_task(spec, vocab) for spec, name in zip(specs, known) if not names or name in names]
+    return [_build_saved(checkpoint, spec, vocab, with_data) for spec, name in zip(specs, known)
+            if not names or name in names]
+
+
+def _build_saved(checkpoint, spec: dict, vocab, with_data: bool | None):
+    """build_task, with the error that an old checkpoint's missing dataset deserves."""
+    from gato.data.episodes import DatasetNotFoundError, remake_command
+
+    try:
+        return build_task(spec, vocab, with_data)
+    except DatasetNotFoundError:
+        if spec.get("type") != "control" or spec.get("codec") is not None:
+            raise
+        dataset = spec.get("dataset_id")
+        raise DatasetNeededError(
+            f"checkpoint {checkpoint} was saved before checkpoints carried their codecs, so its task "
+            f"{spec.get('env_name')!r} still needs its dataset {dataset!r}, which is not local. Make it "
+            f"with {remake_command(dataset)}, or point MINARI_DATASETS_PATH at the folder that holds it; "
+            "a checkpoint saved by this version of neko-gato needs no dataset."
+        ) from None
