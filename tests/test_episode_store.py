@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from gato.data.episode_store import STORE_PATH_ENV
-from gato.data.episodes import DamagedDatasetError, EncodedEpisodes, RawEpisodes, load_minari
+from gato.data.episodes import DamagedDatasetError, DataStats, EncodedEpisodes, RawEpisodes, load_minari
 from gato.tasks.control_task import ControlTask
 from gato.vocab import Vocab
 
@@ -154,6 +154,41 @@ def test_changed_codec_or_dataset_makes_a_new_store(babyai_id, data):
     assert rewritten.store.built and rewritten.store.dir != cart.store.dir and len(rewritten.episodes.lengths) == 5
     memory = ControlTask("cart", None, "test/cart-v0", context_len=64, vocab=Vocab(**VOCAB), store=False)
     assert_same_batch(batches(rewritten, n=1)[0], batches(memory, n=1)[0])
+
+
+def test_codec_fitted_to_the_first_chunks_is_replaced_when_later_episodes_change_it(data, monkeypatch):
+    """The first build fits its codec to the first chunks; later episodes with a longer mission and a new
+    image value change the codec, and the store must then be the complete statistics' codec's."""
+    import gymnasium as gym
+    import minigrid  # noqa: F401 -- registers the BabyAI envs
+
+    from gato.data import episode_store
+    from gato.data.babyai import babyai_observation_space
+    from gato.data.writer import write_dataset
+
+    episodes = data.rollout("BabyAI-GoToRedBall-v0", 6, 8, seed=0)
+    longer = "go to the red ball and then go to the red ball again"
+    for episode in episodes[4:]:
+        for obs in episode["observations"]:
+            obs["mission"] = longer
+            obs["image"] = obs["image"].copy()
+            obs["image"][0, 0, 0] = 12
+    env = gym.make("BabyAI-GoToRedBall-v0")
+    write_dataset("test/later-v0", episodes, env_id="BabyAI-GoToRedBall-v0",
+                  observation_space=babyai_observation_space(env.observation_space), action_space=env.action_space)
+    monkeypatch.setattr(episode_store, "CHUNK_EPISODES", 2)
+    monkeypatch.setattr(episode_store, "KEEP_STEPS", 1)  # the first chunk alone fits the first guess
+
+    stored, memory = task("test/later-v0"), task("test/later-v0", store=False)
+    first = RawEpisodes.read(load_minari("test/later-v0"), "x")
+    guess = DataStats.of(RawEpisodes(first.observations[:2], first.actions[:2], first.rewards[:2], [0, 1]),
+                         DataStats.leaves_of(env.observation_space))
+    assert guess.top["image"] < 12 and longer not in guess.strings["mission"]  # the guess was another codec
+    assert stored.store.built and stored.codec.layout() == memory.codec.layout()
+    assert stored.stats.top["image"] == 12 and longer in stored.stats.strings["mission"]
+    for a, b in zip(batches(memory), batches(stored)):
+        assert_same_batch(a, b)
+    assert len(complete(stored.store.dir.parent)) == 1
 
 
 def test_second_start_reads_nothing_of_the_dataset_file(babyai_id, minari_root):

@@ -31,18 +31,23 @@ together one builds and the others wait, then open what it built. Partial folder
 deleted by the next build. (``flock`` is per machine; on a network file system shared by several machines
 the rename still keeps stores whole, but two machines may both build.)
 
-The first build of a dataset larger than ``KEEP_STEPS`` timesteps (or ``KEEP_BYTES``) reads its file
-twice: once for the statistics the codec needs, once to encode. Smaller datasets are read once.
+The first build reads the dataset once, ``CHUNK_EPISODES`` at a time (memory holds a chunk, not the
+dataset): the codec is fitted to the statistics of the first chunks (up to ``KEEP_STEPS`` timesteps or
+``KEEP_BYTES``), every chunk is encoded with it, and the complete statistics are checked to fit the same
+codec at the end; where they do not (a longer string or a new value seen late), the store is built again
+from a second read. A store for another codec of the same dataset (another vocabulary) reads it once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,7 +69,7 @@ CHUNK_EPISODES = 1000
 
 KEEP_STEPS = 100_000
 KEEP_BYTES = 512 * 2**20
-"""While gathering statistics, chunks are kept for encoding (not read again) up to these many timesteps and bytes."""
+"""A first build fits its codec to the first chunks, up to these many timesteps and (estimated) bytes."""
 
 _CODE = ("codec.py", "data/episodes.py")  # the encoding's source: a change of it may change the tokens
 
@@ -153,17 +158,17 @@ class EpisodeStore:
                 return codec, episodes
         with self._locked():
             self._clean()
-            stats, kept = self._read_stats(), []
+            stats = self._read_stats()
             if stats is None:
-                stats, kept = self._scan()
-            codec = make_codec(stats)
-            episodes = self._open(codec, stats)
+                codec = self._first_build(make_codec)
+            else:
+                codec = make_codec(stats)
+                if self._open(codec, stats) is None:
+                    self._build(codec, self._chunks(), stats.steps)
+                    self.built = True
+            episodes = self._open(codec, self.stats)
             if episodes is None:
-                self._build(codec, stats, kept)
-                self.built = True
-                episodes = self._open(codec, stats)
-                if episodes is None:
-                    raise RuntimeError(f"the episode store built at {self.path} does not open; delete {self.dir}")
+                raise RuntimeError(f"the episode store built at {self.path} does not open; delete {self.dir}")
         return codec, episodes
 
     # -- statistics ------------------------------------------------------------------------------
@@ -178,23 +183,48 @@ class EpisodeStore:
             return None
         return self.stats
 
-    def _scan(self) -> tuple[DataStats, list]:
-        """Pass one: the statistics, keeping the first chunks (within KEEP_STEPS / KEEP_BYTES) for pass two."""
-        stats, kept, keeping, steps, size = DataStats(), [], True, 0, 0
+    def _first_build(self, make_codec) -> SpaceCodec:
+        """The first build of a dataset: its statistics and the store of ``make_codec``'s codec in one read.
+
+        The codec is fitted to the first chunks (up to KEEP_STEPS timesteps or KEEP_BYTES); every chunk is
+        then encoded with it while the statistics grow. If the complete statistics fit the same codec (the
+        usual case: the first chunks already show every string length and value), the store is kept;
+        otherwise it is discarded and built again with the right codec (a second read)."""
+        stats, head, steps, size = DataStats(), [], 0, 0
         leaves = DataStats.leaves_of(self.dataset.observation_space)
-        for chunk in RawEpisodes.chunks(self.dataset, self.name, CHUNK_EPISODES):
+        chunks = RawEpisodes.chunks(self.dataset, self.name, CHUNK_EPISODES)
+        for chunk in chunks:
             stats.update(chunk, leaves)
-            if keeping:  # a prefix of the chunks, so that pass two reads on from where it stops
-                steps += sum(len(a) for a in chunk.actions)
-                size += chunk.nbytes()
-                keeping = steps <= KEEP_STEPS and size <= KEEP_BYTES
-                if keeping:
-                    kept.append(chunk)
-        if not stats.episodes:
-            raise DatasetValueError(f"dataset {self.name!r} holds no episodes with at least one step; regenerate it")
-        atomic.write_json(self.dir / "stats.json", {"key": self.key, "stats": stats.to_dict()})
-        self.stats = stats
-        return stats, kept
+            head.append(chunk)
+            steps, size = steps + sum(len(a) for a in chunk.actions), size + chunk.nbytes()
+            if steps > KEEP_STEPS or size > KEEP_BYTES:
+                break
+        guess = make_codec(copy.deepcopy(stats))
+
+        def every_chunk():
+            while head:
+                yield head.pop(0)
+            for chunk in chunks:
+                stats.update(chunk, leaves)
+                yield chunk
+
+        def settle():
+            """The complete statistics, saved; whether they fit the codec the store is being written with."""
+            if not stats.episodes:
+                raise DatasetValueError(f"dataset {self.name!r} holds no episodes with at least one step; "
+                                        "regenerate it")
+            atomic.write_json(self.dir / "stats.json", {"key": self.key, "stats": stats.to_dict()})
+            self.stats = stats
+            return codec_identity(guess, stats) == codec_identity(make_codec(stats), stats)
+
+        # minari's step count sizes the files; should it not be the rows found, the build is done again
+        if self._build(guess, every_chunk(), int(self.dataset.total_steps), settle):
+            self.built = True
+            return guess
+        codec = make_codec(stats)
+        self._build(codec, self._chunks(), stats.steps)
+        self.built = True
+        return codec
 
     # -- one codec's store -----------------------------------------------------------------------
 
@@ -221,49 +251,60 @@ class EpisodeStore:
             return None
         return EncodedEpisodes(steps=steps, patches=patches, starts=starts, returns=returns)
 
-    def _build(self, codec: SpaceCodec, stats: DataStats, kept: list) -> None:
-        """Pass two: encode every episode, chunk by chunk, into the files of a temporary folder renamed into
-        place when complete."""
-        target, key = self._target(codec, stats)
+    def _build(self, codec: SpaceCodec, chunks, total: int, settle=None) -> bool:
+        """Encode ``chunks`` with ``codec`` into ``total`` rows of files in a temporary folder, renamed into
+        place when complete. ``settle()``, called once every chunk is read, returns whether to keep the
+        result (it also sets ``self.stats``); False, or a row count other than ``total``, drops it."""
         start = time.perf_counter()
-        total, n_episodes = stats.steps, stats.episodes
         dtype = np.uint16 if codec.vocab.size <= np.iinfo(np.uint16).max + 1 else np.int32
-        starts = np.zeros(n_episodes + 1, np.int64)
-        returns = np.zeros(n_episodes, np.float64)
-        with atomic.replacing_dir(target) as tmp:
+        starts, returns = [np.zeros(1, np.int64)], []
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}.writing-", dir=self.dir))
+        try:
             steps = np.lib.format.open_memmap(tmp / "steps.npy", "w+", dtype, (total, codec.tokens_per_step))
-            patches, row, episode = None, 0, 0
-            for chunk in self._chunks(kept):
-                if not len(chunk):
-                    continue
+            patches, row, overflow = None, 0, False
+            for chunk in chunks:
+                if overflow or not len(chunk):
+                    continue  # past ``total`` rows: only read on, for the statistics ``settle`` needs
                 enc = EncodedEpisodes.encode(chunk, codec, self.name)
-                n, e = len(enc.steps), len(chunk)
-                if row + n > total or episode + e > n_episodes:
-                    raise _changed(self.name)
+                n = len(enc.steps)
+                if row + n > total:
+                    overflow = True
+                    continue
                 if patches is None:
                     patches = np.lib.format.open_memmap(tmp / "patches.npy", "w+", enc.patches.dtype,
                                                         (total,) + enc.patches.shape[1:])
                 steps[row : row + n] = enc.steps
                 patches[row : row + n] = enc.patches
-                starts[episode + 1 : episode + e + 1] = row + enc.starts[1:]
-                returns[episode : episode + e] = enc.returns
-                row, episode = row + n, episode + e
-            if row != total or episode != n_episodes:
+                starts.append(row + enc.starts[1:])
+                returns.append(enc.returns)
+                row += n
+            if settle is not None and not (settle() and not overflow and row == total):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
+            if overflow or row != total:
                 raise _changed(self.name)
             steps.flush()
             patches.flush()
             del steps, patches  # unmap: the pages written need not count as this process's memory
+            starts, returns = np.concatenate(starts), np.concatenate(returns)
             np.save(tmp / "starts.npy", starts)
             np.save(tmp / "returns.npy", returns)
+            target, key = self._target(codec, self.stats)
             atomic.write_json(tmp / "meta.json", {
-                "key": key, "dataset_id": self.name, "episodes": n_episodes, "steps": total,
-                "codec": codec_identity(codec, stats), "built_seconds": round(time.perf_counter() - start, 3),
+                "key": key, "dataset_id": self.name, "episodes": len(returns), "steps": total,
+                "codec": codec_identity(codec, self.stats), "built_seconds": round(time.perf_counter() - start, 3),
                 "built_by_pid": os.getpid()})
+            _share(tmp)
+            atomic.fsync_tree(tmp)
+            atomic.replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return True
 
-    def _chunks(self, kept: list):
-        """The dataset in chunks: those pass one kept, then the rest read again."""
-        yield from kept
-        yield from RawEpisodes.chunks(self.dataset, self.name, CHUNK_EPISODES, first=len(kept) * CHUNK_EPISODES)
+    def _chunks(self):
+        """The dataset's episodes, chunk by chunk."""
+        return RawEpisodes.chunks(self.dataset, self.name, CHUNK_EPISODES)
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -288,6 +329,14 @@ class EpisodeStore:
         for path in self.dir.glob(".*"):
             if ".writing-" in path.name or path.name.startswith(".stats.json."):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _share(folder: Path) -> None:
+    """Give a folder made by mkdtemp (private) and its files the permissions new ones get (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.iterdir()]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _changed(name: str) -> RuntimeError:
