@@ -21,7 +21,9 @@ What is measured
       pages and pages of mapped files, which the page cache shares between processes; and the peak),
       ``sample_batch(16)`` milliseconds (median of 50 after 5 untimed), and seconds from the process's start to the
       end of its first training step. The JSON gives each store figure against the in-memory one, and each size's
-      against the first size's.
+      against the first size's. ``--baseline_src DIR`` adds a fourth process first, "before": the same
+      measurements with the ``gato`` package of DIR (e.g. ``git archive main | tar -x -C DIR``: the code before
+      the store, whose sampling also recomputed per batch what grows with the data).
 
 Usage
     python benchmarks/scaling.py                      # 1 and 2 processes, the resume check; PNG beside the JSON
@@ -211,9 +213,11 @@ def data_worker(out: str, samples: int = 50) -> None:
     trainer = build_trainer(args, tasks=tasks)
     trainer.train_step()
     first_step = time.time() - started
+    store = getattr(task, "store", None)  # None also in code from before the store (--baseline_src)
     Path(out).write_text(json.dumps({
         "episodes": int(len(task.episodes.lengths)), "timesteps": int(task.episodes.starts[-1]),
-        "stored": task.store is not None, "store_built": bool(task.store is not None and task.store.built),
+        "gato": list(sys.modules["gato"].__path__)[0],
+        "stored": store is not None, "store_built": bool(store is not None and store.built),
         "task_seconds": task_seconds, "memory_after_task": after_task, "memory_after_first_step": _memory_now(),
         "sample_batch_16_ms": 1000 * float(np.median(times)), "seconds_to_first_step": first_step}))
 
@@ -225,15 +229,16 @@ def data_size_run(episodes: int, args) -> dict:
     env = {**os.environ, "MINARI_DATASETS_PATH": str(folder), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, __file__, "--make_data", str(episodes)], env=env, check=True)
     runs = {}
-    for mode in ("in_memory", "store_cold", "store_warm"):
+    for mode in (["before"] if args.baseline_src else []) + ["in_memory", "store_cold", "store_warm"]:
         if mode == "store_cold":
             shutil.rmtree(stores, ignore_errors=True)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "result.json"
             _common.log(f"{episodes} episodes: {mode} ...")
-            where = "off" if mode == "in_memory" else str(stores)
+            where = "off" if mode in ("before", "in_memory") else str(stores)
+            code = {"PYTHONPATH": str(Path(args.baseline_src).resolve())} if mode == "before" else {}
             run = subprocess.run([sys.executable, __file__, "--data_worker", "--out", str(out)], capture_output=True,
-                                 text=True, env={**env, "GATO_STORE_PATH": where})
+                                 text=True, env={**env, "GATO_STORE_PATH": where, **code})
             if run.returncode:
                 raise SystemExit(f"{mode} at {episodes} episodes failed:\n{run.stderr[-4000:]}")
             runs[mode] = json.loads(out.read_text())
@@ -242,7 +247,9 @@ def data_size_run(episodes: int, args) -> dict:
         raise SystemExit("the cold run did not build the store, or the warm run built it again")
     store_files = sum(f.stat().st_size for f in stores.rglob("*") if f.is_file())
     return {"episodes": episodes, "timesteps": runs["in_memory"]["timesteps"], "store_mb_on_disk": store_files / 2**20,
-            "runs": runs, "store_warm_vs_in_memory": _ratios(runs["store_warm"], runs["in_memory"], with_task=True)}
+            "runs": runs, "store_warm_vs_in_memory": _ratios(runs["store_warm"], runs["in_memory"], with_task=True),
+            **({"store_warm_vs_before": _ratios(runs["store_warm"], runs["before"], with_task=True)}
+               if "before" in runs else {})}
 
 
 def _ratios(run: dict, base: dict, with_task: bool = False) -> dict:
@@ -281,6 +288,8 @@ def main() -> None:
                         help="instead of the process runs: GoToLocal episodes in memory vs the episode store, per size")
     parser.add_argument("--data_root", default=".bench/data",
                         help="folder of the data-size part's datasets (gotolocal-N) and stores (stores-N)")
+    parser.add_argument("--baseline_src", default=None,
+                        help="data-size part: also measure the gato package of this folder (the code before)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data_worker", action="store_true", help=argparse.SUPPRESS)
