@@ -11,9 +11,10 @@ by a hash of the dataset's identity:
   task id, vocabulary layout, the tokenizer's encoding of the dataset's strings, and the source of the
   encoding code), holding ``steps.npy`` (total, S) token rows in the smallest unsigned type the
   vocabulary fits, ``patches.npy`` (total, n_patches, C, P, P), ``starts.npy`` (E+1,) row offsets,
-  ``returns.npy`` (E,) and ``meta.json``: flat arrays back to back and an offsets index, opened with
-  ``numpy.load(mmap_mode="r")``. Memory then holds the pages a batch touches plus two numbers per
-  episode, whatever the size of the data, and every process of a machine shares the page cache.
+  ``returns.npy`` (E,) and ``meta.json``: flat arrays back to back and an offsets index, memory-mapped
+  read-only (:func:`map_npy`: as ``numpy.load(mmap_mode="r")``, advised for random access). Private memory
+  then holds a few numbers per episode, whatever the size of the data; the pages batches read are the
+  page cache's, shared by every process of a machine and given back under memory pressure.
 
 The dataset's identity is its id, the name, size and modification time (ns) of each file in its ``data``
 folder, a hash of ``metadata.json`` and of the episode indices read (a filtered MinariDataset is another
@@ -45,6 +46,7 @@ import copy
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -240,8 +242,7 @@ class EpisodeStore:
             meta = json.loads((target / "meta.json").read_text())
             if meta.get("key") != key:
                 return None
-            steps = np.load(target / "steps.npy", mmap_mode="r")
-            patches = np.load(target / "patches.npy", mmap_mode="r")
+            steps, patches = map_npy(target / "steps.npy"), map_npy(target / "patches.npy")
             starts = np.load(target / "starts.npy")
             returns = np.load(target / "returns.npy")
         except (OSError, ValueError, KeyError, TypeError):
@@ -329,6 +330,28 @@ class EpisodeStore:
         for path in self.dir.glob(".*"):
             if ".writing-" in path.name or path.name.startswith(".stats.json."):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def map_npy(path: Path) -> np.ndarray:
+    """A read-only array memory-mapped from a ``.npy`` file, as ``numpy.load(path, mmap_mode="r")`` gives, but
+    advised for random access (``MADV_RANDOM``: no read-ahead of the neighbours of each row sampled from a cold
+    disk). The pages read stay mapped: they count in the process's resident memory as file pages (``RssFile``),
+    up to the file's size over a long run, but they are the page cache's, shared by every process that maps
+    the store and given back under memory pressure; private memory does not grow."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+        size = int(np.prod(shape)) * dtype.itemsize
+        if size == 0:  # nothing to map (a dataset without images has no patches)
+            return np.zeros(shape, dtype)
+        if os.fstat(f.fileno()).st_size < offset + size:
+            raise ValueError(f"{path} is shorter than its header says")
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(mapped, "madvise"):
+        mapped.madvise(mmap.MADV_RANDOM)
+    return np.ndarray(shape, dtype, buffer=mapped, offset=offset, order="F" if fortran else "C")
 
 
 def _share(folder: Path) -> None:

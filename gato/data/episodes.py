@@ -417,9 +417,9 @@ class EncodedEpisodes:
 
     def concat(self, other: EncodedEpisodes) -> EncodedEpisodes:
         """These episodes followed by ``other``'s (encoded with the same codec). In-memory arrays are
-        joined; memory-mapped ones are chained (:class:`ChainedRows`), never read into memory."""
+        joined; read-only ones (memory-mapped) are chained (:class:`ChainedRows`), never read into memory."""
         def join(a, b):
-            if isinstance(a, np.ndarray) and not isinstance(a, np.memmap) and isinstance(b, np.ndarray):
+            if all(isinstance(x, np.ndarray) and x.flags.writeable for x in (a, b)):  # mapped stores are read-only
                 return np.concatenate([a, b])
             return ChainedRows([a, b])
 
