@@ -19,10 +19,23 @@ What is measured
       timed training steps as above, one setting after the other in this invocation; one process is the plain
       unsharded run. The JSON lists tokens/s and seconds per step of every setting, and the ratio to the first.
 
+    * Data size (``--data_sizes N ...``, instead of the two above): for each size, a BabyAI GoToLocal dataset of N
+      episodes (made under ``--data_root`` if missing) and three fresh processes, one after the other: episodes in
+      memory as before (``GATO_STORE_PATH=off``), the memory-mapped store built from nothing (cold), and opened
+      once built (warm). Each reports seconds to build the task, resident memory after it (RSS, split into anonymous
+      pages and pages of mapped files, which the page cache shares between processes; and the peak),
+      ``sample_batch(16)`` milliseconds (median of 50 after 5 untimed), and seconds from the process's start to the
+      end of its first training step. The JSON gives each store figure against the in-memory one, and each size's
+      against the first size's. ``--baseline_src DIR`` adds a fourth process first, "before": the same
+      measurements with the ``gato`` package of DIR (e.g. ``git archive main | tar -x -C DIR``: the code before
+      the store, whose sampling also recomputed per batch what grows with the data).
+
 Usage
     python benchmarks/scaling.py                      # 1 and 2 processes, the resume check; PNG beside the JSON
     python benchmarks/scaling.py --processes 1 2 4 --device cuda   # on a multi-GPU machine
     python benchmarks/scaling.py --train_throughput --processes 1 2 --modes ddp fsdp   # 1 process, 2 DDP, 2 FSDP
+
+    python benchmarks/scaling.py --data_sizes 10000 100000 --data_root .bench/data   # data larger than memory
 
 Progress goes to stderr; a single JSON object is printed on stdout at the end.
 """
@@ -32,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,6 +235,107 @@ def _plot(curves: dict, resumed_at: int, png: Path) -> None:
     plt.close(fig)
 
 
+# -- data size: episodes in memory against the memory-mapped store ----------------------------------------------
+
+
+def _memory_now() -> dict:
+    """This process's resident memory in MB (/proc/self/status): all, anonymous, mapped files, peak."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": fields["VmRSS"], "anon_mb": fields["RssAnon"], "file_mb": fields["RssFile"],
+            "peak_mb": fields["VmHWM"]}
+
+
+def data_worker(out: str, samples: int = 50) -> None:
+    """One process of the data-size part: build the GoToLocal task, time sample_batch(16), take a training step."""
+    import numpy as np
+    import psutil
+
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_tasks, build_trainer
+
+    started = psutil.Process().create_time()  # the process's start: interpreter and imports count
+    args = TrainingArgs(control_datasets=[_common.DATASET_ID], **MODEL, batch_size=16, training_steps=10**9,
+                        max_minutes=0, report_to=["none"], save_model=False, device="cpu", save_dir=tempfile.mkdtemp(),
+                        exp_name="data-scaling")
+    begin = time.perf_counter()
+    tasks = build_tasks(args)
+    task_seconds = time.perf_counter() - begin
+    after_task = _memory_now()
+    task = tasks[0]
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        task.sample_batch(16, task.codec.vocab, rng=rng)
+    times = []
+    for _ in range(samples):
+        tick = time.perf_counter()
+        task.sample_batch(16, task.codec.vocab, rng=rng)
+        times.append(time.perf_counter() - tick)
+    trainer = build_trainer(args, tasks=tasks)
+    trainer.train_step()
+    first_step = time.time() - started
+    store = getattr(task, "store", None)  # None also in code from before the store (--baseline_src)
+    Path(out).write_text(json.dumps({
+        "episodes": int(len(task.episodes.lengths)), "timesteps": int(task.episodes.starts[-1]),
+        "gato": list(sys.modules["gato"].__path__)[0],
+        "stored": store is not None, "store_built": bool(store is not None and store.built),
+        "task_seconds": task_seconds, "memory_after_task": after_task, "memory_after_first_step": _memory_now(),
+        "sample_batch_16_ms": 1000 * float(np.median(times)), "seconds_to_first_step": first_step}))
+
+
+def data_size_run(episodes: int, args) -> dict:
+    """The three processes of one data size (see the module docstring)."""
+    folder = Path(args.data_root).resolve() / f"gotolocal-{episodes}"
+    stores = Path(args.data_root).resolve() / f"stores-{episodes}"
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(folder), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, __file__, "--make_data", str(episodes)], env=env, check=True)
+    runs = {}
+    for mode in (["before"] if args.baseline_src else []) + ["in_memory", "store_cold", "store_warm"]:
+        if mode == "store_cold":
+            shutil.rmtree(stores, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "result.json"
+            _common.log(f"{episodes} episodes: {mode} ...")
+            where = "off" if mode in ("before", "in_memory") else str(stores)
+            code = {"PYTHONPATH": str(Path(args.baseline_src).resolve())} if mode == "before" else {}
+            run = subprocess.run([sys.executable, __file__, "--data_worker", "--out", str(out)], capture_output=True,
+                                 text=True, env={**env, "GATO_STORE_PATH": where, **code})
+            if run.returncode:
+                raise SystemExit(f"{mode} at {episodes} episodes failed:\n{run.stderr[-4000:]}")
+            runs[mode] = json.loads(out.read_text())
+            _common.log(f"  {runs[mode]}")
+    if not runs["store_cold"]["store_built"] or runs["store_warm"]["store_built"]:
+        raise SystemExit("the cold run did not build the store, or the warm run built it again")
+    store_files = sum(f.stat().st_size for f in stores.rglob("*") if f.is_file())
+    return {"episodes": episodes, "timesteps": runs["in_memory"]["timesteps"], "store_mb_on_disk": store_files / 2**20,
+            "runs": runs, "store_warm_vs_in_memory": _ratios(runs["store_warm"], runs["in_memory"], with_task=True),
+            **({"store_warm_vs_before": _ratios(runs["store_warm"], runs["before"], with_task=True)}
+               if "before" in runs else {})}
+
+
+def _ratios(run: dict, base: dict, with_task: bool = False) -> dict:
+    """``run``'s figures over ``base``'s: resident memory after the task, sampling, first step (and task build)."""
+    keys = ["sample_batch_16_ms", "seconds_to_first_step"] + (["task_seconds"] if with_task else [])
+    return {"rss_after_task": run["memory_after_task"]["rss_mb"] / base["memory_after_task"]["rss_mb"],
+            **{k: run[k] / base[k] for k in keys}}
+
+
+def data_sizes(args) -> dict:
+    """The data-size part for every size in ``args.data_sizes``, with each size's figures against the first's."""
+    sizes = [data_size_run(n, args) for n in args.data_sizes]
+    base = sizes[0]["runs"]
+    ratios = []
+    for size in sizes:
+        row = {"episodes": size["episodes"]}
+        for mode, run in size["runs"].items():
+            row[mode] = _ratios(run, base[mode])
+        ratios.append(row)
+    return {"sizes": sizes, "ratios_vs_first_size": ratios}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
@@ -238,10 +353,33 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["ddp", "fsdp"], choices=["ddp", "fsdp"],
                         help="with --train_throughput: how several processes train")
     parser.add_argument("--episodes", type=int, default=1000, help="GoToLocal episodes generated if none exist")
+
+    parser.add_argument("--data_sizes", type=int, nargs="+", default=None,
+                        help="instead of the process runs: GoToLocal episodes in memory vs the episode store, per size")
+    parser.add_argument("--data_root", default=".bench/data",
+                        help="folder of the data-size part's datasets (gotolocal-N) and stores (stores-N)")
+    parser.add_argument("--baseline_src", default=None,
+                        help="data-size part: also measure the gato package of this folder (the code before)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--train_worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data_worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--make_data", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.data_worker:
+        with _common.stdout_to_stderr():
+            data_worker(args.out)
+        return
+    if args.make_data:
+        with _common.stdout_to_stderr():
+            _common.ensure_babyai(args.make_data)
+        return
+    if args.data_sizes:
+        start = time.time()
+        result = data_sizes(args)
+        _common.emit({"benchmark": "scaling-data", "machine": _common.machine_info("cpu"), "model": MODEL,
+                      **result, "seconds": time.time() - start})
+        return
     if args.worker:
         with _common.stdout_to_stderr():
             worker(json.loads(args.worker), args.steps, args.warmup, args.out)

@@ -51,7 +51,7 @@ def collect_corrections(task, policy, n_episodes: int, round_index: int = 0) -> 
     if len(raw):
         task.add_episodes(raw)
     return {"episodes": len(raw), "steps": advisor.steps, "disagreement": advisor.disagreements / max(1, advisor.steps),
-            "expert_errors": advisor.expert_errors, "total_episodes": len(task.raw)}
+            "expert_errors": advisor.expert_errors, "total_episodes": len(task.episodes.lengths)}
 
 
 class _Advisor:

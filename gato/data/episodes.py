@@ -1,13 +1,18 @@
-"""Minari datasets read once into memory, a codec fitted to them, their episodes encoded into timestep rows."""
+"""Minari datasets read (whole or in chunks), a codec fitted to them, their episodes encoded into timestep rows.
+
+The statistics a codec is fitted to (:class:`DataStats`) are gathered in one pass and are small, so the
+episodes need not stay in memory; ``gato.data.episode_store`` keeps the encoded rows on disk."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from gymnasium import spaces
 
 from gato.codec import (
     ACTION_TEXT,
@@ -16,10 +21,12 @@ from gato.codec import (
     SpaceCodec,
     TextField,
     _get,
+    _leaves,
     as_str,
     batch_length,
     bound_images,
     dotted,
+    is_string_space,
 )
 from gato.vocab import Vocab
 
@@ -40,9 +47,12 @@ class DamagedDatasetError(ValueError):
 _DAMAGE = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError, AssertionError)
 
 
-def load_minari(dataset_id: str):
+def load_minari(dataset_id: str, open_data: bool = True):
     """``minari.load_dataset`` restricted to local data, with an error that says what to do: a missing
-    dataset raises DatasetNotFoundError, a damaged or half-written one DamagedDatasetError."""
+    dataset raises DatasetNotFoundError, a damaged or half-written one DamagedDatasetError.
+
+    ``open_data=False`` reads only the metadata (the data file is opened when episodes are read): for
+    a task whose encoded episodes are already stored (``gato.data.episode_store``)."""
     import minari
     from minari.storage.datasets_root_dir import get_dataset_path
 
@@ -62,7 +72,7 @@ def load_minari(dataset_id: str):
         dataset = minari.MinariDataset(path / "data")
         # read now what minari reads lazily, so that damage shows here and not deep inside a later step
         dataset.observation_space, dataset.action_space, dataset.total_steps  # noqa: B018
-        if dataset.total_episodes:
+        if open_data and dataset.total_episodes:
             dataset.storage.get_episodes([int(dataset.episode_indices[0])])  # opens the data file
     except _DAMAGE as e:
         raise damaged(dataset_id, path, e) from e
@@ -123,18 +133,19 @@ def recommended_overrides(metadata: dict) -> dict:
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
 
-def fit_codec(raw: RawEpisodes, observation_space, action_space, *, vocab: Vocab | None = None,
+def fit_codec(raw: RawEpisodes | DataStats, observation_space, action_space, *, vocab: Vocab | None = None,
               patch_size: int = 4, overrides: dict | None = None, metadata: dict | None = None,
               task_id: int | None = None, max_patches: int | None = None) -> SpaceCodec:
     """The codec that reads ``raw``'s episodes in these spaces (the env's; they must match the
-    dataset's), fitted to them.
+    dataset's), fitted to them. ``raw`` may be the episodes or their :class:`DataStats`, which give
+    the same codec (a task whose episodes are stored on disk fits it from the statistics saved there).
 
     Observations are read with ``overrides`` ({dotted path: FieldSpec | kind | dict}) or, if
     None, with those the dataset's ``metadata`` recommends; integer images whose values stay
     far below their bound are read over the values seen (``RawEpisodes.image_ranges``), unless
     an override names them; string fields take the tokens of their longest string
-    (``RawEpisodes.text_budget``); ``task_id`` starts every observation with its task token;
-    ``max_patches`` bounds the patches of every image whose override sets neither ``pool`` nor
+    (``RawEpisodes.text_budget``), and so do string actions; ``task_id`` starts every observation with its
+    task token; ``max_patches`` bounds the patches of every image whose override sets neither ``pool`` nor
     ``max_patches`` (None: ``FieldSpec``'s default, ``gato.codec.DEFAULT_MAX_PATCHES``).
     The returned codec's ``overrides`` hold everything fitted but the text budgets, so a codec
     rebuilt from them (another vocabulary, ``gato eval``) reads images the same way.
@@ -173,24 +184,36 @@ class RawEpisodes:
     @classmethod
     def read(cls, dataset, name: str) -> RawEpisodes:
         """Read every episode of a MinariDataset; an empty dataset is an error."""
-        obs, act, rew, ids = [], [], [], []
-        try:
-            for ep in dataset.iterate_episodes():
-                if batch_length(ep.actions) == 0:
-                    continue
-                ids.append(ep.id)
-                obs.append(ep.observations)
-                act.append(ep.actions)
-                rew.append(np.asarray(ep.rewards, dtype=np.float64))
-        except (*_DAMAGE, MemoryError) as e:
-            where = getattr(getattr(dataset, "storage", None), "_data_path", None)
-            folder = Path(where).parent if where else None
-            if isinstance(e, MemoryError) and not (folder and _oversized(folder)):
-                raise
-            raise damaged(name, folder or "that holds it", e) from e
-        if not act:
+        raw = cls([], [], [], [])
+        for chunk in cls.chunks(dataset, name, len(dataset.episode_indices) or 1):
+            raw.extend(chunk)
+        if not len(raw):
             raise DatasetValueError(f"dataset {name!r} holds no episodes with at least one step; regenerate it")
-        return cls(obs, act, rew, ids)
+        return raw
+
+    @classmethod
+    def chunks(cls, dataset, name: str, episodes: int, first: int = 0):
+        """The episodes of a MinariDataset (those with at least one step), ``episodes`` dataset episodes at a
+        time from its ``first``: memory holds one chunk, not the dataset. A damaged file raises
+        DamagedDatasetError."""
+        indices = np.asarray(dataset.episode_indices)
+        for lo in range(first, len(indices), episodes):
+            obs, act, rew, ids = [], [], [], []
+            try:
+                for ep in dataset.iterate_episodes(indices[lo : lo + episodes]):
+                    if batch_length(ep.actions) == 0:
+                        continue
+                    ids.append(ep.id)
+                    obs.append(ep.observations)
+                    act.append(ep.actions)
+                    rew.append(np.asarray(ep.rewards, dtype=np.float64))
+            except (*_DAMAGE, MemoryError) as e:
+                where = getattr(getattr(dataset, "storage", None), "_data_path", None)
+                folder = Path(where).parent if where else None
+                if isinstance(e, MemoryError) and not (folder and _oversized(folder)):
+                    raise
+                raise damaged(name, folder or "that holds it", e) from e
+            yield cls(obs, act, rew, ids)
 
     def extend(self, other: RawEpisodes) -> None:
         """Append ``other``'s episodes."""
@@ -201,12 +224,99 @@ class RawEpisodes:
         self.rewards += other.rewards
         self.ids += other.ids
 
+    def nbytes(self) -> int:
+        """Roughly the memory the episodes' arrays and strings take (to bound what a caller keeps)."""
+        return sum(_nbytes(x) for x in (self.observations, self.actions, self.rewards))
+
     def text_budget(self, codec_fields, tokenizer, actions: bool = False) -> dict:
-        """{dotted path: longest tokenised string} for the string fields (of the actions if ``actions``)."""
+        """{dotted path: longest tokenised string} for the string fields (of the actions if ``actions``; see
+        :meth:`DataStats.text_budget`)."""
+        leaves = DataStats.leaves_of_fields(codec_fields, actions)
+        return DataStats.of(self, leaves).text_budget(codec_fields, tokenizer, actions)
+
+    def image_ranges(self, codec_fields) -> dict:
+        """{dotted path: FieldSpec dict} for integer images read over the values seen (see
+        :meth:`DataStats.image_ranges`)."""
+        return DataStats.of(self, DataStats.leaves_of_fields(codec_fields)).image_ranges(codec_fields)
+
+
+MAX_STRINGS = 100_000
+"""Distinct strings a :class:`DataStats` keeps per field; beyond it, only the longest (in UTF-8 bytes)."""
+
+
+@dataclass
+class DataStats:
+    """What fitting a codec needs from a dataset's episodes, gathered in one pass (chunk by chunk, see
+    :meth:`update`) and small enough to save beside an episode store, so a codec is fitted without the
+    episodes in memory and exactly as from them (:func:`fit_codec` takes either).
+
+    ``top``: {dotted path: largest value} of every integer Box leaf; ``strings``: {dotted path: set of the
+    distinct strings} of every string leaf, an action's path prefixed with ``gato.codec.ACTION_TEXT`` (at
+    most ``MAX_STRINGS``: past that the longest are kept and ``strings_capped`` is set, and a text budget may
+    then be short of the longest tokenisation);
+    ``episodes`` / ``steps``: episodes with at least one step and their timesteps.
+    """
+
+    top: dict = field(default_factory=dict)
+    strings: dict = field(default_factory=dict)
+    episodes: int = 0
+    steps: int = 0
+    strings_capped: bool = False
+
+    @classmethod
+    def of(cls, raw: RawEpisodes, leaves) -> DataStats:
+        """The statistics of ``raw`` over ``leaves``, (path, "text" | "int") pairs (see :meth:`leaves_of`)."""
+        stats = cls()
+        stats.update(raw, leaves)
+        return stats
+
+    @staticmethod
+    def leaves_of(observation_space, action_space=None) -> list:
+        """(path, kind) for the leaves whose statistics a codec may need: an observation space's strings
+        ("text") and integer Boxes ("int"), and an action space's strings ("action_text")."""
+        out = []
+        for path, leaf in _leaves(observation_space):
+            if is_string_space(leaf):
+                out.append((path, "text"))
+            elif isinstance(leaf, spaces.Box) and np.issubdtype(leaf.dtype, np.integer):
+                out.append((path, "int"))
+        if action_space is not None:
+            out += [(path, "action_text") for path, leaf in _leaves(action_space) if is_string_space(leaf)]
+        return out
+
+    @staticmethod
+    def leaves_of_fields(codec_fields, actions: bool = False) -> list:
+        """(path, kind) for the fields that :meth:`text_budget` and :meth:`image_ranges` read (action fields if
+        ``actions``)."""
+        if actions:
+            return [(f.path, "action_text") for f in codec_fields if isinstance(f, TextField)]
+        return [(f.path, "text") if isinstance(f, TextField) else (f.path, "int") for f in codec_fields
+                if isinstance(f, TextField) or isinstance(f, ImageField) and np.issubdtype(f.space.dtype, np.integer)]
+
+    def update(self, raw: RawEpisodes, leaves) -> None:
+        """Add ``raw``'s episodes."""
+        self.episodes += len(raw)
+        self.steps += sum(batch_length(a) for a in raw.actions)
+        for path, kind in leaves:
+            key = (ACTION_TEXT if kind == "action_text" else "") + dotted(path)
+            if kind in ("text", "action_text"):
+                seen = self.strings.setdefault(key, set())
+                values = raw.actions if kind == "action_text" else raw.observations
+                seen.update(as_str(s) for o in values for s in _get(o, path))
+                if len(seen) > MAX_STRINGS:
+                    self.strings_capped = True
+                    self.strings[key] = set(sorted(seen, key=lambda s: (-len(s.encode("utf-8")), s))[:MAX_STRINGS])
+            elif raw.observations:
+                top = max(int(np.max(_get(o, path))) for o in raw.observations)
+                self.top[key] = max(top, self.top.get(key, top))
+
+    def text_budget(self, codec_fields, tokenizer, actions: bool = False) -> dict:
+        """{dotted path: longest tokenised string} for the string fields (action fields if ``actions``)."""
+        prefix = ACTION_TEXT if actions else ""
         budget = {}
         for f in codec_fields:
             if isinstance(f, TextField):
-                seen = {as_str(s) for o in (self.actions if actions else self.observations) for s in _get(o, f.path)}
+                seen = self._seen(self.strings, f, prefix)
                 budget[dotted(f.path)] = max(1, max(len(tokenizer.encode(s)) for s in seen))
         return budget
 
@@ -218,22 +328,57 @@ class RawEpisodes:
         fitted = {}
         for f in codec_fields:
             if isinstance(f, ImageField) and np.issubdtype(f.space.dtype, np.integer):
-                top = max(int(np.max(_get(o, f.path))) for o in self.observations)
+                top = self._seen(self.top, f)
                 if f.low < top < f.low + 0.25 * (f.high - f.low):
                     fitted[dotted(f.path)] = {"kind": "image", "low": f.low, "high": float(top),
                                               "one_hot": top - f.low < 16}
         return fitted
+
+    def _seen(self, table: dict, f, prefix: str = ""):
+        if prefix + dotted(f.path) not in table:
+            raise DatasetValueError(
+                f"{f.name}: no statistics of this field's values (a {f.kind} override on a field of another "
+                "kind?); build the task with store=False to fit its codec from the episodes themselves")
+        return table[prefix + dotted(f.path)]
+
+    def to_dict(self) -> dict:
+        """JSON-able form (:meth:`from_dict` reads it)."""
+        return {"top": self.top, "strings": {k: sorted(v) for k, v in self.strings.items()},
+                "episodes": self.episodes, "steps": self.steps, "strings_capped": self.strings_capped}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DataStats:
+        """The statistics :meth:`to_dict` wrote."""
+        return cls(dict(data["top"]), {k: set(v) for k, v in data["strings"].items()}, int(data["episodes"]),
+                   int(data["steps"]), bool(data["strings_capped"]))
+
+
+def _nbytes(x) -> int:
+    """Approximate memory of nested lists/dicts/tuples of arrays and strings (Python objects included)."""
+    if isinstance(x, np.ndarray):
+        return x.nbytes + 112 + (x.size * 56 if x.dtype == object else 0)
+    if isinstance(x, dict):
+        return 232 + sum(_nbytes(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return 56 + 8 * len(x) + sum(_nbytes(v) for v in x)
+    if isinstance(x, (str, bytes)):
+        return 49 + len(x)
+    return 32
 
 
 @dataclass
 class EncodedEpisodes:
     """Every timestep of every episode as one row of tokens, episodes back to back.
 
-    steps (total, S) int64: [observation tokens, separator, action tokens];
+    steps (total, S) integer ids: [observation tokens, separator, action tokens];
     patches (total, n_patches, C, P, P) in the images' own dtype (normalised when sampled);
     starts (E+1,) row offsets; returns (E,); inputs (total, S) or None: ``steps`` with the
     actions actually taken in place of the targets (see ``RawEpisodes.taken``), None when no
-    episode has such actions.
+    episode has such actions. The row arrays may be memory-mapped files (``gato.data.episode_store``)
+    or :class:`ChainedRows`; they are only ever sliced a few rows at a time.
+
+    ``lengths``, ``length_cdf`` and ``return_order`` are computed once, on first use: sampling
+    reads them instead of recomputing anything whose cost grows with the number of episodes.
     """
 
     steps: np.ndarray
@@ -242,10 +387,24 @@ class EncodedEpisodes:
     returns: np.ndarray
     inputs: np.ndarray | None = None
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
         """Timesteps per episode."""
         return np.diff(self.starts)
+
+    @functools.cached_property
+    def length_cdf(self) -> np.ndarray:
+        """Cumulative share of the timesteps up to each episode: ``length_cdf.searchsorted(u, "right")`` for
+        u uniform in [0, 1) draws an episode in proportion to its length, in O(log E), exactly as
+        ``rng.choice(E, p=lengths / lengths.sum())`` does with the same u."""
+        cdf = (self.lengths / self.lengths.sum()).cumsum()
+        cdf /= cdf[-1]
+        return cdf
+
+    @functools.cached_property
+    def return_order(self) -> np.ndarray:
+        """Episodes by decreasing return (ties: in order), where prompts are taken from."""
+        return np.argsort(-self.returns, kind="stable")
 
     @classmethod
     def encode(cls, raw: RawEpisodes, codec: SpaceCodec, name: str) -> EncodedEpisodes:
@@ -267,25 +426,71 @@ class EncodedEpisodes:
             inputs.append(steps[-1] if took is None else
                           np.concatenate([steps[-1][:, : -act_tok.shape[1]], codec.encode_actions(took, T)], axis=1))
             patches.append(pat)
-        lengths = np.array([batch_length(a) for a in raw.actions])
+        lengths = np.array([batch_length(a) for a in raw.actions], dtype=np.int64)
         return cls(
             steps=np.concatenate(steps),
             patches=np.concatenate(patches),
-            starts=np.concatenate([[0], np.cumsum(lengths)]),
-            returns=np.array([r.sum() for r in raw.rewards]),
+            starts=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            returns=np.array([r.sum() for r in raw.rewards], dtype=np.float64),
             inputs=None if all(t is None for t in taken) else np.concatenate(inputs),
         )
 
     def concat(self, other: EncodedEpisodes) -> EncodedEpisodes:
-        """These episodes followed by ``other``'s (encoded with the same codec)."""
+        """These episodes followed by ``other``'s (encoded with the same codec). In-memory arrays are
+        joined; read-only ones (memory-mapped) are chained (:class:`ChainedRows`), never read into memory."""
+        def join(a, b):
+            if all(isinstance(x, np.ndarray) and x.flags.writeable for x in (a, b)):  # mapped stores are read-only
+                return np.concatenate([a, b])
+            return ChainedRows([a, b])
+
         return EncodedEpisodes(
-            steps=np.concatenate([self.steps, other.steps]),
-            patches=np.concatenate([self.patches, other.patches]),
+            steps=join(self.steps, other.steps),
+            patches=join(self.patches, other.patches),
             starts=np.concatenate([self.starts, self.starts[-1] + other.starts[1:]]),
             returns=np.concatenate([self.returns, other.returns]),
-            inputs=None if self.inputs is None and other.inputs is None else np.concatenate(
-                [e.steps if e.inputs is None else e.inputs for e in (self, other)]),
+            inputs=None if self.inputs is None and other.inputs is None else join(
+                *[e.steps if e.inputs is None else e.inputs for e in (self, other)]),
         )
+
+
+class ChainedRows:
+    """Row arrays back to back, read as one without being copied into one: a memory-mapped store
+    followed by the few episodes added in memory (DAgger). A slice within one part is a view of it
+    (sampling never crosses an episode, so never a part); any other index reads the whole."""
+
+    def __init__(self, parts):
+        self.parts = [p for part in parts for p in (part.parts if isinstance(part, ChainedRows) else [part])]
+        self.bounds = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.bounds[-1])
+
+    @property
+    def shape(self) -> tuple:
+        """As the joined array's."""
+        return (len(self),) + tuple(self.parts[0].shape[1:])
+
+    @property
+    def dtype(self):
+        """The dtype every part's values fit."""
+        return np.result_type(*self.parts)
+
+    @property
+    def ndim(self) -> int:
+        """As the joined array's."""
+        return len(self.shape)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            lo, hi, _ = key.indices(len(self))
+            i = int(np.searchsorted(self.bounds, lo, side="right")) - 1
+            if i < len(self.parts) and hi <= self.bounds[i + 1]:
+                return self.parts[i][lo - self.bounds[i] : max(lo, hi) - self.bounds[i]]
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        joined = np.concatenate([np.asarray(p) for p in self.parts])
+        return joined if dtype is None else joined.astype(dtype, copy=False)
 
 
 def _first(obs, T: int):

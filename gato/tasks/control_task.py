@@ -1,8 +1,9 @@
 """ControlTask: one Gymnasium environment and its offline Minari dataset.
 
-It owns the data (episodes read once, encoded by a codec fitted to them: see
-``gato.data.episodes.fit_codec``), the sampling of training windows with Gato/NEKO prompting
-(``gato.tasks.windows``), and evaluation in the environment. Usage, as in the user's notebook::
+It owns the data (episodes encoded by a codec fitted to them, see ``gato.data.episodes.fit_codec``,
+kept memory-mapped on disk and built once per dataset and codec: ``gato.data.episode_store``), the
+sampling of training windows with Gato/NEKO prompting (``gato.tasks.windows``), and evaluation in the
+environment. Usage, as in the user's notebook::
 
     task = ControlTask("babyai", env, minari.load_dataset("babyai/GoToLocal-bot-v0"),
                        context_len=512, args=Namespace(patch_size=4))
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +26,8 @@ import numpy as np
 from gato import envs, seeds
 from gato.codec import SpaceCodec, VocabMismatchError, space_mismatch, tokens_per_space
 from gato.codec_io import codec_to_dict
-from gato.data.episodes import EncodedEpisodes, RawEpisodes, fit_codec, load_minari
+from gato.data.episode_store import EpisodeStore, StoreUnavailableError, store_root
+from gato.data.episodes import DataStats, EncodedEpisodes, RawEpisodes, fit_codec, load_minari
 from gato.evaluation.rollout import rollout
 from gato.tasks.windows import WindowSampler
 
@@ -79,17 +82,27 @@ class ControlTask:
             (see ``gato.data.batch.corrupt_action_inputs``).
         max_image_patches: the most patches each image takes, unless its field override says
             otherwise (a larger one is pooled; None: ``gato.codec.DEFAULT_MAX_PATCHES``).
+        store: where the encoded episodes are kept (see ``gato.data.episode_store.store_root``):
+            None (default) or True: memory-mapped files on disk, under ``$GATO_STORE_PATH`` if set
+            (``off``: in memory), else inside the dataset's folder; a path: under it; False: in memory,
+            read and encoded at every start. A store is built once per dataset and codec; later starts
+            read neither the dataset's episodes nor re-encode them. A folder that cannot be written
+            falls back to memory, with a warning.
 
     Attributes: ``codec`` (the fitted :class:`SpaceCodec`), ``episodes`` (the
-    :class:`EncodedEpisodes` it encoded), ``raw`` (the episodes as read), ``env``.
+    :class:`EncodedEpisodes` it encoded, memory-mapped when stored), ``stats`` (the
+    dataset's :class:`DataStats`, which the codec is fitted to with the added episodes'), ``store``
+    (the :class:`EpisodeStore`, or None in memory), ``added_episodes`` (DAgger's, in memory beside the
+    store), ``raw`` (every episode as read: reads the whole dataset when stored), ``env``.
     """
 
     def __init__(self, env_name, env, dataset, context_len, args=None, *, patch_size=None, vocab=None,
                  training_prompt_len_proportion=0.5, share_prompt_episodes=True, top_k_prompting=None,
                  prompt_ep_proportion=0.0, prompt_type="end", field_overrides=None, eval_envs=8,
-                 pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None):
+                 pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None, store=None):
         if isinstance(dataset, str):
-            dataset = load_minari(dataset)
+            # the data file is opened only if the episodes must be read (no store yet, or no store at all)
+            dataset = load_minari(dataset, open_data=False)
         self.name = env_name
         self.dataset_id = dataset.spec.dataset_id
         self.context_len = int(context_len)
@@ -103,11 +116,15 @@ class ControlTask:
         self.expert_name = metadata.get("algorithm_name")
         self.env = env if env is not None else dataset.recover_environment()
         self._check_spaces(dataset)
-        self.raw = RawEpisodes.read(dataset, self.dataset_id)
+        self._dataset = dataset
         self.added_episodes = RawEpisodes([], [], [], [])  # by add_episodes (DAgger), after the dataset's
-        self._encode(fit_codec(self.raw, self.env.observation_space, self.env.action_space, vocab=vocab,
-                               patch_size=self.patch_size, overrides=field_overrides, metadata=metadata,
-                               task_id=task_id, max_patches=max_image_patches))
+        root = store_root(dataset, store)
+        self.store = None if root is None else EpisodeStore(dataset, self.dataset_id, root)
+        self._raw = None if self.store is not None else RawEpisodes.read(dataset, self.dataset_id)
+        self.stats = None if self._raw is None else DataStats.of(self._raw,
+                                                                 DataStats.leaves_of(dataset.observation_space,
+                                                                                     dataset.action_space))
+        self._encode(vocab, field_overrides, metadata, task_id, max_image_patches)
 
     def _check_spaces(self, dataset) -> None:
         for kind, theirs, ours in (("observation", dataset.observation_space, self.env.observation_space),
@@ -122,24 +139,58 @@ class ControlTask:
 
     # -- data ----------------------------------------------------------------------------
 
-    def _encode(self, codec: SpaceCodec) -> None:
-        """Make ``codec`` the task's and encode every episode with it."""
-        if codec.tokens_per_step > self.context_len:
-            raise ContextTooShortError(
-                f"context_len {self.context_len} cannot hold one timestep of {self.name!r}, which takes "
-                f"{codec.tokens_per_step} tokens; use context_len >= {codec.tokens_per_step} "
-                f"(see `gato inspect {self.dataset_id}`)."
-            )
-        self.episodes = EncodedEpisodes.encode(self.raw, codec, self.dataset_id)
-        self.codec = codec
+    def _encode(self, vocab, overrides, metadata, task_id, max_patches=None) -> None:
+        """Fit the codec for ``vocab`` to the data's statistics, make it the task's and encode every episode
+        with it: open (or build) its store, or encode in memory; added episodes are encoded in memory."""
+        def make_codec(stats: DataStats) -> SpaceCodec:
+            if len(self.added_episodes):  # they count, as when the codec is fitted to all episodes at once
+                stats = copy.deepcopy(stats)
+                stats.update(self.added_episodes, DataStats.leaves_of(self._dataset.observation_space,
+                                                                      self._dataset.action_space))
+            codec = fit_codec(stats, self.env.observation_space, self.env.action_space, vocab=vocab,
+                              patch_size=self.patch_size, overrides=overrides, metadata=metadata, task_id=task_id,
+                              max_patches=max_patches)
+            if codec.tokens_per_step > self.context_len:
+                raise ContextTooShortError(
+                    f"context_len {self.context_len} cannot hold one timestep of {self.name!r}, which takes "
+                    f"{codec.tokens_per_step} tokens; use context_len >= {codec.tokens_per_step} "
+                    f"(see `gato inspect {self.dataset_id}`)."
+                )
+            return codec
+
+        if self.store is not None:
+            try:
+                codec, episodes = self.store.load(make_codec)
+            except StoreUnavailableError as e:
+                warnings.warn(f"{e.strerror}; keeping the episodes of {self.dataset_id!r} in memory", stacklevel=3)
+                self.store = None
+                self._raw = RawEpisodes.read(self._dataset, self.dataset_id)
+            else:
+                self.stats = self.store.stats
+        if self.store is None:
+            if self.stats is None:
+                self.stats = DataStats.of(self._raw, DataStats.leaves_of(self._dataset.observation_space,
+                                                                         self._dataset.action_space))
+            codec = make_codec(self.stats)
+            episodes = EncodedEpisodes.encode(self._raw, codec, self.dataset_id)
+        if len(self.added_episodes):
+            episodes = episodes.concat(EncodedEpisodes.encode(self.added_episodes, codec, self.dataset_id))
+        self.episodes, self.codec = episodes, codec
+
+    @property
+    def raw(self) -> RawEpisodes:
+        """Every episode as read, the added ones last. With a store this reads the whole dataset: for
+        inspection and tests, not for training."""
+        raw = RawEpisodes([], [], [], [])
+        raw.extend(self._raw if self._raw is not None else RawEpisodes.read(self._dataset, self.dataset_id))
+        raw.extend(self.added_episodes)
+        return raw
 
     def encode_for(self, vocab: Vocab) -> SpaceCodec:
         """Re-fit the codec for ``vocab`` (text budgets follow its tokenizer; fields are read as
         before) and re-encode every episode with it, unless they already are; returns the codec."""
         if vocab != self.codec.vocab:
-            self._encode(fit_codec(self.raw, self.env.observation_space, self.env.action_space, vocab=vocab,
-                                   patch_size=self.patch_size, overrides=self.codec.overrides,
-                                   task_id=self.codec.task_id))
+            self._encode(vocab, self.codec.overrides, None, self.codec.task_id)
         return self.codec
 
     def codec_for(self, vocab: Vocab) -> SpaceCodec:
@@ -156,9 +207,8 @@ class ControlTask:
         """Append episodes (in the dataset's spaces) to the training data, encoded with the
         current codec so that the token layout the model learns stays the same. They are kept in
         ``added_episodes`` too (a training state saves them: see ``gato.training.state``)."""
-        self.added_episodes.extend(raw)
-        self.raw.extend(raw)
         self.episodes = self.episodes.concat(EncodedEpisodes.encode(raw, self.codec, self.dataset_id))
+        self.added_episodes.extend(raw)
 
     def collect_corrections(self, policy, n_episodes: int, round_index: int = 0) -> dict | None:
         """DAgger round ``round_index``: expert labels on ``n_episodes`` of the policy's own
@@ -336,8 +386,13 @@ class EvaluationTask(ControlTask):
         task.expert_name = reference.get("algorithm_name")
         task.env = envs.make_env(EnvSpec.from_json(saved["env_spec"]))
         task.codec = codec_from_dict(saved["codec"], vocab, task.env.observation_space, task.env.action_space)
-        task.raw = task.episodes = task.added_episodes = None
+        task._raw = task._dataset = task.store = task.stats = task.episodes = task.added_episodes = None
         return task
+
+    @property
+    def raw(self):
+        """Refused: there are no episodes to read (:class:`DataRequiredError`)."""
+        raise self._no_data("read its episodes")
 
     def _no_data(self, what: str):
         return DataRequiredError(

@@ -4,6 +4,11 @@ A window is a run of consecutive timesteps of one episode. A prompt is a run of 
 same or another episode placed before it (its start, its end, or anywhere), so that the model
 learns to act in the way a demonstration shows; in prompted evaluation the last timesteps of
 top-return episodes play that part.
+
+Drawing a window costs the same at any number of episodes: the episode comes from a binary search of
+the precomputed length CDF (``EncodedEpisodes.length_cdf``; the same draw as ``rng.choice`` with
+length-proportional weights) and prompt pools from the precomputed return order; only the rows drawn
+are read, so memory-mapped episodes (``gato.data.episode_store``) are read a few pages at a time.
 """
 
 from __future__ import annotations
@@ -46,11 +51,10 @@ class WindowSampler:
         S = codec.tokens_per_step
         max_steps = context_len // S
         prompt_steps = min(max_steps - 1, int(context_len * self.training_prompt_len_proportion) // S)
-        weights = episodes.lengths / episodes.lengths.sum()
         pool = self._prompt_pool(episodes)
         rows, row, used = [], [], 0
         while len(rows) < batch_size:
-            unit = self._sample_unit(episodes, codec, max_steps, prompt_steps, weights, pool, rng)
+            unit = self._sample_unit(episodes, codec, max_steps, prompt_steps, pool, rng)
             steps = sum(len(t) for t, _, _ in unit)
             if row and used + steps > max_steps:  # the packed row is full
                 rows.append(row)
@@ -66,14 +70,15 @@ class WindowSampler:
                                                  self.action_history_noise, rng)
         return batch
 
-    def _sample_unit(self, episodes, codec, max_steps, prompt_steps, weights, pool, rng) -> list:
+    def _sample_unit(self, episodes, codec, max_steps, prompt_steps, pool, rng) -> list:
         """One window, with a prompt before it or not: a list of segments, each a (steps,
         normalised patches, inputs) triple of consecutive timesteps (see :func:`timesteps`)."""
         lengths = episodes.lengths
-        e = int(rng.choice(len(lengths), p=weights))
+        # episode in proportion to its length: rng.choice(E, p=lengths / total)'s draw, without its O(E) CDF
+        e = int(episodes.length_cdf.searchsorted(rng.random(), side="right"))
         segments, room = [], max_steps
         if prompt_steps > 0 and rng.random() < self.prompt_ep_proportion:
-            p = e if self.share_prompt_episodes else int(rng.choice(pool))
+            p = e if self.share_prompt_episodes else int(pool[rng.integers(0, len(pool))])  # rng.choice(pool)
             k = min(prompt_steps, lengths[p])
             segments.append(timesteps(episodes, codec, p, self._prompt_start(lengths[p], k, rng), k))
             room -= k
@@ -83,7 +88,7 @@ class WindowSampler:
 
     def _prompt_pool(self, episodes: EncodedEpisodes) -> np.ndarray:
         """Episodes a prompt may come from: all, or the ``top_k_prompting`` of highest return."""
-        order = np.argsort(-episodes.returns, kind="stable")
+        order = episodes.return_order
         return order[: self.top_k_prompting] if self.top_k_prompting else order
 
     def _prompt_start(self, length: int, k: int, rng) -> int:
