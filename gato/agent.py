@@ -2,8 +2,8 @@
 
 The one place where an observation becomes tokens and predicted tokens become an action::
 
-    agent = policy.agent(task)        # or a SpaceCodec, a Gymnasium env, (observation_space, action_space)
-    agent = load_agent("runs/NAME/checkpoint", task="GoToLocal")  # or straight from a checkpoint, no data
+    agent = Agent(policy, task)       # or a SpaceCodec, a Gymnasium env, (observation_space, action_space)
+    agent = load_agent("runs/NAME/checkpoint", task="GoToLocal")  # gato.tasks.registry: from a checkpoint, no data
     env = agent.task.make_env()
     obs, _ = env.reset(seed=0)
     agent.reset()
@@ -111,32 +111,6 @@ class Agent:
             if j + 1 < len(self._ranges):
                 self._history.append(single_token_stream(out[-1][:, 0], first_pos + j, self.policy.device))
         return torch.cat(out, dim=1)
-
-
-def load_agent(checkpoint, task: str | None = None, *, device="cpu", deterministic: bool = True,
-               **options) -> Agent:
-    """An :class:`Agent` of the policy saved in ``checkpoint`` acting in its control task named ``task``
-    (None: its only one), with no dataset on disk: the task is rebuilt from the codec, env spec and reference
-    returns the checkpoint saved (``gato.tasks.registry.load_tasks``). ``agent.task.make_env()`` makes a fresh
-    env; ``agent.task.evaluate(agent.policy, n)`` scores it. ``options``: the Agent's ``use_cache`` and
-    ``generator``. A checkpoint saved before checkpoints carried their codecs still needs its dataset
-    (``DatasetNeededError`` names it)."""
-    from gato.policy.gato_policy import GatoPolicy
-    from gato.tasks.registry import load_tasks, task_names, task_specs
-
-    specs = task_specs(checkpoint)
-    control = [name for spec, name in zip(specs, task_names(specs)) if spec.get("type") == "control"]
-    if task is None:
-        if len(control) != 1:
-            raise ValueError(f"checkpoint {checkpoint} has control tasks {' '.join(control) or '(none)'}; "
-                             "name one with task=NAME (--task NAME)")
-        task = control[0]
-    elif task not in control:
-        raise ValueError(f"no control task named {task!r} in checkpoint {checkpoint}; its control tasks: "
-                         f"{' '.join(control) or '(none)'}")
-    policy = GatoPolicy.from_pretrained(checkpoint, device=device)
-    (loaded,) = load_tasks(checkpoint, policy.vocab, names=[task])
-    return Agent(policy, loaded, deterministic=deterministic, **options)
 
 
 def codec_of(policy, source) -> SpaceCodec:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from gato.data.batch import Batch
+from gato.batch import Batch
 from gato.policy.gato_policy import single_token_stream
 
 
@@ -103,7 +103,7 @@ def pack_examples(rows: list[list[Example]], length: int, pad_id: int) -> Batch:
     """A Batch of ``len(rows)`` rows of ``length`` tokens, each holding its examples back to back
     (in_step_pos restarting at 0 at each), right-padded with ``pad_id``. When a row holds several,
     ``segment_ids`` keeps each example's attention to itself (padding is a segment of its own), as
-    :func:`gato.data.batch.pack` does."""
+    :func:`gato.batch.pack` does."""
     B = len(rows)
     tokens = np.full((B, length), pad_id, np.int64)
     in_step = np.zeros((B, length), np.int64)

@@ -1,7 +1,7 @@
 """GatoPolicy: embeds a token stream, runs the causal transformer, predicts next tokens.
 
 The policy knows token streams, never environments. A stream is a dict of tensors (see
-:class:`gato.data.batch.Batch`): ``tokens`` and ``in_step_pos`` (B, T), ``patch_mask`` (B, T),
+:class:`gato.batch.Batch`): ``tokens`` and ``in_step_pos`` (B, T), ``patch_mask`` (B, T),
 ``patches`` (N, C, P, P) and ``patch_rowcol`` (N, 2) for the image patches, and for training
 ``targets`` (B, T), True where a token is to be predicted (actions, text), and optionally
 ``segment_ids`` (B, T) when a row packs several sequences that must not see each other.
@@ -27,6 +27,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 CARD_FILE = "README.md"
+TASKS_FILE = "tasks.json"
+"""Where a checkpoint keeps the specs of the tasks it was trained on (``gato.tasks.registry.load_tasks`` reads them;
+the model card lists them)."""
 
 
 class CheckpointError(ValueError):
@@ -222,34 +225,6 @@ class GatoPolicy(nn.Module):
                 hidden = self.extend(cache, single_token_stream(tok, first_pos + j, self.device))
         return out
 
-    def agent(self, task_or_spaces, deterministic: bool = True, **options):
-        """A :class:`gato.agent.Agent` acting with this policy in a task (encoded for this policy's
-        vocabulary), a SpaceCodec, a Gymnasium env or an (observation_space, action_space) pair.
-        ``options``: the Agent's ``use_cache`` and ``generator``."""
-        from gato.agent import Agent
-
-        return Agent(self, task_or_spaces, deterministic=deterministic, **options)
-
-    # -- words and pictures (gato.language) -----------------------------------------------
-
-    def generate_text(self, prompt: str, max_new_tokens: int = 64, **options) -> str:
-        """The continuation of ``prompt`` (greedy; ``options``: temperature, generator, use_cache)."""
-        from gato.language import generate_text
-
-        return generate_text(self, prompt, max_new_tokens, **options)
-
-    def caption(self, image, image_size: int = 32, **options) -> str:
-        """This policy's caption of ``image`` (a path, PIL image or array; resized to ``image_size``)."""
-        from gato.language import caption
-
-        return caption(self, image, image_size, **options)
-
-    def ask(self, image, question: str, image_size: int = 32, **options) -> str:
-        """This policy's answer to ``question`` about ``image``."""
-        from gato.language import ask
-
-        return ask(self, image, question, image_size, **options)
-
     # -- saving --------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
@@ -283,7 +258,6 @@ class GatoPolicy(nn.Module):
     def _card(directory: Path, extra: dict) -> str:
         """The README.md model card (gato.model_card) from the task specs and history among ``extra``."""
         from gato.model_card import model_card
-        from gato.tasks.task import TASKS_FILE
 
         name = directory.parent.name if directory.name == "checkpoint" else directory.name
         return model_card(name or "neko-gato", extra.get(TASKS_FILE), extra.get("history.json"))

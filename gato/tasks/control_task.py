@@ -10,7 +10,7 @@ It owns the data (episodes read once, encoded by a codec fitted to them: see
 
 What else uses a task lives beside what it belongs to: the random baseline in
 ``gato.evaluation.baselines``, GIF recording in ``gato.evaluation.video``, DAgger collection in
-``gato.data.corrections``.
+``gato.tasks.corrections``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from gato.evaluation.rollout import rollout
 from gato.tasks.windows import WindowSampler
 
 if TYPE_CHECKING:
-    from gato.data.batch import Batch
+    from gato.batch import Batch
     from gato.vocab import Vocab
 
 __all__ = ["ContextTooShortError", "ControlTask", "DataRequiredError", "EvaluationTask", "SpaceMismatchError",
@@ -76,7 +76,7 @@ class ControlTask:
             (``Vocab.task``), so the model knows which task it acts in; None: no task token.
         action_history_noise: probability that an action token of a training input is replaced
             by a random one of its range (targets stay clean); fights copying the last action
-            (see ``gato.data.batch.corrupt_action_inputs``).
+            (see ``gato.batch.corrupt_action_inputs``).
         max_image_patches: the most patches each image takes, unless its field override says
             otherwise (a larger one is pooled; None: ``gato.codec.DEFAULT_MAX_PATCHES``).
 
@@ -163,8 +163,8 @@ class ControlTask:
     def collect_corrections(self, policy, n_episodes: int, round_index: int = 0) -> dict | None:
         """DAgger round ``round_index``: expert labels on ``n_episodes`` of the policy's own
         episodes join the data (the Task protocol's optional hook; see
-        ``gato.data.corrections.collect_corrections``). None if the dataset's expert cannot label."""
-        from gato.data.corrections import collect_corrections
+        ``gato.tasks.corrections.collect_corrections``). None if the dataset's expert cannot label."""
+        from gato.tasks.corrections import collect_corrections
 
         return collect_corrections(self, policy, n_episodes, round_index)
 

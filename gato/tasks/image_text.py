@@ -18,7 +18,7 @@ from gato.images import check_sizes, patch_grid, pixel_patches, to_pixels
 from gato.language import Example, decode, generate_ids, pack_examples
 
 if TYPE_CHECKING:
-    from gato.data.batch import Batch
+    from gato.batch import Batch
     from gato.vocab import Vocab
 
 

@@ -1,4 +1,4 @@
-"""Rebuild tasks from their JSON specs, as a checkpoint saves them (``tasks.json``)."""
+"""Rebuild tasks from their JSON specs, as a checkpoint saves them (``tasks.json``), and an agent acting in one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import importlib
 import json
 from pathlib import Path
 
-from gato.tasks.task import TASKS_FILE
+from gato.agent import Agent
+from gato.policy.gato_policy import TASKS_FILE, GatoPolicy
 
 TASK_TYPES = {"control": "gato.tasks.control_task:ControlTask", "text": "gato.tasks.text_task:TextTask",
               "caption": "gato.tasks.caption_task:CaptionTask", "vqa": "gato.tasks.vqa_task:VQATask"}
@@ -66,7 +67,8 @@ def load_tasks(checkpoint, vocab=None, names=None, with_data: bool | None = None
 
 def _build_saved(checkpoint, spec: dict, vocab, with_data: bool | None):
     """build_task, with the error that an old checkpoint's missing dataset deserves."""
-    from gato.data.episodes import DatasetNotFoundError, remake_command
+    from gato.data.catalogue import remake_command
+    from gato.data.episodes import DatasetNotFoundError
 
     try:
         return build_task(spec, vocab, with_data)
@@ -80,3 +82,26 @@ def _build_saved(checkpoint, spec: dict, vocab, with_data: bool | None):
             f"with {remake_command(dataset)}, or point MINARI_DATASETS_PATH at the folder that holds it; "
             "a checkpoint saved by this version of neko-gato needs no dataset."
         ) from None
+
+
+def load_agent(checkpoint, task: str | None = None, *, device="cpu", deterministic: bool = True,
+               **options) -> Agent:
+    """An :class:`Agent` of the policy saved in ``checkpoint`` acting in its control task named ``task``
+    (None: its only one), with no dataset on disk: the task is rebuilt from the codec, env spec and reference
+    returns the checkpoint saved (:func:`load_tasks`). ``agent.task.make_env()`` makes a fresh
+    env; ``agent.task.evaluate(agent.policy, n)`` scores it. ``options``: the Agent's ``use_cache`` and
+    ``generator``. A checkpoint saved before checkpoints carried their codecs still needs its dataset
+    (``DatasetNeededError`` names it)."""
+    specs = task_specs(checkpoint)
+    control = [name for spec, name in zip(specs, task_names(specs)) if spec.get("type") == "control"]
+    if task is None:
+        if len(control) != 1:
+            raise ValueError(f"checkpoint {checkpoint} has control tasks {' '.join(control) or '(none)'}; "
+                             "name one with task=NAME (--task NAME)")
+        task = control[0]
+    elif task not in control:
+        raise ValueError(f"no control task named {task!r} in checkpoint {checkpoint}; its control tasks: "
+                         f"{' '.join(control) or '(none)'}")
+    policy = GatoPolicy.from_pretrained(checkpoint, device=device)
+    (loaded,) = load_tasks(checkpoint, policy.vocab, names=[task])
+    return Agent(policy, loaded, deterministic=deterministic, **options)

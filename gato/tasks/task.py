@@ -6,11 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from gato.data.batch import Batch
+from gato.batch import Batch
 from gato.vocab import Vocab
-
-TASKS_FILE = "tasks.json"
-"""Where a checkpoint keeps the specs of the tasks it was trained on (see gato.tasks.registry.load_tasks)."""
 
 
 @runtime_checkable
@@ -23,7 +20,7 @@ class Task(Protocol):
     policy and returns metrics; ``spec`` is a JSON-able description from which ``gato eval``
     rebuilds the task. A task may also offer ``collect_corrections(model, n_episodes,
     round_index)`` (DAgger: expert labels on the policy's own rollouts, added to its data;
-    ``ControlTask`` has it, see ``gato.data.corrections``), which the trainer calls when
+    ``ControlTask`` has it, see ``gato.tasks.corrections``), which the trainer calls when
     ``--dagger_rounds`` asks for it.
     """
 

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from gato.batch import Batch
 from gato.codec import not_encoded_for
-from gato.data.batch import Batch
 from gato.evaluation.ngram import NgramBaselines
 from gato.vocab import Vocab
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gato.batch import Batch, StepLayout, corrupt_action_inputs, pack
 from gato.codec import SpaceCodec
-from gato.data.batch import Batch, StepLayout, corrupt_action_inputs, pack
 from gato.data.episodes import EncodedEpisodes
 
 PROMPT_TYPES = ("start", "end", "uniform")
@@ -118,7 +118,7 @@ class WindowSampler:
 
 def timesteps(episodes: EncodedEpisodes, codec: SpaceCodec, episode: int, start: int, k: int) -> tuple:
     """Timesteps ``start .. start + k - 1`` of ``episode``: its token rows, normalised patches
-    and inputs (None: as the rows), the segment :func:`gato.data.batch.pack` takes."""
+    and inputs (None: as the rows), the segment :func:`gato.batch.pack` takes."""
     lo = episodes.starts[episode] + start
     inputs = None if episodes.inputs is None else episodes.inputs[lo : lo + k]
     return episodes.steps[lo : lo + k], codec.normalize_patches(episodes.patches[lo : lo + k]), inputs

@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from gato.data.generation import ensure_dataset
+from gato.data.catalogue import ensure_dataset
 from gato.training.arguments import TrainingArgs
 from gato.training.sampling import control_weights, mix
 

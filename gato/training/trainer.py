@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 
-from gato.data.batch import Batch
+from gato.batch import Batch
 from gato.evaluation.scores import headline
-from gato.tasks.task import TASKS_FILE
+from gato.policy.gato_policy import TASKS_FILE
 from gato.training.arguments import TrainingArgs
 
 ARGS_FILE = "training_args.json"
