@@ -12,7 +12,17 @@ from gato.policy.gato_policy import TASKS_FILE, GatoPolicy
 TASK_TYPES = {"control": "gato.tasks.control_task:ControlTask", "text": "gato.tasks.text_task:TextTask",
               "caption": "gato.tasks.caption_task:CaptionTask", "vqa": "gato.tasks.vqa_task:VQATask"}
 """Spec "type" -> "module:class" of a task class with a ``from_spec(spec, vocab=None)`` constructor (imported
-when a spec of that type is read). New task kinds register here."""
+when a spec of that type is read or a run has that kind). The one registry of task kinds: new ones register
+here."""
+
+
+def task_class(kind: str):
+    """The task class of ``kind`` (a spec's "type", or a kind of ``--*_datasets``: text, caption, vqa), imported
+    now: the text and image tasks need the text extra only when a run has them."""
+    if kind not in TASK_TYPES:
+        raise ValueError(f"unknown task type {kind!r} in a task spec; known: {sorted(TASK_TYPES)}")
+    module, name = TASK_TYPES[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class DatasetNeededError(FileNotFoundError):
@@ -24,10 +34,7 @@ def build_task(spec: dict, vocab=None, with_data: bool | None = None):
     ``vocab`` (a policy's ``policy.vocab``; None: the default vocabulary). ``with_data`` (control tasks):
     see ``ControlTask.from_spec``; None: without data when the spec holds a saved codec."""
     kind = spec.get("type")
-    if kind not in TASK_TYPES:
-        raise ValueError(f"unknown task type {kind!r} in a task spec; known: {sorted(TASK_TYPES)}")
-    module, name = TASK_TYPES[kind].split(":")
-    cls = getattr(importlib.import_module(module), name)
+    cls = task_class(kind)
     if kind == "control":
         return cls.from_spec(spec, vocab=vocab, with_data=with_data)
     return cls.from_spec(spec, vocab=vocab)
