@@ -350,11 +350,13 @@ def _language_policy(ns):
 
 
 def _image_size(checkpoint) -> int:
-    """The image side the checkpoint's caption/VQA tasks were trained at (32 when it has none)."""
+    """The image side the checkpoint's caption/VQA tasks were trained at (``gato.images.IMAGE_SIZE`` when it has
+    none)."""
+    from gato.images import IMAGE_SIZE
     from gato.tasks.registry import task_specs
 
     sizes = [spec["image_size"] for spec in task_specs(checkpoint) if "image_size" in spec]
-    return sizes[0] if sizes else 32
+    return sizes[0] if sizes else IMAGE_SIZE
 
 
 def _options(ns) -> dict:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from gato.batch import Batch
+from gato.images import IMAGE_SIZE, batch_patches
 from gato.policy.gato_policy import single_token_stream
 
 
@@ -242,12 +243,10 @@ def generate_text(policy, prompt: str, max_new_tokens: int = 64, temperature: fl
     return decode(policy.vocab, ids[0])
 
 
-def caption_images(policy, images, image_size: int = 32, max_new_tokens: int = 32, temperature: float = 0.0,
+def caption_images(policy, images, image_size: int = IMAGE_SIZE, max_new_tokens: int = 32, temperature: float = 0.0,
                    generator: torch.Generator | None = None, use_cache: bool = True) -> list[str]:
     """Captions of several images (PIL or arrays), resized to image_size x image_size and cut into the policy's
     patch size (see :mod:`gato.images`)."""
-    from gato.images import batch_patches
-
     policy = getattr(policy, "module", policy)
     patches, rowcol = batch_patches(images, image_size, policy.patch_size)
     prompts = [caption_prompt(policy.vocab, p, rowcol) for p in patches]
@@ -255,12 +254,10 @@ def caption_images(policy, images, image_size: int = 32, max_new_tokens: int = 3
     return [decode(policy.vocab, row).strip() for row in ids]
 
 
-def answer_questions(policy, images, questions: Sequence[str], image_size: int = 32, max_new_tokens: int = 16,
+def answer_questions(policy, images, questions: Sequence[str], image_size: int = IMAGE_SIZE, max_new_tokens: int = 16,
                      temperature: float = 0.0, generator: torch.Generator | None = None,
                      use_cache: bool = True) -> list[str]:
     """The policy's answer to each (image, question) pair (images as in :func:`caption_images`)."""
-    from gato.images import batch_patches
-
     policy = getattr(policy, "module", policy)
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions: give one question per image")
@@ -270,11 +267,11 @@ def answer_questions(policy, images, questions: Sequence[str], image_size: int =
     return [decode(policy.vocab, row).strip() for row in ids]
 
 
-def caption(policy, image, image_size: int = 32, max_new_tokens: int = 32, **options) -> str:
+def caption(policy, image, image_size: int = IMAGE_SIZE, max_new_tokens: int = 32, **options) -> str:
     """The policy's caption of one image (``options``: temperature, generator, use_cache)."""
     return caption_images(policy, [image], image_size, max_new_tokens, **options)[0]
 
 
-def ask(policy, image, question: str, image_size: int = 32, max_new_tokens: int = 16, **options) -> str:
+def ask(policy, image, question: str, image_size: int = IMAGE_SIZE, max_new_tokens: int = 16, **options) -> str:
     """The policy's answer to ``question`` about ``image`` (``options``: temperature, generator, use_cache)."""
     return answer_questions(policy, [image], [question], image_size, max_new_tokens, **options)[0]

@@ -26,6 +26,7 @@ from gato.codec import SpaceCodec, VocabMismatchError, space_mismatch, tokens_pe
 from gato.codec_io import codec_to_dict
 from gato.data.episodes import EncodedEpisodes, RawEpisodes, fit_codec, load_minari
 from gato.evaluation.rollout import rollout
+from gato.tasks import defaults
 from gato.tasks.windows import WindowSampler
 
 if TYPE_CHECKING:
@@ -85,8 +86,10 @@ class ControlTask:
     """
 
     def __init__(self, env_name, env, dataset, context_len, args=None, *, patch_size=None, vocab=None,
-                 training_prompt_len_proportion=0.5, share_prompt_episodes=True, top_k_prompting=None,
-                 prompt_ep_proportion=0.0, prompt_type="end", field_overrides=None, eval_envs=8,
+                 training_prompt_len_proportion=defaults.PROMPT_LEN_PROPORTION,
+                 share_prompt_episodes=defaults.SHARE_PROMPT_EPISODES, top_k_prompting=defaults.TOP_K_PROMPTING,
+                 prompt_ep_proportion=defaults.PROMPT_EP_PROPORTION, prompt_type=defaults.PROMPT_TYPE,
+                 field_overrides=None, eval_envs=defaults.EVAL_ENVS,
                  pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None):
         if isinstance(dataset, str):
             dataset = load_minari(dataset)
@@ -329,7 +332,7 @@ class EvaluationTask(ControlTask):
         task.patch_size = int(spec.get("patch_size", 4))
         names = {f.name for f in dataclasses.fields(WindowSampler)}
         task.windows = WindowSampler(**{k: v for k, v in spec.items() if k in names})
-        task.eval_envs = spec.get("eval_envs", 8)
+        task.eval_envs = spec.get("eval_envs", defaults.EVAL_ENVS)
         reference = saved["reference"] or {}
         task.ref_min_score = reference.get("ref_min_score")
         task.ref_max_score = reference.get("ref_max_score")
