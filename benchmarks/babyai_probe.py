@@ -33,6 +33,7 @@ def main() -> None:
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
     from gato import seeds
+    from gato.agent import Agent
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import build_task, task_specs
 
@@ -42,7 +43,7 @@ def main() -> None:
         sys.exit(f"{args.checkpoint} has no BabyAI task (its datasets: {[s['dataset_id'] for s in specs]})")
     policy = GatoPolicy.from_pretrained(args.checkpoint)
     task = build_task(babyai[0], policy.vocab)
-    agent = policy.agent(task)  # argmax actions
+    agent = Agent(policy, task)  # argmax actions
     env = task.make_env()
 
     def first_step(seed: int) -> tuple[bool, bool]:

@@ -81,8 +81,7 @@ def write(out: Path, record: dict) -> None:
 
 def make_data(args) -> dict:
     """Every level's bot data (kept when already written); what each level got, and the budget check."""
-    from gato.data.babyai import generate_babyai_suite
-    from gato.data.babyai_suites import episode_counts, resolve_levels
+    from gato.data.babyai_suites import episode_counts, generate_babyai_suite, resolve_levels
 
     levels = resolve_levels(args.levels)
     counts = episode_counts(args.episodes, levels)

@@ -105,7 +105,7 @@ def make_data(tasks: list[str], args, quick: bool) -> dict:
                                      reference_episodes=4 if quick else 50)
     made = {r.task for r in reports}
     if reports:
-        from gato.cli import format_table
+        from gato.table import format_table
 
         C.log(format_table(summary_rows(reports)))
     data = {}

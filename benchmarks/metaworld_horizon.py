@@ -73,8 +73,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes")
     args = parser.parse_args()
 
-    from gato.cli import format_table
     from gato.data.experts.metaworld import resolve_tasks
+    from gato.table import format_table
 
     tasks = resolve_tasks(args.tasks)
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:

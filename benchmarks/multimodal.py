@@ -41,9 +41,9 @@ TARGETS = {  # the issue's: (task, metric, at least / at most, value)
 
 def make_data(control_only: bool) -> None:
     """Every dataset of the run, made offline where missing (BabyAI and CartPole by their experts)."""
+    from gato.data.catalogue import ensure_dataset
     from gato.data.corpora import data_root
     from gato.data.default_corpora import make_default
-    from gato.data.generation import ensure_dataset
 
     for dataset_id in CONTROL:
         ensure_dataset(dataset_id, 5000, progress=False)

@@ -99,14 +99,14 @@ def _task_name(dataset_id: str) -> str:
 
 def make_data(datasets: list[str], babyai_episodes: int, quick: bool) -> dict:
     """Generate the datasets that are missing; returns what each recipe measured."""
-    from gato.data.generation import ensure_dataset
-    from gato.data.recipes import recipe_for_dataset
+    from gato.data.catalogue import ensure_dataset, maker_for
 
     made = {}
     with C.stdout_to_stderr():
         for dataset_id in datasets:
-            recipe = recipe_for_dataset(dataset_id)
-            episodes = max(2, recipe.episodes // 20) if quick and recipe else None
+            maker = maker_for(dataset_id)
+            own = maker.default_episodes(dataset_id) if maker else None
+            episodes = max(2, own // 20) if quick and own else None
             report = ensure_dataset(dataset_id, babyai_episodes, episodes, progress=False)
             if report is None:
                 C.log(f"using existing {dataset_id}")

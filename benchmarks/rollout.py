@@ -2,7 +2,7 @@
 
 What is measured
     ``ControlTask.evaluate(model, n, use_cache=..., n_envs=..., promptless_eval=False)`` (the
-    real evaluation path: ``rollout``, whose ``gato.agent.Agent`` acts, as ``policy.agent(...)``
+    real evaluation path: ``rollout``, whose ``gato.agent.Agent`` acts, as ``Agent(policy, ...)``
     does for a user) on BabyAI GoToLocal, for each context length and number of environments
     stepped together, once with the key/value cache (``use_cache=True``: each env step feeds
     only its new tokens) and once without (``use_cache=False``: every generated token re-runs

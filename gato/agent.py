@@ -2,8 +2,8 @@
 
 The one place where an observation becomes tokens and predicted tokens become an action::
 
-    agent = policy.agent(task)        # or a SpaceCodec, a Gymnasium env, (observation_space, action_space)
-    agent = load_agent("runs/NAME/checkpoint", task="GoToLocal")  # or straight from a checkpoint, no data
+    agent = Agent(policy, task)       # or a SpaceCodec, a Gymnasium env, (observation_space, action_space)
+    agent = load_agent("runs/NAME/checkpoint", task="GoToLocal")  # gato.tasks.registry: from a checkpoint, no data
     env = agent.task.make_env()
     obs, _ = env.reset(seed=0)
     agent.reset()
@@ -27,7 +27,6 @@ import torch
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from gato.codec import SpaceCodec, VocabMismatchError
-from gato.policy.gato_policy import single_token_stream
 
 
 class Agent:
@@ -67,14 +66,10 @@ class Agent:
         stream dict of n_envs rows, e.g. a ControlTask's eval_prompt(...)(n_envs)) fed once."""
         self.policy.eval()
         self.n_envs = n_envs
-        self._cache = self.policy.new_cache() if self.use_cache else None
-        self._history: list[dict] = []  # the uncached path's stream so far, in chunks
+        self._cache = self.policy.new_cache() if self.use_cache else self.policy.new_cache(cached=False)
         self._pending: torch.Tensor | None = None  # (n_envs,) last action token, fed with the next observation
         if prompt is not None:
-            if self.use_cache:
-                self.policy.extend(self._cache, prompt)
-            else:
-                self._history.append(prompt)
+            self.policy.extend(self._cache, prompt)
 
     def act(self, obs):
         """One env's action (as ``env.step`` takes it) for its observation (as the env returns it)."""
@@ -98,45 +93,8 @@ class Agent:
     def _generate(self, chunk: dict) -> torch.Tensor:
         """(n_envs, K) action tokens following ``chunk``, with the cache or re-running the context."""
         first_pos = self.codec.obs_tokens + 1  # the action's place in its timestep, after the separator
-        if self.use_cache:
-            return self.policy.generate(self._cache, chunk, self._ranges, first_pos, self.deterministic,
-                                        self.generator, self._masks)
-        self._history.append(chunk)
-        out = []
-        for j in range(len(self._ranges)):
-            stream = _concat_streams(self._history, self.policy.context_len)
-            out.append(self.policy.generate(self.policy.new_cache(), stream, self._ranges[j : j + 1], first_pos + j,
-                                            self.deterministic, self.generator,
-                                            None if self._masks is None else self._masks[j : j + 1]))
-            if j + 1 < len(self._ranges):
-                self._history.append(single_token_stream(out[-1][:, 0], first_pos + j, self.policy.device))
-        return torch.cat(out, dim=1)
-
-
-def load_agent(checkpoint, task: str | None = None, *, device="cpu", deterministic: bool = True,
-               **options) -> Agent:
-    """An :class:`Agent` of the policy saved in ``checkpoint`` acting in its control task named ``task``
-    (None: its only one), with no dataset on disk: the task is rebuilt from the codec, env spec and reference
-    returns the checkpoint saved (``gato.tasks.registry.load_tasks``). ``agent.task.make_env()`` makes a fresh
-    env; ``agent.task.evaluate(agent.policy, n)`` scores it. ``options``: the Agent's ``use_cache`` and
-    ``generator``. A checkpoint saved before checkpoints carried their codecs still needs its dataset
-    (``DatasetNeededError`` names it)."""
-    from gato.policy.gato_policy import GatoPolicy
-    from gato.tasks.registry import load_tasks, task_names, task_specs
-
-    specs = task_specs(checkpoint)
-    control = [name for spec, name in zip(specs, task_names(specs)) if spec.get("type") == "control"]
-    if task is None:
-        if len(control) != 1:
-            raise ValueError(f"checkpoint {checkpoint} has control tasks {' '.join(control) or '(none)'}; "
-                             "name one with task=NAME (--task NAME)")
-        task = control[0]
-    elif task not in control:
-        raise ValueError(f"no control task named {task!r} in checkpoint {checkpoint}; its control tasks: "
-                         f"{' '.join(control) or '(none)'}")
-    policy = GatoPolicy.from_pretrained(checkpoint, device=device)
-    (loaded,) = load_tasks(checkpoint, policy.vocab, names=[task])
-    return Agent(policy, loaded, deterministic=deterministic, **options)
+        return self.policy.generate(self._cache, chunk, self._ranges, first_pos, self.deterministic,
+                                    self.generator, self._masks)
 
 
 def codec_of(policy, source) -> SpaceCodec:
@@ -186,23 +144,3 @@ def observation_stream(codec: SpaceCodec, obs, n: int, pending: torch.Tensor | N
         "patches": torch.from_numpy(patches.reshape((n * patches.shape[1],) + patches.shape[2:])).to(device),
         "patch_rowcol": torch.from_numpy(np.tile(codec.patch_rowcol, (n, 1))).to(device),
     }
-
-
-def _concat_streams(chunks: list[dict], context_len: int) -> dict:
-    """One stream of the last ``context_len`` tokens of ``chunks``. Every row has the same
-    layout, so each row holds the same number of patches."""
-    B = chunks[0]["tokens"].shape[0]
-    stream = {k: torch.cat([c[k] for c in chunks], dim=1) for k in ("tokens", "in_step_pos", "patch_mask")}
-    cut = max(0, stream["tokens"].shape[1] - context_len)
-    dropped = int(stream["patch_mask"][0, :cut].sum())
-    stream = {k: v[:, cut:] for k, v in stream.items()}
-    with_patches = [c for c in chunks if c["patches"].shape[0]]
-    if not with_patches:  # an env without images
-        stream["patches"], stream["patch_rowcol"] = chunks[0]["patches"], chunks[0]["patch_rowcol"]
-        return stream
-    # Patches are ordered row-major over (B, T): regroup them by row before joining chunks.
-    patches = torch.cat([c["patches"].reshape((B, -1) + c["patches"].shape[1:]) for c in with_patches], dim=1)
-    rowcol = torch.cat([c["patch_rowcol"].reshape(B, -1, 2) for c in with_patches], dim=1)
-    stream["patches"] = patches[:, dropped:].reshape((-1,) + patches.shape[2:])
-    stream["patch_rowcol"] = rowcol[:, dropped:].reshape(-1, 2)
-    return stream

@@ -19,25 +19,11 @@ import sys
 import warnings
 from pathlib import Path
 
+from gato.table import format_table  # imports nothing, so the warning filter below still comes first
+
 # minigrid re-registers its envs if imported after gymnasium's plugin hook did; the
 # resulting 'Overriding environment' warnings say nothing to a user.
 warnings.filterwarnings("ignore", message=".*Overriding environment.*")
-
-
-def format_table(rows: list[dict]) -> str:
-    """Rows of equal keys as an aligned text table."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    cells = [[str(k) for k in keys]] + [[_fmt(r.get(k, "")) for k in keys] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(v) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 # ----------------------------------------------------------------------------- data
@@ -48,22 +34,17 @@ LANGUAGE_DATA = ("text", "captions", "vqa")
 
 
 def cmd_data(ns) -> int:
-    from gato.data.babyai import babyai_levels, generate_babyai
-    from gato.data.recipes import RECIPES, generate
+    from gato.data.babyai import generate_babyai
+    from gato.data.recipes import generate
 
     if ns.recipe in LANGUAGE_DATA:
         return _language_data(ns)
     if ns.recipe == "metaworld":
         return _metaworld_data(ns)
     if ns.recipe == "list":
-        rows = [{"recipe": "babyai", "dataset id": "babyai/LEVEL-bot-v0", "extra": "",
-                 "what": "any BabyAI level (--level; several: --levels jat|all|NAMES), BabyAI bot: "
-                 + ", ".join(babyai_levels()[:4]) + ", ..."}]
-        rows += [{"recipe": r.name, "dataset id": r.dataset_id, "extra": r.extra or "", "what": r.summary}
-                 for r in RECIPES.values()]
-        rows.append({"recipe": "metaworld", "dataset id": "metaworld/TASK-scripted-v0", "extra": "metaworld",
-                     "what": "Meta-World tasks (--tasks NAME ...|mt10|mt50), scripted policies"})
-        print(format_table(rows))
+        from gato.data.catalogue import list_rows
+
+        print(format_table(list_rows()))
         print("\n`gato data NAME --episodes N` writes one; `gato train --control_datasets ID ...` makes missing ones.")
         from gato.data.default_corpora import DEFAULT_BY_KIND, list_defaults
 
@@ -104,8 +85,7 @@ def _one_count(episodes: list[str] | None) -> int | None:
 
 def _babyai_suite(ns) -> int:
     """``gato data babyai --levels jat|all|NAME ...``: one dataset per level, then a table of what each got."""
-    from gato.data.babyai import generate_babyai_suite
-    from gato.data.babyai_suites import episode_counts, resolve_levels
+    from gato.data.babyai_suites import episode_counts, generate_babyai_suite, resolve_levels
 
     if ns.dataset_id:
         raise ValueError("--dataset_id names one dataset; with --levels each level goes to babyai/LEVEL-bot-v0")
@@ -347,8 +327,8 @@ def cmd_eval(ns) -> int:
 
 
 def cmd_play(ns) -> int:
-    from gato.agent import load_agent
     from gato.evaluation.video import play
+    from gato.tasks.registry import load_agent
 
     agent = load_agent(ns.checkpoint, task=ns.task, device=ns.device, deterministic=not ns.stochastic)
     records = play(agent, ns.episodes, video_dir=ns.video or None, seed=ns.seed)
@@ -370,11 +350,13 @@ def _language_policy(ns):
 
 
 def _image_size(checkpoint) -> int:
-    """The image side the checkpoint's caption/VQA tasks were trained at (32 when it has none)."""
+    """The image side the checkpoint's caption/VQA tasks were trained at (``gato.images.IMAGE_SIZE`` when it has
+    none)."""
+    from gato.images import IMAGE_SIZE
     from gato.tasks.registry import task_specs
 
     sizes = [spec["image_size"] for spec in task_specs(checkpoint) if "image_size" in spec]
-    return sizes[0] if sizes else 32
+    return sizes[0] if sizes else IMAGE_SIZE
 
 
 def _options(ns) -> dict:

@@ -19,6 +19,10 @@ import os
 
 import numpy as np
 
+IMAGE_SIZE = 32
+"""The side in pixels that caption and VQA images are resized to unless told otherwise (``--image_size``, the
+image-text tasks, captioning and asking from Python): the one home of that default."""
+
 
 class ImageSizeError(ValueError):
     """An image size that patches cannot tile."""
@@ -93,14 +97,14 @@ def pixel_patches(pixels: np.ndarray, patch_size: int) -> np.ndarray:
     return (x * np.float32(2.0 / 255.0) - np.float32(1.0)) / np.float32(math.sqrt(patch_size))
 
 
-def image_patches(image, image_size: int = 32, patch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def image_patches(image, image_size: int = IMAGE_SIZE, patch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """(patches (N, 3, P, P) float32, rowcol (N, 2) int64) of one image (PIL or array), resized to
     image_size x image_size RGB; N = (image_size / patch_size) ** 2. See the module docstring."""
     check_sizes(image_size, patch_size)
     return pixel_patches(to_pixels(image, image_size), patch_size), patch_grid(image_size, patch_size)
 
 
-def batch_patches(images, image_size: int = 32, patch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def batch_patches(images, image_size: int = IMAGE_SIZE, patch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """(patches (B, N, 3, P, P) float32, rowcol (N, 2) int64) of several images: :func:`image_patches` stacked."""
     check_sizes(image_size, patch_size)
     pixels = np.stack([to_pixels(image, image_size) for image in images])

@@ -31,8 +31,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from gato.data.batch import Batch
-from gato.policy.gato_policy import single_token_stream
+from gato.batch import Batch, Run, pack_runs
+from gato.images import IMAGE_SIZE, batch_patches
 
 
 class PromptTooLongError(ValueError):
@@ -55,6 +55,10 @@ class Example:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def run(self) -> Run:
+        """This example as a run of :func:`gato.batch.pack_runs` (in_step_pos 0, 1, ...)."""
+        return Run(self.tokens, np.arange(len(self.tokens)), self.is_patch, self.targets, self.patches, self.rowcol)
 
     def answered(self, answer_ids: Sequence[int], eos_id: int) -> Example:
         """This prompt followed by ``answer_ids`` and ``eos_id``, which are the targets (and nothing else is)."""
@@ -101,35 +105,9 @@ def vqa_prompt(vocab, patches: np.ndarray, rowcol: np.ndarray, question: str | S
 
 def pack_examples(rows: list[list[Example]], length: int, pad_id: int) -> Batch:
     """A Batch of ``len(rows)`` rows of ``length`` tokens, each holding its examples back to back
-    (in_step_pos restarting at 0 at each), right-padded with ``pad_id``. When a row holds several,
-    ``segment_ids`` keeps each example's attention to itself (padding is a segment of its own), as
-    :func:`gato.data.batch.pack` does."""
-    B = len(rows)
-    tokens = np.full((B, length), pad_id, np.int64)
-    in_step = np.zeros((B, length), np.int64)
-    is_patch = np.zeros((B, length), bool)
-    targets = np.zeros((B, length), bool)
-    segment_ids = np.zeros((B, length), np.int64)
-    patches, rowcol = [], []
-    for b, row in enumerate(rows):
-        at = 0
-        for s, ex in enumerate(row):
-            n = len(ex)
-            if at + n > length:
-                raise ValueError(f"examples of {at + n} tokens do not fit a row of {length}")
-            tokens[b, at:at + n], in_step[b, at:at + n] = ex.tokens, np.arange(n)
-            is_patch[b, at:at + n], targets[b, at:at + n], segment_ids[b, at:at + n] = ex.is_patch, ex.targets, s
-            if len(ex.patches):
-                patches.append(ex.patches)
-                rowcol.append(ex.rowcol)
-            at += n
-        segment_ids[b, at:] = len(row)
-    if patches:
-        patch_arr, rowcol_arr = np.concatenate(patches).astype(np.float32, copy=False), np.concatenate(rowcol)
-    else:
-        patch_arr, rowcol_arr = np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 2), np.int64)
-    packed = any(len(row) > 1 for row in rows)
-    return Batch(tokens, in_step, is_patch, targets, patch_arr, rowcol_arr, segment_ids if packed else None)
+    (in_step_pos restarting at 0 at each), right-padded with ``pad_id``: :func:`gato.batch.pack_runs`, with
+    an example a unit. When a row holds several, ``segment_ids`` keeps each example's attention to itself."""
+    return pack_runs([[[ex.run()] for ex in row] for row in rows], length, pad_id)
 
 
 def prompt_stream(prompts: list[Example], pad_id: int, device="cpu") -> dict:
@@ -191,37 +169,18 @@ def generate_ids(policy, prompts: list[Example], max_new_tokens: int, temperatur
 
 @torch.no_grad()
 def _generate_group(policy, prompts, max_new_tokens, temperature, generator, use_cache) -> list[list[int]]:
-    """Decode prompts of one length together (see :func:`generate_ids`)."""
+    """Decode prompts of one length together (see :func:`generate_ids`) by the policy's one decoding loop
+    (``GatoPolicy.generate``): every token from the text ids but pad, until eos."""
     vocab, device = policy.vocab, policy.device
     eos, pad = vocab.tokenizer.eos_id, vocab.tokenizer.pad_id
     stream = prompt_stream(prompts, vocab.pad, device)
-    L, B = stream["tokens"].shape[1], len(prompts)
-    table = policy.embedding.table()[: vocab.text_tokens]
-    out = torch.full((B, max_new_tokens), eos, dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    cache = policy.new_cache() if use_cache else None
-    hidden = policy.extend(cache, stream) if use_cache else policy.hidden_states(stream)[:, -1]
-    for j in range(max_new_tokens):
-        logits = (hidden @ table.t()).float()
-        logits[:, pad] = float("-inf")  # pad is never text to produce
-        if temperature == 0:
-            tok = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / temperature, -1)
-            on = generator.device if generator is not None else probs.device  # a CPU generator for a GPU policy
-            tok = torch.multinomial(probs.to(on), 1, generator=generator)[:, 0].to(device)
-        tok = torch.where(done, torch.full_like(tok, eos), tok)
-        out[:, j] = tok
-        done |= tok == eos
-        if bool(done.all()) or j + 1 == max_new_tokens:
-            break
-        step = single_token_stream(tok, L + j, device)
-        if use_cache:
-            hidden = policy.extend(cache, step)
-        else:
-            stream = {k: torch.cat([stream[k], step[k]], 1) if k in ("tokens", "in_step_pos", "patch_mask")
-                      else stream[k] for k in stream}
-            hidden = policy.hidden_states(stream)[:, -1]
+    not_pad = torch.ones(vocab.text_tokens, dtype=torch.bool)
+    not_pad[pad] = False  # pad is never text to produce
+    ranges = torch.tensor([[0, vocab.text_tokens]] * max_new_tokens)
+    cache = policy.new_cache() if use_cache else policy.new_cache(cached=False)
+    out = policy.generate(cache, stream, ranges, stream["tokens"].shape[1],
+                          deterministic=temperature == 0, generator=generator, masks=[not_pad] * max_new_tokens,
+                          temperature=temperature or 1.0, stop=eos)
     rows = []
     for row in out.tolist():
         rows.append(row[: row.index(eos)] if eos in row else row)
@@ -242,12 +201,10 @@ def generate_text(policy, prompt: str, max_new_tokens: int = 64, temperature: fl
     return decode(policy.vocab, ids[0])
 
 
-def caption_images(policy, images, image_size: int = 32, max_new_tokens: int = 32, temperature: float = 0.0,
+def caption_images(policy, images, image_size: int = IMAGE_SIZE, max_new_tokens: int = 32, temperature: float = 0.0,
                    generator: torch.Generator | None = None, use_cache: bool = True) -> list[str]:
     """Captions of several images (PIL or arrays), resized to image_size x image_size and cut into the policy's
     patch size (see :mod:`gato.images`)."""
-    from gato.images import batch_patches
-
     policy = getattr(policy, "module", policy)
     patches, rowcol = batch_patches(images, image_size, policy.patch_size)
     prompts = [caption_prompt(policy.vocab, p, rowcol) for p in patches]
@@ -255,12 +212,10 @@ def caption_images(policy, images, image_size: int = 32, max_new_tokens: int = 3
     return [decode(policy.vocab, row).strip() for row in ids]
 
 
-def answer_questions(policy, images, questions: Sequence[str], image_size: int = 32, max_new_tokens: int = 16,
+def answer_questions(policy, images, questions: Sequence[str], image_size: int = IMAGE_SIZE, max_new_tokens: int = 16,
                      temperature: float = 0.0, generator: torch.Generator | None = None,
                      use_cache: bool = True) -> list[str]:
     """The policy's answer to each (image, question) pair (images as in :func:`caption_images`)."""
-    from gato.images import batch_patches
-
     policy = getattr(policy, "module", policy)
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions: give one question per image")
@@ -270,11 +225,11 @@ def answer_questions(policy, images, questions: Sequence[str], image_size: int =
     return [decode(policy.vocab, row).strip() for row in ids]
 
 
-def caption(policy, image, image_size: int = 32, max_new_tokens: int = 32, **options) -> str:
+def caption(policy, image, image_size: int = IMAGE_SIZE, max_new_tokens: int = 32, **options) -> str:
     """The policy's caption of one image (``options``: temperature, generator, use_cache)."""
     return caption_images(policy, [image], image_size, max_new_tokens, **options)[0]
 
 
-def ask(policy, image, question: str, image_size: int = 32, max_new_tokens: int = 16, **options) -> str:
+def ask(policy, image, question: str, image_size: int = IMAGE_SIZE, max_new_tokens: int = 16, **options) -> str:
     """The policy's answer to ``question`` about ``image`` (``options``: temperature, generator, use_cache)."""
     return answer_questions(policy, [image], [question], image_size, max_new_tokens, **options)[0]

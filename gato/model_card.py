@@ -99,7 +99,7 @@ def model_card(name: str, tasks: list[dict] | None, history: list[dict] | None) 
               else "Not evaluated yet.", "", "```bash",
               f"gato play CHECKPOINT --task {example} --episodes 5 --video videos/",
               "gato eval CHECKPOINT --episodes 100", "```", "", "```python",
-              "from gato.agent import load_agent", "",
+              "from gato.tasks.registry import load_agent", "",
               f"agent = load_agent(\"CHECKPOINT\", task={json.dumps(example)})",
               "env = agent.task.make_env()", "```", ""]
     return "\n".join(lines)

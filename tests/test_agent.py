@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from gato.agent import Agent
 from gato.codec import SpaceCodec, VocabMismatchError
 from gato.envs import play_episode
 from gato.evaluation.rollout import rollout
@@ -49,7 +50,7 @@ def test_agent_plays_episodes_with_valid_actions(name, deterministic, request, t
     actions): every action the agent gives is one of the env's."""
     model = tiny_policy()
     source, make_env = source_and_env(name, request, model)
-    agent = model.agent(source, deterministic=deterministic, generator=torch.Generator().manual_seed(0))
+    agent = Agent(model, source, deterministic=deterministic, generator=torch.Generator().manual_seed(0))
     env = make_env()
     if name == "babyai_task":
         assert isinstance(env.reset(seed=0)[0]["mission"], str)
@@ -65,7 +66,7 @@ def test_agent_plays_episodes_with_valid_actions(name, deterministic, request, t
 def test_act_batch_steps_a_vector_env(name, request, tiny_policy):
     model = tiny_policy()
     source, make_env = source_and_env(name, request, model)
-    agent = model.agent(source, deterministic=False, generator=torch.Generator().manual_seed(0))
+    agent = Agent(model, source, deterministic=False, generator=torch.Generator().manual_seed(0))
     envs = gym.vector.SyncVectorEnv([make_env for _ in range(3)])
     obs, _ = envs.reset(seed=[0, 1, 2])
     agent.reset(n_envs=3)
@@ -101,7 +102,7 @@ def test_agent_plays_the_episodes_rollout_plays(name, deterministic, use_cache, 
     returns and lengths."""
     model = tiny_policy(context_len=48)
     source, make_env = source_and_env(name, request, model)
-    agent = model.agent(source, deterministic=deterministic, use_cache=use_cache,
+    agent = Agent(model, source, deterministic=deterministic, use_cache=use_cache,
                         generator=torch.Generator().manual_seed(7))
     seed, env = 7, make_env()
     played, actions = [], []
@@ -123,7 +124,7 @@ def test_a_prompted_agent_plays_the_episodes_rollout_plays(deterministic, babyai
     model = tiny_policy()
     codec = babyai_task.encode_for(model.vocab)
     prompt = babyai_task.eval_prompt(codec, np.random.default_rng(0), model.context_len)
-    agent = model.agent(babyai_task, deterministic=deterministic, generator=torch.Generator().manual_seed(3))
+    agent = Agent(model, babyai_task, deterministic=deterministic, generator=torch.Generator().manual_seed(3))
     env = babyai_task.make_env()
     agent.reset(prompt=prompt(1))
     episode = play_episode(env, agent.act, 3)
@@ -153,7 +154,7 @@ def test_the_agent_keeps_acting_after_the_context_fills(name, request, tiny_poli
     monkeypatch.setattr(KVCache, "drop_oldest", lambda self, n: (dropped.append(n), original(self, n))[1])
     model = tiny_policy(context_len=24)
     task = request.getfixturevalue(name)
-    agent = model.agent(task.encode_for(model.vocab), deterministic=False,
+    agent = Agent(model, task.encode_for(model.vocab), deterministic=False,
                         generator=torch.Generator().manual_seed(0))
     env = gym.make(task.env.spec, max_episode_steps=60)
     seen = []
@@ -169,7 +170,7 @@ def test_agent_accepts_spaces_and_envs(tiny_policy):
     model = tiny_policy()
     env = pendulum()
     for source in (env, (env.observation_space, env.action_space)):
-        agent = model.agent(source)
+        agent = Agent(model, source)
         assert agent.codec.vocab == model.vocab and agent.codec.patch_size == model.patch_size
         obs, _ = env.reset(seed=0)
         assert env.action_space.contains(agent.act(obs))
@@ -182,17 +183,17 @@ def test_a_codec_of_another_vocabulary_is_refused(cartpole_task, tiny_policy):
     assert codec.vocab != model.vocab
     for source in (codec, Namespace(codec=codec)):  # a codec, or a task encoded for the default vocabulary
         with pytest.raises(VocabMismatchError, match=r"task\.encode_for\(policy\.vocab\)"):
-            model.agent(source)
+            Agent(model, source)
 
 
 def test_what_an_agent_cannot_act_in_is_named(tiny_policy):
     with pytest.raises(ValueError, match="not str"):
-        tiny_policy().agent("CartPole-v1")
+        Agent(tiny_policy(), "CartPole-v1")
 
 
 def test_act_is_for_one_env_and_act_batch_for_the_envs_it_was_reset_for(cartpole_task, tiny_policy):
     model = tiny_policy()
-    agent = model.agent(cartpole_task.encode_for(model.vocab))
+    agent = Agent(model, cartpole_task.encode_for(model.vocab))
     envs = gym.vector.SyncVectorEnv([cartpole_task.make_env for _ in range(2)])
     obs, _ = envs.reset(seed=[0, 1])
     agent.reset(n_envs=2)
@@ -215,7 +216,7 @@ def test_the_readme_loop_runs(cartpole_task, tiny_policy, tmp_path, monkeypatch,
 
     policy = GatoPolicy.from_pretrained("checkpoint")
     task = load_tasks("checkpoint", policy.vocab)[0]  # the first task it was trained on; no dataset needed
-    agent, env = policy.agent(task), task.make_env()
+    agent, env = Agent(policy, task), task.make_env()
     obs, _ = env.reset(seed=0)
     agent.reset()
     done = False

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from gato.agent import Agent
 from gato.cli import main
 from gato.data.babyai_suites import JAT_LEVELS, episode_counts, level_of, resolve_levels, suite_levels
 
@@ -114,7 +115,7 @@ def test_a_checkpoint_with_64_task_tokens_loads_and_acts_the_same(tmp_path, tiny
     codec = SpaceCodec(env.observation_space, env.action_space, model.vocab, task_id=5)  # a multi-task timestep
     actions = []
     for policy in (model, loaded):
-        agent, taken = policy.agent(codec), []
+        agent, taken = Agent(policy, codec), []
         agent.reset()
         obs, _ = env.reset(seed=7)
         for _ in range(6):

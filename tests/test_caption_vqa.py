@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from gato.batch import Batch
 from gato.codec import VocabMismatchError
-from gato.data.batch import Batch
 from gato.images import ImageSizeError
 from gato.language import pack_examples
 from gato.tasks.caption_task import (

@@ -23,7 +23,8 @@ SAMPLING_SEED = 7
 # episodes of fresh envs, and a stochastic evaluation (varied returns, not a constant policy's).
 MEASURE = """
 import json, sys, torch
-from gato.agent import load_agent
+from gato.agent import Agent
+from gato.tasks.registry import load_agent
 
 def actions(agent, seeds, sampling_seed):
     out = []
@@ -43,8 +44,8 @@ def actions(agent, seeds, sampling_seed):
     return out
 
 def measure(policy, task, seeds, sampling_seed):
-    greedy = actions(policy.agent(task), seeds, sampling_seed)
-    sampled = actions(policy.agent(task, deterministic=False, generator=torch.Generator().manual_seed(0)), seeds,
+    greedy = actions(Agent(policy, task), seeds, sampling_seed)
+    sampled = actions(Agent(policy, task, deterministic=False, generator=torch.Generator().manual_seed(0)), seeds,
                       sampling_seed)
     evaluation = task.evaluate(policy, 4, deterministic=False, promptless_eval=True, n_envs=2)
     return {"greedy": greedy, "sampled": sampled, "evaluation": evaluation, "codec_tokens": task.codec.tokens_per_step}
@@ -180,7 +181,7 @@ def test_an_old_checkpoint_names_the_dataset_it_still_needs(trained, tmp_path, c
     assert "saved before checkpoints carried their codecs" in message
     # with its dataset local again it loads as before, from the data
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(trained["backup"]))
-    from gato.agent import load_agent
+    from gato.tasks.registry import load_agent
 
     agent = load_agent(old, task=trained["task"])
     assert agent.task.episodes is not None
@@ -191,8 +192,8 @@ def test_an_old_checkpoint_names_the_dataset_it_still_needs(trained, tmp_path, c
 def test_a_task_without_data_refuses_to_sample_naming_its_dataset(trained):
     import numpy as np
 
-    from gato.agent import load_agent
     from gato.tasks.control_task import DataRequiredError
+    from gato.tasks.registry import load_agent
 
     agent = load_agent(trained["checkpoint"])  # its only task
     with pytest.raises(DataRequiredError, match=trained["dataset_id"]):

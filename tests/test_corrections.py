@@ -59,11 +59,11 @@ def test_bot_labels_the_policys_states_and_they_join_the_data(babyai_dataset, ti
 
 
 def test_a_recipes_expert_labels_the_policys_states(tiny_policy):
-    from gato.data.corrections import collect_corrections
     from gato.data.experts.classic import PendulumExpert
     from gato.data.recipes import generate
     from gato.seeds import correction_seeds
     from gato.tasks.control_task import ControlTask
+    from gato.tasks.corrections import collect_corrections
 
     generate("pendulum", 2, reference_episodes=0, workers=1, progress=False, max_episode_steps=30)
     model = tiny_policy(context_len=64)

@@ -20,6 +20,7 @@ import pytest
 from gymnasium import spaces
 from minari.data_collector import EpisodeBuffer
 
+from gato.agent import Agent
 from gato.cli import main
 
 F = np.float32
@@ -225,7 +226,7 @@ def test_minari_env_spaces_inspect_train_eval_act(case, tmp_path, capsys):
 
     policy = GatoPolicy.from_pretrained(checkpoint)
     task = load_tasks(checkpoint, policy.vocab)[0]
-    agent, env = policy.agent(task, deterministic=False), task.make_env()
+    agent, env = Agent(policy, task, deterministic=False), task.make_env()
     obs, _ = env.reset(seed=7)
     done = False
     while not done:  # sampled, so any token the masks allow can come out

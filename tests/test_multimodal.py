@@ -8,6 +8,7 @@ import json
 import pytest
 
 from gato.cli import main
+from gato.language import ask
 
 FLAGS = ["--embed_dim", "32", "--layers", "1", "--heads", "2", "--resid_mid_channels", "8", "--continuous_tokens",
          "64", "--discrete_tokens", "64", "--sequence_length", "128", "--batch_size", "8", "--training_steps", "6",
@@ -61,7 +62,7 @@ def test_train_save_load_eval_and_use_all_three_tasks_beside_a_control_task(
     assert main(["generate", str(checkpoint), "The", "--max_new_tokens", "5"]) == 0
     assert main(["caption", str(checkpoint), str(image), "--max_new_tokens", "4"]) == 0
     assert main(["ask", str(checkpoint), str(image), "what color is the shape?", "--max_new_tokens", "3"]) == 0
-    answer = policy.ask(image, "what color is the shape?", image_size=16, max_new_tokens=3)
+    answer = ask(policy, image, "what color is the shape?", image_size=16, max_new_tokens=3)
     assert answer == capsys.readouterr().out.splitlines()[-1]  # the CLI printed the same answer
     assert main(["caption", str(checkpoint), str(tmp_path / "missing.png")]) == 2
     assert "cannot read the image" in capsys.readouterr().err

@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gato.data.batch import StepLayout
+from gato.agent import Agent
+from gato.batch import StepLayout
 from gato.policy.config import PolicyConfig
 from gato.policy.gato_policy import GatoPolicy, single_token_stream
 
@@ -253,7 +254,7 @@ def test_rollout_loop_with_a_small_context_keeps_running(task_name, env_id, requ
     caches = []  # the agent's cache, to watch it
     new_cache = model.new_cache
     monkeypatch.setattr(model, "new_cache", lambda: caches.append(new_cache()) or caches[-1])
-    agent = model.agent(task, deterministic=False, generator=torch.Generator().manual_seed(0))
+    agent = Agent(model, task, deterministic=False, generator=torch.Generator().manual_seed(0))
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(2)])
     obs, _ = envs.reset(seed=[0, 1])
     agent.reset(n_envs=2)

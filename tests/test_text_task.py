@@ -15,8 +15,8 @@ import pytest
 import torch
 from conftest import tiny_vocab
 
+from gato.batch import Batch
 from gato.codec import VocabMismatchError
-from gato.data.batch import Batch
 from gato.evaluation.ngram import NgramBaselines, ngram_perplexities
 from gato.tasks.text_task import TextTask, TextTaskError, token_stream
 from gato.vocab import Vocab

@@ -40,7 +40,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gato.data.generation import RANDOM, Collected, GenerationReport, acting_after_reset, generate
+from gato.data.generation import RANDOM, Collected, DatasetMaker, GenerationReport, acting_after_reset, generate
 from gato.envs import Episode, make_env, play_episode
 
 __all__ = [
@@ -50,8 +50,9 @@ __all__ = [
     "babyai_levels",
     "babyai_observation_space",
     "generate_babyai",
-    "generate_babyai_suite",
-    "LevelOutcome",
+    "DATASET_ID",
+    "MAKER",
+    "babyai_dataset_id",
 ]
 
 # Every BabyAI mission seen across all registered levels uses lowercase letters,
@@ -61,6 +62,14 @@ MISSION_CHARSET: str = string.ascii_letters + string.digits + " ,.;:'-_!?()"
 MISSION_MAX_LENGTH: int = 1024
 
 BOT_NAME = "minigrid.utils.baby_ai_bot.BabyAIBot"
+
+DATASET_ID = re.compile(r"^babyai/(?P<level>[A-Za-z0-9]+)-bot-v0$")
+"""The dataset ids ``gato data babyai --level LEVEL`` writes by default (and ``gato train`` makes when missing)."""
+
+
+def babyai_dataset_id(level: str) -> str:
+    """The dataset a level's bot episodes are written to: ``babyai/<level>-bot-v0``."""
+    return f"babyai/{level}-bot-v0"
 
 _LEVEL_ID_RE = re.compile(r"^BabyAI-(?P<name>.+)-v(?P<version>\d+)$")
 
@@ -300,118 +309,34 @@ def generate_babyai(
     if max_attempts is None and isinstance(episodes, int):
         max_attempts = 3 * episodes
     return generate(_BotSource(env_id, name, episode_timeout_s, noise, max_steps), episodes,
-                    dataset_id=dataset_id or f"babyai/{name}-bot-v0", seed=seed, workers=workers,
+                    dataset_id=dataset_id or babyai_dataset_id(name), seed=seed, workers=workers,
                     reference_episodes=reference_episodes, max_attempts=max_attempts, overwrite=overwrite,
                     progress=progress, bar=bar)
 
 
-# --------------------------------------------------------------------------- suites
+class _BabyAIMaker(DatasetMaker):
+    """BabyAI levels in the catalogue (gato.data.catalogue): ``babyai/LEVEL-bot-v0``, the BabyAI bot's episodes."""
+
+    name = "babyai"
+
+    def owns(self, dataset_id: str) -> bool:
+        return DATASET_ID.match(dataset_id) is not None
+
+    def describe(self, dataset_id: str) -> str:
+        return "BabyAI bot"
+
+    def make(self, dataset_id: str, episodes: int, progress: bool = True) -> GenerationReport:
+        return generate_babyai(DATASET_ID.match(dataset_id)["level"], episodes, dataset_id=dataset_id,
+                               progress=progress)
+
+    def command(self, dataset_id: str) -> str:
+        return f"`gato data babyai --level {DATASET_ID.match(dataset_id)['level']} --overwrite`"
+
+    def list_rows(self) -> list[dict]:
+        return [{"recipe": "babyai", "dataset id": "babyai/LEVEL-bot-v0", "extra": "",
+                 "what": "any BabyAI level (--level; several: --levels jat|all|NAMES), BabyAI bot: "
+                 + ", ".join(babyai_levels()[:4]) + ", ..."}]
 
 
-@dataclasses.dataclass
-class LevelOutcome:
-    """What ``generate_babyai_suite`` did for one level: ``status`` is ``"written"``, ``"kept"`` (its dataset
-    already existed and was left as it is) or ``"none"`` (no episode succeeded, nothing written); ``short``
-    says the dataset holds fewer episodes than requested."""
-
-    level: str
-    dataset_id: str
-    requested: int
-    status: str
-    episodes: int
-    skipped: int = 0
-    skip_reasons: dict = dataclasses.field(default_factory=dict)
-    expert_return: float = float("nan")
-    random_return: float = float("nan")
-    seconds: float = 0.0
-
-    @property
-    def short(self) -> bool:
-        """Fewer episodes than requested."""
-        return self.episodes < self.requested
-
-    @property
-    def ms_per_attempt(self) -> float:
-        """Wall-clock milliseconds per bot attempt (the whole level's time over its attempts, the references and
-        the workers' start included; NaN for a kept level)."""
-        attempts = self.episodes + self.skipped
-        return 1000 * self.seconds / attempts if self.status != "kept" and attempts else float("nan")
-
-    def row(self) -> dict:
-        """A row of the summary table."""
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skip_reasons.items()))
-        return {"level": self.level, "status": self.status + (" SHORT" if self.short else ""),
-                "episodes": f"{self.episodes}/{self.requested}", "dropped": self.skipped, "why": reasons or "-",
-                "expert": self.expert_return, "random": self.random_return, "seconds": f"{self.seconds:.1f}"}
-
-
-def _existing(dataset_id: str) -> LevelOutcome | None:
-    """The outcome of a level whose dataset is already written (its counts and references from its metadata)."""
-    from gato.data.writer import local_dataset_exists
-
-    if not local_dataset_exists(dataset_id):
-        return None
-    from gato.data.episodes import load_minari
-
-    dataset = load_minari(dataset_id)
-    meta = dataset.storage.metadata
-    return LevelOutcome("", dataset_id, 0, "kept", int(dataset.total_episodes),
-                        int(meta.get("episodes_skipped", 0)), dict(meta.get("skip_reasons", {}) or {}),
-                        float(meta.get("expert_mean_return", float("nan"))),
-                        float(meta.get("random_mean_return", float("nan"))))
-
-
-def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, workers: int = 2,
-                          episode_timeout_s: float = 5.0, max_steps: int | None = None, reference_episodes: int = 100,
-                          seed: int = 0, overwrite: bool = False, progress: bool = True,
-                          noise: float = 0.0) -> list[LevelOutcome]:
-    """Write one bot dataset per level (``babyai/<Level>-bot-v0``, each as :func:`generate_babyai` writes it,
-    references included), under one progress bar over every level's episodes; returns one
-    :class:`LevelOutcome` per level, in order.
-
-    Resumable: a level whose dataset exists is kept as it is (status ``"kept"``) unless ``overwrite``. Levels are
-    played one after another, each over ``workers`` processes. Every episode is bounded by the level's
-    step bound (``max_steps``, default the level's own) and by ``episode_timeout_s`` of wall clock; what was
-    dropped, and why, is in each outcome (and the dataset's metadata) -- a level is never silently thin.
-
-    ``episodes``: the count for every level, or ``{level: count}`` covering every level
-    (:func:`gato.data.babyai_suites.episode_counts` builds one from ``GoTo=8000 default=5000``). ``noise``: as
-    :func:`generate_babyai`'s, on every level. A level killed half-way is played again from its start.
-    """
-    import warnings as _warnings
-
-    from tqdm.auto import tqdm
-
-    from gato.data.babyai_suites import dataset_id as suite_dataset_id
-
-    counts = {level: episodes for level in levels} if isinstance(episodes, int) else dict(episodes)
-    missing = [level for level in levels if level not in counts]
-    if missing:
-        raise ValueError(f"no episode count for {', '.join(missing)}: give one for every level or a default")
-    outcomes: list[LevelOutcome | None] = []
-    for level in levels:
-        kept = None if overwrite else _existing(suite_dataset_id(level))
-        if kept is not None:
-            kept.level, kept.requested = level, counts[level]
-        outcomes.append(kept)
-    todo = [level for level, done in zip(levels, outcomes) if done is None]
-    bar = tqdm(total=sum(counts[level] + reference_episodes for level in todo), unit="ep", disable=not progress,
-               dynamic_ncols=True, desc=f"{len(todo)} BabyAI levels")
-    try:
-        for i, level in enumerate(levels):
-            if outcomes[i] is not None:
-                continue
-            bar.set_description(f"{level} ({todo.index(level) + 1}/{len(todo)})")
-            with _warnings.catch_warnings():  # a short level is reported in the outcome, not as a warning mid-bar
-                _warnings.simplefilter("ignore", RuntimeWarning)
-                report = generate_babyai(level, counts[level], dataset_id=suite_dataset_id(level), seed=seed,
-                                         workers=workers, episode_timeout_s=episode_timeout_s,
-                                         reference_episodes=reference_episodes, overwrite=overwrite,
-                                         progress=progress, max_steps=max_steps, bar=bar, noise=noise)
-            outcomes[i] = LevelOutcome(level, report.dataset_id, counts[level],
-                                       "written" if report.episodes_written else "none", report.episodes_written,
-                                       report.episodes_skipped, dict(report.skip_reasons), report.expert_mean_return,
-                                       report.random_mean_return, report.seconds)
-    finally:
-        bar.close()
-    return outcomes
+MAKER = _BabyAIMaker()
+"""This plug-in, as :mod:`gato.data.catalogue` lists it."""

@@ -1,5 +1,6 @@
 """Named suites of BabyAI levels, the one catalogue that ``gato data babyai --levels`` and ``gato eval --suite``
-read: JAT's 39 levels, and ``all`` (every registered level, less those the bot cannot solve).
+read: JAT's 39 levels, and ``all`` (every registered level, less those the bot cannot solve); and
+:func:`generate_babyai_suite`, which writes a dataset per level of one.
 
 A level is named as minigrid registers it without prefix and version: ``"GoToLocal"`` is
 ``BabyAI-GoToLocal-v0`` and its dataset is ``babyai/GoToLocal-bot-v0`` (:func:`dataset_id`).
@@ -7,11 +8,12 @@ A level is named as minigrid registers it without prefix and version: ``"GoToLoc
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 
-__all__ = ["BOT_UNSOLVED", "JAT_LEVELS", "SUITES", "dataset_id", "episode_counts", "level_of", "resolve_levels",
-           "suite_levels"]
+__all__ = ["BOT_UNSOLVED", "JAT_LEVELS", "SUITES", "LevelOutcome", "dataset_id", "episode_counts",
+           "generate_babyai_suite", "level_of", "resolve_levels", "suite_levels"]
 
 JAT_LEVELS: tuple[str, ...] = (
     "ActionObjDoor", "BlockedUnlockPickup", "BossLevel", "BossLevelNoUnlock", "FindObjS5", "GoTo", "GoToDoor",
@@ -81,7 +83,9 @@ def resolve_levels(names: list[str] | tuple[str, ...] | str) -> list[str]:
 
 def dataset_id(level: str) -> str:
     """The dataset a level's bot episodes are written to: ``babyai/<level>-bot-v0``."""
-    return f"babyai/{level}-bot-v0"
+    from gato.data.babyai import babyai_dataset_id
+
+    return babyai_dataset_id(level)
 
 
 def level_of(name: str) -> str | None:
@@ -128,3 +132,115 @@ def episode_counts(spec: list[str] | tuple[str, ...] | int | None, levels: list[
         raise ValueError(f"--episodes names {', '.join(unknown)}, not among the levels generated "
                          f"({', '.join(levels[:6])}{', ...' if len(levels) > 6 else ''})")
     return {level: given.get(level, default) for level in levels}
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@dataclasses.dataclass
+class LevelOutcome:
+    """What ``generate_babyai_suite`` did for one level: ``status`` is ``"written"``, ``"kept"`` (its dataset
+    already existed and was left as it is) or ``"none"`` (no episode succeeded, nothing written); ``short``
+    says the dataset holds fewer episodes than requested."""
+
+    level: str
+    dataset_id: str
+    requested: int
+    status: str
+    episodes: int
+    skipped: int = 0
+    skip_reasons: dict = dataclasses.field(default_factory=dict)
+    expert_return: float = float("nan")
+    random_return: float = float("nan")
+    seconds: float = 0.0
+
+    @property
+    def short(self) -> bool:
+        """Fewer episodes than requested."""
+        return self.episodes < self.requested
+
+    @property
+    def ms_per_attempt(self) -> float:
+        """Wall-clock milliseconds per bot attempt (the whole level's time over its attempts, the references and
+        the workers' start included; NaN for a kept level)."""
+        attempts = self.episodes + self.skipped
+        return 1000 * self.seconds / attempts if self.status != "kept" and attempts else float("nan")
+
+    def row(self) -> dict:
+        """A row of the summary table."""
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skip_reasons.items()))
+        return {"level": self.level, "status": self.status + (" SHORT" if self.short else ""),
+                "episodes": f"{self.episodes}/{self.requested}", "dropped": self.skipped, "why": reasons or "-",
+                "expert": self.expert_return, "random": self.random_return, "seconds": f"{self.seconds:.1f}"}
+
+
+def _existing(dataset_id: str) -> LevelOutcome | None:
+    """The outcome of a level whose dataset is already written (its counts and references from its metadata)."""
+    from gato.data.episodes import load_minari
+    from gato.data.writer import local_dataset_exists
+
+    if not local_dataset_exists(dataset_id):
+        return None
+
+    dataset = load_minari(dataset_id)
+    meta = dataset.storage.metadata
+    return LevelOutcome("", dataset_id, 0, "kept", int(dataset.total_episodes),
+                        int(meta.get("episodes_skipped", 0)), dict(meta.get("skip_reasons", {}) or {}),
+                        float(meta.get("expert_mean_return", float("nan"))),
+                        float(meta.get("random_mean_return", float("nan"))))
+
+
+def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, workers: int = 2,
+                          episode_timeout_s: float = 5.0, max_steps: int | None = None, reference_episodes: int = 100,
+                          seed: int = 0, overwrite: bool = False, progress: bool = True,
+                          noise: float = 0.0) -> list[LevelOutcome]:
+    """Write one bot dataset per level (``babyai/<Level>-bot-v0``, each as
+    :func:`gato.data.babyai.generate_babyai` writes it, references included), under one progress bar over every
+    level's episodes; returns one :class:`LevelOutcome` per level, in order.
+
+    Resumable: a level whose dataset exists is kept as it is (status ``"kept"``) unless ``overwrite``. Levels are
+    played one after another, each over ``workers`` processes. Every episode is bounded by the level's
+    step bound (``max_steps``, default the level's own) and by ``episode_timeout_s`` of wall clock; what was
+    dropped, and why, is in each outcome (and the dataset's metadata) -- a level is never silently thin.
+
+    ``episodes``: the count for every level, or ``{level: count}`` covering every level
+    (:func:`episode_counts` builds one from ``GoTo=8000 default=5000``). ``noise``: as
+    :func:`gato.data.babyai.generate_babyai`'s, on every level. A level killed half-way is played again from its start.
+    """
+    import warnings as _warnings
+
+    from tqdm.auto import tqdm
+
+    from gato.data.babyai import generate_babyai
+
+    counts = {level: episodes for level in levels} if isinstance(episodes, int) else dict(episodes)
+    missing = [level for level in levels if level not in counts]
+    if missing:
+        raise ValueError(f"no episode count for {', '.join(missing)}: give one for every level or a default")
+    outcomes: list[LevelOutcome | None] = []
+    for level in levels:
+        kept = None if overwrite else _existing(dataset_id(level))
+        if kept is not None:
+            kept.level, kept.requested = level, counts[level]
+        outcomes.append(kept)
+    todo = [level for level, done in zip(levels, outcomes) if done is None]
+    bar = tqdm(total=sum(counts[level] + reference_episodes for level in todo), unit="ep", disable=not progress,
+               dynamic_ncols=True, desc=f"{len(todo)} BabyAI levels")
+    try:
+        for i, level in enumerate(levels):
+            if outcomes[i] is not None:
+                continue
+            bar.set_description(f"{level} ({todo.index(level) + 1}/{len(todo)})")
+            with _warnings.catch_warnings():  # a short level is reported in the outcome, not as a warning mid-bar
+                _warnings.simplefilter("ignore", RuntimeWarning)
+                report = generate_babyai(level, counts[level], dataset_id=dataset_id(level), seed=seed,
+                                         workers=workers, episode_timeout_s=episode_timeout_s,
+                                         reference_episodes=reference_episodes, overwrite=overwrite,
+                                         progress=progress, max_steps=max_steps, bar=bar, noise=noise)
+            outcomes[i] = LevelOutcome(level, report.dataset_id, counts[level],
+                                       "written" if report.episodes_written else "none", report.episodes_written,
+                                       report.episodes_skipped, dict(report.skip_reasons), report.expert_mean_return,
+                                       report.random_mean_return, report.seconds)
+    finally:
+        bar.close()
+    return outcomes

@@ -27,12 +27,22 @@ import re
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["CorpusError", "DataFormatError", "EmptyDataError", "HOLDOUT_SEED", "HOLDOUT_SHARE", "MissingDataError",
+__all__ = ["DEFAULTS", "DEFAULT_BY_KIND", "CorpusError",
+           "DataFormatError", "EmptyDataError", "HOLDOUT_SEED", "HOLDOUT_SHARE", "MissingDataError",
            "data_root", "load_captions", "load_text", "load_vqa", "read_okvqa", "recorded_baselines", "resolve_source"]
 
 HOLDOUT_SHARE = 0.1
 HOLDOUT_SEED = 0
 BASELINES_FILE = "baselines.json"
+DEFAULTS = {
+    "text/pydoc": "Python's standard-library reference documentation (pydoc_data.topics), one document per topic",
+    "captions/shapes": "easy-VQA's 64x64 images of one coloured shape, captioned 'a <colour> <shape>'",
+    "vqa/easy-vqa": "easy-VQA (MIT): 64x64 shape images, questions of kind yes/no, colour or shape, 13 answers",
+}
+"""The defaults ``gato data text|captions|vqa`` make (``gato.data.default_corpora`` builds them), by name under
+:func:`data_root`; here so that a missing one is named with its command without importing the builders."""
+DEFAULT_BY_KIND = {"text": "text/pydoc", "captions": "captions/shapes", "vqa": "vqa/easy-vqa"}
+"""The default of each kind of corpus."""
 
 LAYOUTS = ("a directory written by Dataset.save_to_disk or DatasetDict.save_to_disk; parquet, jsonl or txt files "
            "(a file, a directory of them or a glob); an imagefolder directory with metadata.jsonl; an OK-VQA or "
@@ -83,8 +93,6 @@ def resolve_source(source: str | os.PathLike) -> Path:
     named = data_root() / str(source)
     if named.exists():
         return named
-    from gato.data.default_corpora import DEFAULTS
-
     if str(source) in DEFAULTS:
         raise MissingDataError(f"the default {source} is not made yet (no {named}): make it with "
                                f"`gato data {str(source).split('/')[0]}`")

@@ -20,17 +20,10 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from gato.data.corpora import BASELINES_FILE, CorpusError, DataFormatError, data_root
+from gato.data.corpora import BASELINES_FILE, DEFAULT_BY_KIND, DEFAULTS, CorpusError, DataFormatError, data_root
 
 __all__ = ["COLOURS", "DEFAULTS", "DEFAULT_BY_KIND", "SHAPES", "DefaultExistsError", "list_defaults",
            "make_default", "pixel_shape_and_colour", "question_kind", "shape_and_colour", "vqa_baselines"]
-
-DEFAULTS = {
-    "text/pydoc": "Python's standard-library reference documentation (pydoc_data.topics), one document per topic",
-    "captions/shapes": "easy-VQA's 64x64 images of one coloured shape, captioned 'a <colour> <shape>'",
-    "vqa/easy-vqa": "easy-VQA (MIT): 64x64 shape images, questions of kind yes/no, colour or shape, 13 answers",
-}
-DEFAULT_BY_KIND = {"text": "text/pydoc", "captions": "captions/shapes", "vqa": "vqa/easy-vqa"}
 
 COLOURS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
 SHAPES = ("circle", "rectangle", "triangle")

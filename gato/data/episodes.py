@@ -106,22 +106,10 @@ def damaged(dataset_id: str, path, error: BaseException) -> DamagedDatasetError:
 
 
 def remake_command(dataset_id: str) -> str:
-    """The `gato data` command that rewrites ``dataset_id`` (over the damaged one)."""
-    from gato.data.generation import DEFAULT_BABYAI_ID
+    """The `gato data` command that rewrites ``dataset_id`` (over the damaged one): the catalogue's."""
+    from gato.data.catalogue import remake_command
 
-    match = DEFAULT_BABYAI_ID.match(dataset_id)
-    if match:
-        return f"`gato data babyai --level {match['level']} --overwrite`"
-    try:
-        from gato.data.recipes import recipe_for_dataset
-
-        recipe = recipe_for_dataset(dataset_id)
-    except ImportError:
-        recipe = None
-    if recipe is not None:
-        return f"`gato data {recipe.name} --overwrite`"
-    return (f"`gato data RECIPE --dataset_id {dataset_id} --overwrite` with the recipe that made it "
-            "(see `gato data list`)")
+    return remake_command(dataset_id)
 
 
 def recommended_overrides(metadata: dict) -> dict:

@@ -22,7 +22,6 @@ import itertools
 import math
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import time
@@ -37,7 +36,7 @@ from gato.envs import Episode, is_env_id
 from gato.seeds import DATA, REFERENCE
 
 __all__ = ["DEMO", "EXPERT", "RANDOM", "REFERENCE_SEED_OFFSET", "Collected", "GenerationReport", "Source",
-           "DEFAULT_BABYAI_ID", "acting_after_reset", "ensure_dataset", "generate", "mean_std"]
+           "DatasetMaker", "acting_after_reset", "generate", "mean_std"]
 
 REFERENCE_SEED_OFFSET = REFERENCE.start
 """Reference episode ``j`` resets with ``seed + REFERENCE_SEED_OFFSET + j`` (10**9, ``gato.seeds.REFERENCE``)."""
@@ -401,32 +400,33 @@ def generate(source: Source, episodes: int, *, dataset_id: str, seed: int = 0, w
     return report
 
 
-DEFAULT_BABYAI_ID = re.compile(r"^babyai/(?P<level>[A-Za-z0-9]+)-bot-v0$")
-"""The dataset ids ``gato data babyai --level LEVEL`` writes by default (and ``gato train`` makes when missing)."""
+class DatasetMaker:
+    """A plug-in of this driver as the catalogue (:mod:`gato.data.catalogue`) lists it: the dataset ids it
+    writes, how it writes a missing one and the command that does. The driver names none of its plug-ins."""
 
+    name: str
+    """The family's name (``gato data NAME``)."""
 
-def ensure_dataset(dataset_id: str, babyai_episodes: int, recipe_episodes: int | None = None,
-                   progress: bool = True) -> GenerationReport | None:
-    """Generate a missing dataset that a recipe makes: ``babyai/LEVEL-bot-v0`` (with
-    ``babyai_episodes`` episodes) or a recipe's default id (``cartpole/scripted-v0``, ... with
-    ``recipe_episodes``, default the recipe's own count; see ``gato data list``). Other ids must
-    exist locally. Returns the generation report, or None when nothing was generated."""
-    from gato.data.babyai import generate_babyai
-    from gato.data.recipes import generate as generate_recipe
-    from gato.data.recipes import recipe_for_dataset
-    from gato.data.writer import local_dataset_exists
+    def owns(self, dataset_id: str) -> bool:
+        """Whether ``dataset_id`` is one this plug-in writes."""
+        raise NotImplementedError
 
-    if local_dataset_exists(dataset_id):
+    def default_episodes(self, dataset_id: str) -> int | None:
+        """Episodes written when the caller gives no count of this plug-in's own; None: the caller's general one."""
         return None
-    match = DEFAULT_BABYAI_ID.match(dataset_id)
-    if match:
-        print(f"dataset {dataset_id} not found locally: generating {babyai_episodes} BabyAI bot episodes")
-        report = generate_babyai(match["level"], babyai_episodes, dataset_id=dataset_id, progress=progress)
-    elif (recipe := recipe_for_dataset(dataset_id)) is not None:
-        episodes = recipe_episodes or recipe.episodes
-        print(f"dataset {dataset_id} not found locally: generating {episodes} {recipe.name} expert episodes")
-        report = generate_recipe(recipe, episodes, progress=progress)
-    else:
-        return None  # load_minari reports it, with the fix
-    print(f"wrote {report.episodes_written} episodes ({report.episodes_skipped} skipped) in {report.seconds:.0f}s")
-    return report
+
+    def describe(self, dataset_id: str) -> str:
+        """What the episodes are, for a progress line (``"BabyAI bot"``)."""
+        raise NotImplementedError
+
+    def make(self, dataset_id: str, episodes: int, progress: bool = True) -> GenerationReport:
+        """Write ``dataset_id`` with ``episodes`` episodes."""
+        raise NotImplementedError
+
+    def command(self, dataset_id: str) -> str:
+        """The `gato data` command that (re)writes ``dataset_id`` (over an existing one)."""
+        raise NotImplementedError
+
+    def list_rows(self) -> list[dict]:
+        """Rows of ``gato data list``: recipe, dataset id, extra, what."""
+        raise NotImplementedError

@@ -28,11 +28,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gato.data.generation import DEMO, EXPERT, RANDOM, Collected, GenerationReport, acting_after_reset
+from gato.data.generation import DEMO, EXPERT, RANDOM, Collected, DatasetMaker, GenerationReport, acting_after_reset
 from gato.data.generation import generate as generate_from
 from gato.envs import Episode, play_episode
 
-__all__ = ["RECIPES", "MissingDependencyError", "Recipe", "generate", "recipe_for_dataset"]
+__all__ = ["MAKER", "RECIPES", "MissingDependencyError", "Recipe", "RecipeMaker", "generate", "recipe_for_dataset"]
 
 
 class MissingDependencyError(ImportError):
@@ -138,12 +138,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 
 
 def recipe_for_dataset(dataset_id: str) -> Recipe | None:
-    """The recipe whose default dataset id is ``dataset_id``, if any (a Meta-World task's
-    ``metaworld/<task>-scripted-v0`` included: ``gato data metaworld`` makes those)."""
-    from gato.data.experts.metaworld import METAWORLD_DATASET_ID, metaworld_recipe
-
-    if (match := METAWORLD_DATASET_ID.match(dataset_id)) is not None:
-        return metaworld_recipe(match["task"])
+    """The built-in recipe whose default dataset id is ``dataset_id``, if any (Meta-World's tasks are
+    ``gato.data.experts.metaworld``'s; :func:`gato.data.catalogue.maker_for` knows every plug-in)."""
     return next((r for r in RECIPES.values() if r.dataset_id == dataset_id), None)
 
 
@@ -293,3 +289,35 @@ def generate(recipe: str | Recipe, episodes: int | None = None, *, dataset_id: s
                          dataset_id=dataset_id or recipe.dataset_id, seed=seed, workers=workers,
                          reference_episodes=recipe.reference_episodes if reference_episodes is None
                          else reference_episodes, overwrite=overwrite, progress=progress)
+
+
+class RecipeMaker(DatasetMaker):
+    """Recipes in the catalogue (gato.data.catalogue): each recipe's default dataset id, its expert's episodes.
+    ``recipe_of`` finds the recipe of an id (the built-in ones: :func:`recipe_for_dataset`)."""
+
+    def __init__(self, name: str, recipe_of, rows):
+        self.name, self._recipe_of, self._rows = name, recipe_of, rows
+
+    def owns(self, dataset_id: str) -> bool:
+        return self._recipe_of(dataset_id) is not None
+
+    def default_episodes(self, dataset_id: str) -> int | None:
+        return self._recipe_of(dataset_id).episodes
+
+    def describe(self, dataset_id: str) -> str:
+        return f"{self._recipe_of(dataset_id).name} expert"
+
+    def make(self, dataset_id: str, episodes: int, progress: bool = True) -> GenerationReport:
+        return generate(self._recipe_of(dataset_id), episodes, progress=progress)
+
+    def command(self, dataset_id: str) -> str:
+        return f"`gato data {self._recipe_of(dataset_id).name} --overwrite`"
+
+    def list_rows(self) -> list[dict]:
+        return self._rows()
+
+
+MAKER = RecipeMaker("recipes", recipe_for_dataset, lambda: [
+    {"recipe": r.name, "dataset id": r.dataset_id, "extra": r.extra or "", "what": r.summary}
+    for r in RECIPES.values()])
+"""The built-in recipes, as :mod:`gato.data.catalogue` lists them."""

@@ -124,7 +124,7 @@ def suite_report(results: dict, suite: str | None = None, reps: int = REPS, seed
 
 def format_suite(report: dict) -> str:
     """The per-level table and the aggregate lines of a :func:`suite_report`, as text."""
-    from gato.cli import format_table
+    from gato.table import format_table
 
     table = format_table([{"level": r["level"], "success": r["success"],
                            "normalized": f"{r['normalized']:.3f} +- {r['error']:.3f}", "episodes": r["episodes"]}

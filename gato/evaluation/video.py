@@ -29,12 +29,12 @@ def record_video(policy, task, path: str | Path, deterministic: bool = True, see
 def play(agent, n_episodes: int, video_dir: str | Path | None = None, seed: int = EVALUATION.start,
          progress: bool = True) -> list[dict]:
     """Play ``n_episodes`` episodes of ``agent.task`` (an Agent made for a task, e.g. by
-    ``gato.agent.load_agent``) one env step at a time, episode i on seed ``seed + i`` (the seeds
+    ``gato.tasks.registry.load_agent``) one env step at a time, episode i on seed ``seed + i`` (the seeds
     ``gato eval`` plays); with ``video_dir``, each episode is rendered and written as a GIF there.
     Returns one record per episode: seed, return, length and the GIF's path (or None)."""
     if agent.task is None:
-        raise ValueError("play needs an agent made for a task (it makes the envs): gato.agent.load_agent or "
-                         "policy.agent(task)")
+        raise ValueError("play needs an agent made for a task (it makes the envs): gato.tasks.registry.load_agent or "
+                         "Agent(policy, task)")
     task = agent.task
     render = video_dir is not None
     if render:

@@ -1,4 +1,5 @@
-"""PolicyConfig: the one home of every model setting and its default (saved as a checkpoint's config.json).
+"""PolicyConfig: the one home of every model setting and its default (saved as a checkpoint's config.json),
+but for the vocabulary's, which are :class:`gato.vocab.Vocab`'s.
 
 ``gato train``'s model flags take their defaults and help from here (see ``TrainingArgs.policy_config``), and
 ``GatoPolicy(**keywords)`` fills what is not given from here: no default is written twice.
@@ -7,6 +8,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from gato.vocab import Vocab  # the vocabulary's sizes and mu-law constants are Vocab's defaults, read here
 
 
 def _field(default, help: str):
@@ -23,15 +26,15 @@ class PolicyConfig:
     heads: int = _field(4, "attention heads (must divide embed_dim)")
     dropout: float = _field(0.0, "dropout on embeddings and residual branches; 0, as every `gato train` run and "
                                  "measured result used (it learnt fastest on 5k BabyAI episodes); NEKO's is 0.1")
-    mu: float = _field(100.0, "mu-law mu for continuous values")
-    M: float = _field(256.0, "mu-law M for continuous values")
+    mu: float = _field(Vocab.mu, "mu-law mu for continuous values")
+    M: float = _field(Vocab.M, "mu-law M for continuous values")
     patch_size: int = _field(4, "side of the square image patches, in pixels")
     resid_mid_channels: int = _field(32, "channels inside the per-patch ResNet block")
-    continuous_tokens: int = _field(1024, "number of bins for continuous values")
-    discrete_tokens: int = _field(1024, "size of the discrete-value token range")
-    task_tokens: int = _field(64, "task-id tokens reserved in the vocabulary (one per control task of a multi-task "
-                                  "run; `gato train` raises it to the run's number of datasets). Checkpoints "
-                                  "written before the field existed have 64")
+    continuous_tokens: int = _field(Vocab.continuous_tokens, "number of bins for continuous values")
+    discrete_tokens: int = _field(Vocab.discrete_tokens, "size of the discrete-value token range")
+    task_tokens: int = _field(Vocab.task_tokens, "task-id tokens reserved in the vocabulary (one per control task of "
+                                                 "a multi-task run; `gato train` raises it to the run's number of "
+                                                 "datasets). Checkpoints written before the field existed have 64")
     context_len: int = _field(256, "context length in tokens (also the rows of the in-timestep position table); "
                                    "256, as every `gato train` run used")
     use_patch_pos_encoding: bool = _field(True, "add learned patch row/column position encodings")

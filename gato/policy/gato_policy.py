@@ -1,7 +1,7 @@
 """GatoPolicy: embeds a token stream, runs the causal transformer, predicts next tokens.
 
 The policy knows token streams, never environments. A stream is a dict of tensors (see
-:class:`gato.data.batch.Batch`): ``tokens`` and ``in_step_pos`` (B, T), ``patch_mask`` (B, T),
+:class:`gato.batch.Batch`): ``tokens`` and ``in_step_pos`` (B, T), ``patch_mask`` (B, T),
 ``patches`` (N, C, P, P) and ``patch_rowcol`` (N, 2) for the image patches, and for training
 ``targets`` (B, T), True where a token is to be predicted (actions, text), and optionally
 ``segment_ids`` (B, T) when a row packs several sequences that must not see each other.
@@ -27,6 +27,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 CARD_FILE = "README.md"
+TASKS_FILE = "tasks.json"
+"""Where a checkpoint keeps the specs of the tasks it was trained on (``gato.tasks.registry.load_tasks`` reads them;
+the model card lists them)."""
 
 
 class CheckpointError(ValueError):
@@ -173,40 +176,53 @@ class GatoPolicy(nn.Module):
 
     # -- cached inference ----------------------------------------------------------------
 
-    def new_cache(self) -> KVCache:
-        """An empty key/value cache for :meth:`extend` and :meth:`generate`."""
+    def new_cache(self, cached: bool = True) -> KVCache | FullContext:
+        """An empty key/value cache for :meth:`extend` and :meth:`generate`; ``cached=False``: a
+        :class:`FullContext`, the uncached reference path."""
+        if not cached:
+            return FullContext()
         # Room for half a context beyond a full one: live tokens move back to the front of
         # the buffers once per half context of tokens fed.
         return self.transformer.new_cache(capacity=self.context_len + self.context_len // 2)
 
     @torch.no_grad()
-    def extend(self, cache: KVCache, stream: dict) -> torch.Tensor:
+    def extend(self, cache: KVCache | FullContext, stream: dict) -> torch.Tensor:
         """Feed a stream chunk through the cache; returns the last position's hidden (B, D).
 
-        When the cache would outgrow the context, its oldest tokens are dropped first.
+        When the cache would outgrow the context, its oldest tokens are dropped first. A
+        :class:`FullContext` instead keeps the chunk and re-runs the last ``context_len`` tokens fed.
         """
         if stream["tokens"].shape[1] > self.context_len:
             raise ValueError(f"a chunk of {stream['tokens'].shape[1]} tokens cannot fit context_len {self.context_len}")
+        if isinstance(cache, FullContext):
+            cache.chunks.append(stream)
+            return self.hidden_states(concat_streams(cache.chunks, self.context_len))[:, -1]
         overflow = cache.length + stream["tokens"].shape[1] - self.context_len
         if overflow > 0:
             cache.drop_oldest(overflow)
         return self.hidden_states(stream, cache)[:, -1]
 
     @torch.no_grad()
-    def generate(self, cache: KVCache, stream: dict, ranges: torch.Tensor, first_pos: int,
+    def generate(self, cache: KVCache | FullContext, stream: dict, ranges: torch.Tensor, first_pos: int,
                  deterministic: bool = True, generator: torch.Generator | None = None,
-                 masks: list | None = None) -> torch.Tensor:
-        """Feed ``stream`` (ending where the first new token goes), then produce one token per
+                 masks: list | None = None, temperature: float = 1.0, stop: int | None = None) -> torch.Tensor:
+        """The one decoding loop, of actions (``gato.agent``) and text (``gato.language``) alike.
+
+        Feed ``stream`` (ending where the first new token goes), then produce one token per
         row of ``ranges`` ((K, 2) [lo, hi) id ranges), each restricted to its range and fed
         back in. The last produced token is not fed: pass it at the start of the next stream.
         ``masks`` (optional, K entries): None or a bool tensor over token j's range, the ids it
-        may take (a text action's charset; ``SpaceCodec.action_masks``).
+        may take (a text action's charset; ``SpaceCodec.action_masks``; text: all but pad).
+        Tokens are argmax (``deterministic``) or sampled from softmax(logits / ``temperature``) with
+        ``generator``. ``stop`` (text's eos): a row that produced it produces only it from then on,
+        and decoding ends when every row has; the rest of the output is ``stop``.
 
         Returns (B, K) token ids. ``first_pos`` is the in-timestep position of the first one.
         """
         hidden = self.extend(cache, stream)
         B = hidden.shape[0]
-        out = torch.empty(B, len(ranges), dtype=torch.long, device=hidden.device)
+        out = torch.full((B, len(ranges)), -1 if stop is None else stop, dtype=torch.long, device=hidden.device)
+        done = torch.zeros(B, dtype=torch.bool, device=hidden.device)
         table = self.embedding.table()
         for j, (lo, hi) in enumerate(ranges.tolist()):
             # Only the allowed ids' logits: the same choice as masking the full head, less work.
@@ -216,39 +232,17 @@ class GatoPolicy(nn.Module):
             if deterministic:
                 tok = logits.argmax(-1) + lo
             else:
-                tok = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)[:, 0] + lo
+                probs = F.softmax(logits / temperature, -1)
+                on = generator.device if generator is not None else probs.device  # a CPU generator for a GPU policy
+                tok = torch.multinomial(probs.to(on), 1, generator=generator)[:, 0].to(hidden.device) + lo
+            if stop is not None:
+                tok = torch.where(done, torch.full_like(tok, stop), tok)
+                done |= tok == stop
             out[:, j] = tok
-            if j + 1 < len(ranges):
-                hidden = self.extend(cache, single_token_stream(tok, first_pos + j, self.device))
+            if j + 1 == len(ranges) or (stop is not None and bool(done.all())):
+                break
+            hidden = self.extend(cache, single_token_stream(tok, first_pos + j, self.device))
         return out
-
-    def agent(self, task_or_spaces, deterministic: bool = True, **options):
-        """A :class:`gato.agent.Agent` acting with this policy in a task (encoded for this policy's
-        vocabulary), a SpaceCodec, a Gymnasium env or an (observation_space, action_space) pair.
-        ``options``: the Agent's ``use_cache`` and ``generator``."""
-        from gato.agent import Agent
-
-        return Agent(self, task_or_spaces, deterministic=deterministic, **options)
-
-    # -- words and pictures (gato.language) -----------------------------------------------
-
-    def generate_text(self, prompt: str, max_new_tokens: int = 64, **options) -> str:
-        """The continuation of ``prompt`` (greedy; ``options``: temperature, generator, use_cache)."""
-        from gato.language import generate_text
-
-        return generate_text(self, prompt, max_new_tokens, **options)
-
-    def caption(self, image, image_size: int = 32, **options) -> str:
-        """This policy's caption of ``image`` (a path, PIL image or array; resized to ``image_size``)."""
-        from gato.language import caption
-
-        return caption(self, image, image_size, **options)
-
-    def ask(self, image, question: str, image_size: int = 32, **options) -> str:
-        """This policy's answer to ``question`` about ``image``."""
-        from gato.language import ask
-
-        return ask(self, image, question, image_size, **options)
 
     # -- saving --------------------------------------------------------------------------
 
@@ -283,7 +277,6 @@ class GatoPolicy(nn.Module):
     def _card(directory: Path, extra: dict) -> str:
         """The README.md model card (gato.model_card) from the task specs and history among ``extra``."""
         from gato.model_card import model_card
-        from gato.tasks.task import TASKS_FILE
 
         name = directory.parent.name if directory.name == "checkpoint" else directory.name
         return model_card(name or "neko-gato", extra.get(TASKS_FILE), extra.get("history.json"))
@@ -392,6 +385,35 @@ def _check_shapes(model: nn.Module, path: Path) -> None:
             f"{path} was saved from a different model configuration ({detail}). "
             "Load it with GatoPolicy.from_pretrained(dir), which uses the saved config.json."
         )
+
+
+class FullContext:
+    """The uncached reference path, in place of a :class:`KVCache`: :meth:`GatoPolicy.extend` keeps
+    every chunk fed and re-runs the last ``context_len`` tokens of them at each call (how NEKO acts
+    and decodes; kept to measure the cache against). Same tokens as the cache, up to float round-off."""
+
+    def __init__(self):
+        self.chunks: list[dict] = []
+
+
+def concat_streams(chunks: list[dict], context_len: int) -> dict:
+    """One stream of the last ``context_len`` tokens of ``chunks``. Every row has the same
+    layout, so each row holds the same number of patches."""
+    B = chunks[0]["tokens"].shape[0]
+    stream = {k: torch.cat([c[k] for c in chunks], dim=1) for k in ("tokens", "in_step_pos", "patch_mask")}
+    cut = max(0, stream["tokens"].shape[1] - context_len)
+    dropped = int(stream["patch_mask"][0, :cut].sum())
+    stream = {k: v[:, cut:] for k, v in stream.items()}
+    with_patches = [c for c in chunks if c["patches"].shape[0]]
+    if not with_patches:  # a stream without images
+        stream["patches"], stream["patch_rowcol"] = chunks[0]["patches"], chunks[0]["patch_rowcol"]
+        return stream
+    # Patches are ordered row-major over (B, T): regroup them by row before joining chunks.
+    patches = torch.cat([c["patches"].reshape((B, -1) + c["patches"].shape[1:]) for c in with_patches], dim=1)
+    rowcol = torch.cat([c["patch_rowcol"].reshape(B, -1, 2) for c in with_patches], dim=1)
+    stream["patches"] = patches[:, dropped:].reshape((-1,) + patches.shape[2:])
+    stream["patch_rowcol"] = rowcol[:, dropped:].reshape(-1, 2)
+    return stream
 
 
 def single_token_stream(tok: torch.Tensor, pos: int, device) -> dict:

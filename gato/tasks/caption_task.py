@@ -53,9 +53,9 @@ class CaptionTask(ImageTextTask):
     """Caption images: rows {"image", "caption"}; stream [image patches, separator, caption, eos].
 
     Args: name (logs and tables), train and test (datasets.Dataset, dict of columns or list of rows),
-    context_len; keywords image_size (32: images are resized to image_size x image_size RGB), patch_size
-    (4), vocab (the policy's; default ``Vocab()``), encode (False: no text encoded until ``encode_for``),
-    eval_examples (test examples evaluated; default: evaluate's n_iterations), source (the name
+    context_len; keywords image_size (default ``gato.images.IMAGE_SIZE``: images are resized to that square,
+    RGB), patch_size (4), vocab (the policy's; default ``Vocab()``), encode (False: no text encoded until
+    ``encode_for``), eval_examples (test examples evaluated; default: evaluate's n_iterations), source (the name
     ``from_source`` read, kept in the spec).
 
     Metrics: exact_match (after strip and lower case), word_f1 (SQuAD-style token F1), and the same with

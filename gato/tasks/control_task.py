@@ -11,7 +11,7 @@ environment. Usage, as in the user's notebook::
 
 What else uses a task lives beside what it belongs to: the random baseline in
 ``gato.evaluation.baselines``, GIF recording in ``gato.evaluation.video``, DAgger collection in
-``gato.data.corrections``.
+``gato.tasks.corrections``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from gato.codec_io import codec_to_dict
 from gato.data.episode_store import EpisodeStore, StoreUnavailableError, store_root
 from gato.data.episodes import DataStats, EncodedEpisodes, RawEpisodes, fit_codec, load_minari
 from gato.evaluation.rollout import rollout
+from gato.tasks import defaults
 from gato.tasks.windows import WindowSampler
 
 if TYPE_CHECKING:
-    from gato.data.batch import Batch
+    from gato.batch import Batch
     from gato.vocab import Vocab
 
 __all__ = ["ContextTooShortError", "ControlTask", "DataRequiredError", "EvaluationTask", "SpaceMismatchError",
@@ -79,7 +80,7 @@ class ControlTask:
             (``Vocab.task``), so the model knows which task it acts in; None: no task token.
         action_history_noise: probability that an action token of a training input is replaced
             by a random one of its range (targets stay clean); fights copying the last action
-            (see ``gato.data.batch.corrupt_action_inputs``).
+            (see ``gato.batch.corrupt_action_inputs``).
         max_image_patches: the most patches each image takes, unless its field override says
             otherwise (a larger one is pooled; None: ``gato.codec.DEFAULT_MAX_PATCHES``).
         store: where the encoded episodes are kept (see ``gato.data.episode_store.store_root``):
@@ -97,8 +98,10 @@ class ControlTask:
     """
 
     def __init__(self, env_name, env, dataset, context_len, args=None, *, patch_size=None, vocab=None,
-                 training_prompt_len_proportion=0.5, share_prompt_episodes=True, top_k_prompting=None,
-                 prompt_ep_proportion=0.0, prompt_type="end", field_overrides=None, eval_envs=8,
+                 training_prompt_len_proportion=defaults.PROMPT_LEN_PROPORTION,
+                 share_prompt_episodes=defaults.SHARE_PROMPT_EPISODES, top_k_prompting=defaults.TOP_K_PROMPTING,
+                 prompt_ep_proportion=defaults.PROMPT_EP_PROPORTION, prompt_type=defaults.PROMPT_TYPE,
+                 field_overrides=None, eval_envs=defaults.EVAL_ENVS,
                  pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None, store=None):
         if isinstance(dataset, str):
             # the data file is opened only if the episodes must be read (no store yet, or no store at all)
@@ -213,8 +216,8 @@ class ControlTask:
     def collect_corrections(self, policy, n_episodes: int, round_index: int = 0) -> dict | None:
         """DAgger round ``round_index``: expert labels on ``n_episodes`` of the policy's own
         episodes join the data (the Task protocol's optional hook; see
-        ``gato.data.corrections.collect_corrections``). None if the dataset's expert cannot label."""
-        from gato.data.corrections import collect_corrections
+        ``gato.tasks.corrections.collect_corrections``). None if the dataset's expert cannot label."""
+        from gato.tasks.corrections import collect_corrections
 
         return collect_corrections(self, policy, n_episodes, round_index)
 
@@ -379,7 +382,7 @@ class EvaluationTask(ControlTask):
         task.patch_size = int(spec.get("patch_size", 4))
         names = {f.name for f in dataclasses.fields(WindowSampler)}
         task.windows = WindowSampler(**{k: v for k, v in spec.items() if k in names})
-        task.eval_envs = spec.get("eval_envs", 8)
+        task.eval_envs = spec.get("eval_envs", defaults.EVAL_ENVS)
         reference = saved["reference"] or {}
         task.ref_min_score = reference.get("ref_min_score")
         task.ref_max_score = reference.get("ref_max_score")

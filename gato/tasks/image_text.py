@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gato.codec import not_encoded_for
-from gato.images import check_sizes, patch_grid, pixel_patches, to_pixels
+from gato.images import IMAGE_SIZE, check_sizes, patch_grid, pixel_patches, to_pixels
 from gato.language import Example, decode, generate_ids, pack_examples
 
 if TYPE_CHECKING:
-    from gato.data.batch import Batch
+    from gato.batch import Batch
     from gato.vocab import Vocab
 
 
@@ -106,7 +106,7 @@ class ImageTextTask:
     optional: dict = {}
     target_column = ""
 
-    def __init__(self, name: str, train, test, context_len: int, *, image_size: int = 32, patch_size: int = 4,
+    def __init__(self, name: str, train, test, context_len: int, *, image_size: int = IMAGE_SIZE, patch_size: int = 4,
                  vocab: Vocab | None = None, encode: bool = True, eval_examples: int | None = None,
                  source: str | None = None):
         from gato.vocab import Vocab

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from gato.batch import Batch, Run, pack_runs
 from gato.codec import not_encoded_for
-from gato.data.batch import Batch
 from gato.evaluation.ngram import NgramBaselines
 from gato.vocab import Vocab
 
@@ -54,16 +54,11 @@ def token_stream(texts: Iterable[str], tokenizer) -> np.ndarray:
 
 def windows_batch(windows: list[np.ndarray], length: int, pad_id: int) -> Batch:
     """A Batch of token windows (each at most ``length`` long), one window a row and a timestep:
-    in_step_pos 0, 1, ..., every real token a target, no patches, right-padded with ``pad_id``."""
-    B = len(windows)
-    tokens = np.full((B, length), pad_id, dtype=np.int64)
-    real = np.zeros((B, length), dtype=bool)
-    for b, window in enumerate(windows):
-        tokens[b, :len(window)] = window
-        real[b, :len(window)] = True
-    in_step = np.where(real, np.arange(length), 0)
-    return Batch(tokens, in_step, np.zeros((B, length), bool), real, np.zeros((0, 1, 1, 1), np.float32),
-                 np.zeros((0, 2), np.int64))
+    in_step_pos 0, 1, ..., every real token a target, no patches, right-padded with ``pad_id``
+    (:func:`gato.batch.pack_runs`)."""
+    none, no_rowcol = np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 2), np.int64)
+    return pack_runs([[[Run(np.asarray(w, np.int64), np.arange(len(w)), np.zeros(len(w), bool), np.ones(len(w), bool),
+                            none, no_rowcol)]] for w in windows], length, pad_id)
 
 
 class TextTask:

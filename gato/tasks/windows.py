@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gato.batch import Batch, StepLayout, corrupt_action_inputs, pack
 from gato.codec import SpaceCodec
-from gato.data.batch import Batch, StepLayout, corrupt_action_inputs, pack
 from gato.data.episodes import EncodedEpisodes
+from gato.tasks import defaults
 
 PROMPT_TYPES = ("start", "end", "uniform")
 
@@ -29,11 +30,11 @@ class WindowSampler:
     """How a task draws its training windows and prompts (``ControlTask``'s arguments of the
     same names, where each is described)."""
 
-    training_prompt_len_proportion: float = 0.5
-    share_prompt_episodes: bool = True
-    top_k_prompting: int | None = None
-    prompt_ep_proportion: float = 0.0
-    prompt_type: str = "end"
+    training_prompt_len_proportion: float = defaults.PROMPT_LEN_PROPORTION
+    share_prompt_episodes: bool = defaults.SHARE_PROMPT_EPISODES
+    top_k_prompting: int | None = defaults.TOP_K_PROMPTING
+    prompt_ep_proportion: float = defaults.PROMPT_EP_PROPORTION
+    prompt_type: str = defaults.PROMPT_TYPE
     pack_windows: bool = False
     action_history_noise: float = 0.0
 
@@ -123,7 +124,7 @@ class WindowSampler:
 
 def timesteps(episodes: EncodedEpisodes, codec: SpaceCodec, episode: int, start: int, k: int) -> tuple:
     """Timesteps ``start .. start + k - 1`` of ``episode``: its token rows, normalised patches
-    and inputs (None: as the rows), the segment :func:`gato.data.batch.pack` takes."""
+    and inputs (None: as the rows), the segment :func:`gato.batch.pack` takes."""
     lo = episodes.starts[episode] + start
     inputs = None if episodes.inputs is None else episodes.inputs[lo : lo + k]
     return episodes.steps[lo : lo + k], codec.normalize_patches(episodes.patches[lo : lo + k]), inputs

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gato.images import IMAGE_SIZE
 from gato.policy.config import PolicyConfig
+from gato.tasks import defaults
 from gato.text_tokenizer import DEFAULT_BPE_VOCAB
 
 
@@ -63,7 +65,8 @@ class TrainingArgs:
     text_prop: float = _f(0.0, "share of each batch's rows from the text datasets")
     caption_prop: float = _f(0.0, "share of each batch's rows from the caption datasets")
     vqa_prop: float = _f(0.0, "share of each batch's rows from the VQA datasets")
-    image_size: int = _f(32, "side in pixels that caption and VQA images are resized to (a multiple of patch_size)")
+    image_size: int = _f(IMAGE_SIZE, "side in pixels that caption and VQA images are resized to (a multiple of "
+                                     "patch_size)")
     bpe_vocab: int = _f(DEFAULT_BPE_VOCAB, "size of the BPE tokenizer trained on the run's text when it has text, "
                                            "caption or VQA datasets (gato.text_tokenizer.DEFAULT_BPE_VOCAB says why)")
     # model: a GPT-2 to start from, then one flag per PolicyConfig field, its default and help taken from there
@@ -139,14 +142,16 @@ class TrainingArgs:
     dagger_episodes: list = _f([1000], "policy episodes labelled in each DAgger round: one number for every "
                                        "dataset or one per dataset (0: that one is not corrected)")
     # prompting (NEKO's names)
-    prompt_ep_proportion: float = _f(0.0, "share of training windows preceded by a prompt (NEKO: 0.25)")
-    prompt_len_proportion: float = _f(0.5, "share of the context a prompt takes")
-    unique_prompt_episodes: bool = _f(False, "prompt from another episode instead of the window's own")
-    prompt_type: str = _f("end", "part of the prompt episode used: start, end or uniform")
-    top_k: int = _f(0, "take prompt episodes from the k best by return (0: all)")
+    prompt_ep_proportion: float = _f(defaults.PROMPT_EP_PROPORTION, "share of training windows preceded by a prompt "
+                                                                     "(NEKO: 0.25)")
+    prompt_len_proportion: float = _f(defaults.PROMPT_LEN_PROPORTION, "share of the context a prompt takes")
+    unique_prompt_episodes: bool = _f(not defaults.SHARE_PROMPT_EPISODES, "prompt from another episode instead of "
+                                                                          "the window's own")
+    prompt_type: str = _f(defaults.PROMPT_TYPE, "part of the prompt episode used: start, end or uniform")
+    top_k: int = _f(defaults.TOP_K_PROMPTING or 0, "take prompt episodes from the k best by return (0: all)")
     # evaluation and logging
     eval_episodes: int = _f(50, "episodes per task at each evaluation")
-    eval_envs: int = _f(16, "environments stepped together in evaluation")
+    eval_envs: int = _f(defaults.EVAL_ENVS, "environments stepped together in evaluation")
     eval_mode: str = _f("deterministic", "deterministic (argmax) or stochastic (sampled) actions")
     promptless_eval: bool = _f(True, "evaluate without a prompt")
     log_eval_freq: int = _f(0, "evaluate every N steps (0: by --eval_every_minutes)")

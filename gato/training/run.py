@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from gato.data.generation import ensure_dataset
+from gato.data.catalogue import ensure_dataset
 from gato.training.arguments import TrainingArgs
 from gato.training.sampling import control_weights, mix
 
@@ -16,10 +16,6 @@ def task_name(dataset_id: str) -> str:
     return re.sub(r"-v\d+$", "", dataset_id)
 
 
-TASK_CLASSES = {"text": ("gato.tasks.text_task", "TextTask"), "caption": ("gato.tasks.caption_task", "CaptionTask"),
-                "vqa": ("gato.tasks.vqa_task", "VQATask")}
-"""The task class of each kind of ``--*_datasets`` (imported only when a run has that kind)."""
-
 TOKENIZER_DIR = "tokenizer"
 """Where a run with text keeps the BPE trained for it (runs/NAME/tokenizer; its checkpoints carry a copy)."""
 
@@ -27,12 +23,11 @@ TOKENIZER_DIR = "tokenizer"
 def build_language_tasks(args: TrainingArgs) -> list:
     """The text, caption and VQA tasks of ``args`` (``--text_datasets`` ...), in that order, not yet encoded: the
     run's tokenizer is trained on their text (:func:`train_run_tokenizer`), then ``encode_for`` encodes them."""
-    import importlib
+    from gato.tasks.registry import task_class
 
     tasks = []
     for kind, datasets in args.mixture().items():
-        module, name = TASK_CLASSES[kind]
-        cls = getattr(importlib.import_module(module), name)
+        cls = task_class(kind)
         image = {} if kind == "text" else {"image_size": args.image_size, "patch_size": args.patch_size}
         tasks += [cls.from_source(_source_name(kind, source), source, args.sequence_length, encode=False, **image)
                   for source in datasets]

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from gato.atomic import replacing_dir, resolve_dir
 from gato.data.episode_file import load_episodes, save_episodes
+from gato.tasks.task import CollectsCorrections
 
 STATE_DIR = "state"
 STATE_FILE = "state.json"
@@ -75,7 +76,8 @@ def _process_state(trainer) -> dict:
     torch_rngs = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         torch_rngs.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    added = {i: task.added_episodes for i, task in enumerate(trainer.tasks) if len(getattr(task, "added_episodes", ()))}
+    added = {i: task.added_episodes for i, task in enumerate(trainer.tasks)
+             if isinstance(task, CollectsCorrections) and len(task.added_episodes)}
     return {"rngs": capture_rngs(trainer), "torch": torch_rngs, "added": added}
 
 

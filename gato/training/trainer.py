@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 
-from gato.data.batch import Batch
+from gato.batch import Batch
 from gato.evaluation.scores import headline
-from gato.tasks.task import TASKS_FILE
+from gato.policy.gato_policy import TASKS_FILE
+from gato.tasks.task import CollectsCorrections
 from gato.training.arguments import TrainingArgs
 
 ARGS_FILE = "training_args.json"
@@ -173,16 +174,15 @@ class Trainer:
         reduce_unused(self.model, bool(self.accelerator.reduce(flag, reduction="sum").item() > 0))
 
     def evaluate(self) -> dict:
-        """Evaluate every task; returns {task name: metrics} on every process. On several processes a task that
-        can (``evaluate_part``/``summarize``, see the Task protocol) is split across them, the others are
-        evaluated by the main process."""
+        """Evaluate every task; returns {task name: metrics} on every process. On several processes each task is
+        split across them (``evaluate_part``, gathered for ``summarize``: see the Task protocol)."""
         acc = self.accelerator
         options = {"deterministic": self.args.eval_mode == "deterministic",
                    "promptless_eval": self.args.promptless_eval, "n_envs": getattr(self.args, "eval_envs", None)}
         results = {}
         policy = self.plain_policy()
         for task in self.tasks:
-            if acc.num_processes > 1 and hasattr(task, "evaluate_part"):
+            if acc.num_processes > 1:
                 part = task.evaluate_part(policy, self.args.eval_episodes, acc.process_index,
                                           acc.num_processes, **options)
                 results[task.name] = task.summarize(gather_object(part))
@@ -214,7 +214,7 @@ class Trainer:
         return self.step >= at * self.args.training_steps
 
     def collect_corrections(self, bar=None) -> dict:
-        """One DAgger round: every task that can (``collect_corrections`` in its class) adds
+        """One DAgger round: every task that can (``CollectsCorrections``, gato.tasks.task) adds
         expert-labelled rollouts of the current policy to its data. The time it takes counts
         as training time: it is part of what the policy costs to train."""
         t0 = time.monotonic()
@@ -222,12 +222,11 @@ class Trainer:
         n = self.accelerator.num_processes
         policy = self.plain_policy()
         for i, task in enumerate(self.tasks):
-            collect = getattr(task, "collect_corrections", None)
             episodes = self.args.dagger_episodes_for(i)
-            if collect is None or episodes == 0:
+            if not isinstance(task, CollectsCorrections) or episodes == 0:
                 continue
             round_index = self.dagger_rounds_done * n + self.accelerator.process_index  # unique across processes
-            stats = collect(policy, episodes, round_index=round_index)
+            stats = task.collect_corrections(policy, episodes, round_index=round_index)
             if stats is not None:
                 results[task.name] = stats
         self.dagger_rounds_done += 1

@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 
 from gato.data.generation import DEMO, EXPERT, RANDOM, REFERENCE_SEED_OFFSET, Collected
-from gato.data.recipes import MissingDependencyError, Recipe, _RecipeSource
+from gato.data.recipes import MissingDependencyError, Recipe, RecipeMaker, _RecipeSource
 from gato.seeds import DATA
 
-__all__ = ["ENV_ID", "FAILURE_TOLERANCE", "HORIZON", "METAWORLD_DATASET_ID", "MetaWorldExpert", "TaskReport",
+__all__ = ["ENV_ID", "FAILURE_TOLERANCE", "HORIZON", "MAKER", "METAWORLD_DATASET_ID", "MetaWorldExpert", "TaskReport",
            "dataset_id_for", "generate_metaworld", "make_metaworld_env", "metaworld_recipe", "resolve_tasks",
            "summary_rows"]
 
@@ -332,9 +332,27 @@ def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: in
 
 
 def summary_rows(reports: list[TaskReport], only_failing: bool = False) -> list[dict]:
-    """Table rows (for ``gato.cli.format_table``) of the reports, or of the tasks whose expert fails too often."""
+    """Table rows (for ``gato.table.format_table``) of the reports, or of the tasks whose expert fails too often."""
     return [{"task": r.task, "episodes": r.episodes_written, "expert success": f"{r.expert_success_rate:.2f}",
              "demo success": f"{r.demo_success_rate:.2f}", "random success": f"{r.random_success_rate:.2f}",
              "expert return": f"{r.expert_mean_return:.0f}", "random return": f"{r.random_mean_return:.0f}"}
             for r in reports if r.expert_fails or not only_failing]
 
+
+class _MetaWorldMaker(RecipeMaker):
+    """Meta-World's tasks in the catalogue: ``metaworld/<task>-scripted-v0``, written by ``gato data metaworld``."""
+
+    def command(self, dataset_id: str) -> str:
+        return f"`gato data metaworld --tasks {METAWORLD_DATASET_ID.match(dataset_id)['task']} --overwrite`"
+
+
+def _recipe_of(dataset_id: str) -> Recipe | None:
+    """The recipe of a Meta-World dataset id, or None."""
+    match = METAWORLD_DATASET_ID.match(dataset_id)
+    return None if match is None else metaworld_recipe(match["task"])
+
+
+MAKER = _MetaWorldMaker("metaworld", _recipe_of, lambda: [
+    {"recipe": "metaworld", "dataset id": "metaworld/TASK-scripted-v0", "extra": "metaworld",
+     "what": "Meta-World tasks (--tasks NAME ...|mt10|mt50), scripted policies"}])
+"""Meta-World, as :mod:`gato.data.catalogue` lists it."""

@@ -89,44 +89,58 @@ class Batch:
         )
 
 
-def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]], layout, length: int,
-         pad_id: int) -> Batch:
-    """Pack rows of units into a Batch.
+@dataclass(frozen=True)
+class Run:
+    """Consecutive positions of one packed unit: tokens, is_patch, targets (n,) int64, bool, bool;
+    in_step_pos (n,) int64; patches (m, C, P, P) float32 and rowcol (m, 2) int64 for its m patch
+    positions, in order; inputs (n,) int64 or None: ids embedded instead of ``tokens`` (``Batch.inputs``)."""
 
-    A row holds one or more units back to back; a unit (a window, with its prompt) is a list of
-    segments; a segment is (step_tokens (k, S) int, step_patches (k, n_patches, C, P, P)
-    float32, step_inputs (k, S) int or None) for k consecutive timesteps laid out by ``layout``
-    (a :class:`StepLayout`); step_inputs, where given, are embedded instead of step_tokens
-    (``Batch.inputs``).
-    When a row holds several units, ``segment_ids`` keeps each unit's attention to itself.
-    Rows longer than ``length`` tokens are an internal error.
-    """
-    B, S = len(rows), layout.tokens_per_step
+    tokens: np.ndarray
+    in_step_pos: np.ndarray
+    is_patch: np.ndarray
+    targets: np.ndarray
+    patches: np.ndarray
+    rowcol: np.ndarray
+    inputs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def pack_runs(rows: list[list[list[Run]]], length: int, pad_id: int) -> Batch:
+    """The one packer, of control windows (:func:`pack`), text windows and image-text examples alike: a Batch
+    of ``len(rows)`` rows of ``length`` tokens, each row holding its units back to back and each unit its runs,
+    right-padded with ``pad_id`` (in_step_pos 0, no target there). When a row holds several units,
+    ``segment_ids`` keeps each unit's attention to itself (padding is a segment of its own); else it is None.
+    Raises ValueError when a row's units do not fit ``length``."""
+    B = len(rows)
     tokens = np.full((B, length), pad_id, dtype=np.int64)
     in_step = np.zeros((B, length), dtype=np.int64)
     is_patch = np.zeros((B, length), dtype=bool)
     targets = np.zeros((B, length), dtype=bool)
     segment_ids = np.zeros((B, length), dtype=np.int64)
-    has_inputs = any(i is not None for units in rows for unit in units for _, _, i in unit)
+    has_inputs = any(run.inputs is not None for units in rows for unit in units for run in unit)
     inputs = np.full((B, length), pad_id, dtype=np.int64) if has_inputs else None
     patches, rowcol = [], []
     for b, units in enumerate(rows):
-        sample = [seg for unit in units for seg in unit]
-        steps = sum(len(t) for t, _, _ in sample)
-        n = steps * S
-        assert n <= length, f"sample of {n} tokens does not fit {length}"
-        tokens[b, :n] = np.concatenate([t for t, _, _ in sample]).reshape(-1)
-        if inputs is not None:
-            inputs[b, :n] = np.concatenate([t if i is None else i for t, _, i in sample]).reshape(-1)
-        in_step[b, :n] = np.tile(np.arange(S), steps)
-        is_patch[b, :n] = np.tile(layout.is_patch, steps)
-        targets[b, :n] = np.tile(layout.is_target, steps)
-        unit_steps = [sum(len(t) for t, _, _ in unit) for unit in units]
-        segment_ids[b, :n] = np.repeat(np.arange(len(units)), np.array(unit_steps) * S)
-        segment_ids[b, n:] = len(units)  # padding: a segment of its own
-        if layout.patches_per_step:
-            patches.extend(p.reshape((-1,) + p.shape[2:]) for _, p, _ in sample)
-            rowcol.append(np.tile(layout.patch_rowcol, (steps, 1)))
+        at = 0
+        for s, unit in enumerate(units):
+            start = at
+            for run in unit:
+                end = at + len(run)
+                if end > length:
+                    raise ValueError(f"units of {sum(len(r) for u in units for r in u)} tokens do not fit a row "
+                                     f"of {length}")
+                tokens[b, at:end], in_step[b, at:end] = run.tokens, run.in_step_pos
+                is_patch[b, at:end], targets[b, at:end] = run.is_patch, run.targets
+                if inputs is not None:
+                    inputs[b, at:end] = run.tokens if run.inputs is None else run.inputs
+                if len(run.patches):
+                    patches.append(run.patches)
+                    rowcol.append(run.rowcol)
+                at = end
+            segment_ids[b, start:at] = s
+        segment_ids[b, at:] = len(units)  # padding: a segment of its own
     if patches:
         patch_arr = np.concatenate(patches).astype(np.float32, copy=False)
         rowcol_arr = np.concatenate(rowcol).astype(np.int64)
@@ -135,6 +149,21 @@ def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]
         rowcol_arr = np.zeros((0, 2), np.int64)
     packed = any(len(units) > 1 for units in rows)
     return Batch(tokens, in_step, is_patch, targets, patch_arr, rowcol_arr, segment_ids if packed else None, inputs)
+
+
+def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]], layout, length: int,
+         pad_id: int) -> Batch:
+    """Pack rows of control units into a Batch (by :func:`pack_runs`).
+
+    A row holds one or more units back to back; a unit (a window, with its prompt) is a list of
+    segments; a segment is (step_tokens (k, S) int, step_patches (k, n_patches, C, P, P)
+    float32, step_inputs (k, S) int or None) for k consecutive timesteps laid out by ``layout``
+    (a :class:`StepLayout`); step_inputs, where given, are embedded instead of step_tokens
+    (``Batch.inputs``).
+    When a row holds several units, ``segment_ids`` keeps each unit's attention to itself.
+    """
+    return pack_runs([[[layout.run(*segment) for segment in unit] for unit in units] for units in rows],
+                     length, pad_id)
 
 
 @dataclass(frozen=True)
@@ -160,6 +189,18 @@ class StepLayout:
         is_target = np.zeros(S, bool)
         is_target[codec.obs_tokens + 1 :] = True
         return cls(S, is_patch, is_target, codec.patch_rowcol.astype(np.int64))
+
+    def run(self, step_tokens: np.ndarray, step_patches: np.ndarray, step_inputs: np.ndarray | None) -> Run:
+        """The :class:`Run` of k consecutive timesteps: step_tokens (k, S), step_patches (k, n_patches, C, P, P),
+        step_inputs (k, S) or None."""
+        k = len(step_tokens)
+        if self.patches_per_step:
+            patches, rowcol = step_patches.reshape((-1,) + step_patches.shape[2:]), np.tile(self.patch_rowcol, (k, 1))
+        else:
+            patches, rowcol = np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 2), np.int64)
+        return Run(np.asarray(step_tokens).reshape(-1), np.tile(np.arange(self.tokens_per_step), k),
+                   np.tile(self.is_patch, k), np.tile(self.is_target, k), patches, rowcol,
+                   None if step_inputs is None else np.asarray(step_inputs).reshape(-1))
 
 
 def corrupt_action_inputs(batch: Batch, first_action_pos: int, action_ranges: np.ndarray, p: float,
