@@ -93,8 +93,10 @@ def save(path: Path, result: dict) -> None:
     write_json(path, result)
 
 
-def make_data(tasks: list[str], args, quick: bool) -> dict:
-    """Make the missing datasets; every task's references (returns and success rates) from its metadata."""
+def make_data(tasks: list[str], args, quick: bool, reference_episodes: int | None = None) -> dict:
+    """Make the missing datasets (``args``: ``episodes``, ``workers``, ``max_episode_steps``; reference episodes 50, 4
+    when ``quick``, or ``reference_episodes``); every task's references (returns and success rates) from its
+    metadata. Also used by ``benchmarks/domains.py``."""
     import minari
 
     from gato.data.experts.metaworld import dataset_id_for, generate_metaworld, summary_rows
@@ -102,7 +104,7 @@ def make_data(tasks: list[str], args, quick: bool) -> dict:
     with C.stdout_to_stderr():
         reports = generate_metaworld(tasks, args.episodes, workers=args.workers, skip_existing=True,
                                      max_episode_steps=args.max_episode_steps,
-                                     reference_episodes=4 if quick else 50)
+                                     reference_episodes=reference_episodes or (4 if quick else 50))
     made = {r.task for r in reports}
     if reports:
         from gato.cli import format_table
