@@ -54,6 +54,9 @@ def test_domains_are_reported_from_two_tasks_or_when_a_suite_names_them():
     assert list(reports) == ["babyai"]  # one Meta-World task is no suite
     assert [r["name"] for r in reports["babyai"]["rows"]] == ["GoToLocal", "OpenDoor"]
     assert reports["babyai"]["success"]["mean"]["value"] == pytest.approx(0.5)
+    reports = domain_reports(_results({"babyai/GoToLocal-bot": 0.9, "babyai/GoToObjS4-bot": 0.2}), ["jat"], reps=200)
+    assert [r["name"] for r in reports["babyai"]["rows"]] == ["GoToLocal"]  # GoToObjS4 is no JAT level
+    assert reports["babyai"]["outside_suite"] == ["GoToObjS4"] and len(reports["babyai"]["missing"]) == 38
     with pytest.raises(ValueError, match="one suite per domain"):
         domain_reports(results, ["jat", "all"], reps=200)
 

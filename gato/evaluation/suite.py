@@ -119,7 +119,8 @@ def domain_report(results: dict, domain: str, suite: str | None = None, reps: in
     """One domain's report: what ``eval.json`` keeps under ``"domains"`` -> the domain's name.
 
     ``{"domain", "suite"`` (its name, or "levels/tasks evaluated"), ``"unit"`` ("level", "task"), ``"rows"``
-    (:func:`domain_rows`), ``"missing"`` (the suite's members not evaluated), ``"aggregate"`` (:func:`aggregate` of
+    (:func:`domain_rows`), ``"missing"`` (the suite's members not evaluated), ``"outside_suite"`` (the domain's
+    tasks evaluated but left out of the suite), ``"aggregate"`` (:func:`aggregate` of
     the normalised scores), ``"success"`` (:func:`aggregate` of the success rates; absent when a task has none)``}``.
     Both aggregates use the same resamples (the same ``seed``), so their intervals are paired."""
     if suite is not None and suite_domain(suite) != domain:
@@ -130,8 +131,10 @@ def domain_report(results: dict, domain: str, suite: str | None = None, reps: in
                          + (f" for suite {suite!r}" if suite else "") + "; its datasets need reference returns "
                          "(`gato data babyai --levels ...` and `gato data metaworld --tasks ...` write them)")
     words = DOMAINS[domain]
+    outside = sorted({r["name"] for r in domain_rows(results, domain)[0]} - {r["name"] for r in rows})
     report = {"domain": domain, "suite": suite or f"{words['units']} evaluated", "unit": words["unit"], "rows": rows,
-              "missing": missing, "aggregate": aggregate([r["normalized"] for r in rows], reps=reps, seed=seed)}
+              "missing": missing, "outside_suite": outside,
+              "aggregate": aggregate([r["normalized"] for r in rows], reps=reps, seed=seed)}
     success = [r["success"] for r in rows]
     if all(math.isfinite(s) for s in success):
         report["success"] = aggregate(success, reps=reps, seed=seed)
@@ -180,6 +183,9 @@ def aggregate_lines(report: dict) -> list[str]:
         lines.append(f"  {name:<6} {cell}")
     if report["missing"]:
         lines.append(f"not evaluated ({len(report['missing'])}): {', '.join(report['missing'])}")
+    if report.get("outside_suite"):
+        lines.append(f"evaluated, outside {report['suite']} and its aggregate ({len(report['outside_suite'])}): "
+                     f"{', '.join(report['outside_suite'])}")
     return lines
 
 
