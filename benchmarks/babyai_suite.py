@@ -99,10 +99,10 @@ def make_data(args) -> dict:
 
 def train(args, record: dict, out: Path) -> None:
     """Train one model on every level that has data; evaluate, record and chart as it goes."""
-    from gato.cli import build_parser
+    from gato.cli import build_parser, format_domain
     from gato.data.babyai_suites import dataset_id
     from gato.evaluation.plots import plot_learning_curve, plot_suite, plot_suite_curves
-    from gato.evaluation.suite import REPS, format_suite, suite_report
+    from gato.evaluation.suite import REPS, babyai_suite_view, domain_report
     from gato.training.arguments import TrainingArgs
     from gato.training.run import build_trainer
 
@@ -117,9 +117,9 @@ def train(args, record: dict, out: Path) -> None:
     curves, bars = out.with_name(out.stem + "_curves.png"), out.with_name(out.stem + "_levels.png")
 
     def point(results: dict, trainer, reps: int) -> dict:
-        report = suite_report(results, reps=reps)
+        report = domain_report(results, "babyai", reps=reps)
         entry = {"minutes": round(trainer.train_seconds / 60, 2), "step": trainer.step,
-                 "aggregate": report["aggregate"], "levels": {r["level"]: r["normalized"] for r in report["levels"]}}
+                 "aggregate": report["aggregate"], "levels": {r["name"]: r["normalized"] for r in report["rows"]}}
         record["points"].append(entry)
         plot_suite_curves(record["points"], curves, title=f"{len(datasets)} BabyAI levels, one model")
         plot_suite(report, bars)
@@ -150,18 +150,18 @@ def train(args, record: dict, out: Path) -> None:
                                           promptless_eval=True, progress=True) for task in trainer.tasks}
         record["final_eval_seconds"] = round(time.monotonic() - t0, 1)
         report = point(final, trainer, reps=REPS)
-    record["final"] = {"episodes_per_level": args.final_episodes, **report, "results": final,
-                       "targets": targets(report)}
+    record["final"] = {"episodes_per_level": args.final_episodes, **babyai_suite_view(report),
+                       "success": report.get("success"), "results": final, "targets": targets(report)}
     trainer.history.append({"step": trainer.step, "minutes": trainer.train_seconds / 60, "eval": final})
     plot_learning_curve(trainer.history, out.with_name(out.stem + "_learning_curve.png"))
     record["png"] = [str(bars), str(curves)]
     write(out, record)
-    C.log("\n" + format_suite(report))
+    C.log("\n" + format_domain(report))
 
 
 def targets(report: dict) -> dict:
     """The issue's targets on the final evaluation."""
-    scores = {r["level"]: r["normalized"] for r in report["levels"]}
+    scores = {r["name"]: r["normalized"] for r in report["rows"]}
     return {"mean_at_least_0.95": report["aggregate"]["mean"]["value"] >= 0.95,
             "no_level_below_0.75": min(scores.values()) >= 0.75,
             "BossLevel_at_least_0.75": scores.get("BossLevel", float("nan")) >= 0.75,

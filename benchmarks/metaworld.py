@@ -14,8 +14,9 @@ a uniform-random policy's.
 
 Writes ``<out>/metaworld-<tag>.json`` as it goes (data, then training, then each task's final
 evaluation), the per-task chart (success and normalised score) and the learning curves, and
-prints the final JSON on stdout. The domain aggregate with bootstrap confidence intervals is the
-suite evaluation's (BabyAI's issue), not this script's: here, plain means.
+prints the final JSON on stdout. Beside the plain means (``summary``, what the targets read), ``domain`` holds
+``gato eval``'s Meta-World report: mean, median and IQM of the normalised score and of the success rate with 95%
+bootstrap CIs from rliable, and its chart (``metaworld_domain.png``).
 """
 
 from __future__ import annotations
@@ -93,8 +94,10 @@ def save(path: Path, result: dict) -> None:
     write_json(path, result)
 
 
-def make_data(tasks: list[str], args, quick: bool) -> dict:
-    """Make the missing datasets; every task's references (returns and success rates) from its metadata."""
+def make_data(tasks: list[str], args, quick: bool, reference_episodes: int | None = None) -> dict:
+    """Make the missing datasets (``args``: ``episodes``, ``workers``, ``max_episode_steps``; reference episodes 50, 4
+    when ``quick``, or ``reference_episodes``); every task's references (returns and success rates) from its
+    metadata. Also used by ``benchmarks/domains.py``."""
     import minari
 
     from gato.data.experts.metaworld import dataset_id_for, generate_metaworld, summary_rows
@@ -102,7 +105,7 @@ def make_data(tasks: list[str], args, quick: bool) -> dict:
     with C.stdout_to_stderr():
         reports = generate_metaworld(tasks, args.episodes, workers=args.workers, skip_existing=True,
                                      max_episode_steps=args.max_episode_steps,
-                                     reference_episodes=4 if quick else 50)
+                                     reference_episodes=reference_episodes or (4 if quick else 50))
     made = {r.task for r in reports}
     if reports:
         from gato.table import format_table
@@ -160,6 +163,12 @@ def run(tasks: list[str], args, result: dict, out_json: Path) -> None:
         "mean_success_rate": float(np.mean([m["success_rate"] for m in final.values()])),
         "mean_normalized_score": float(np.mean([m.get("normalized_score", np.nan) for m in final.values()])),
     }
+    from gato.cli import format_domain
+    from gato.evaluation.suite import domain_report, draw_chart
+
+    result["domain"] = domain_report(final, "metaworld")
+    draw_chart(result["domain"], trainer.run_dir / "metaworld_domain.png")
+    C.log("\n" + format_domain(result["domain"]))
     trainer.history.append({"step": trainer.step, "minutes": trainer.train_seconds / 60, "eval": final})
     pngs = [plot_learning_curve(trainer.history, trainer.run_dir / "metaworld_success_curve.png",
                                 title="Meta-World: success vs CPU training minutes", metric="success_rate"),

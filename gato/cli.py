@@ -7,6 +7,7 @@
     gato train                                          the main job: BabyAI GoToLocal, ~20 min
     gato train --resume runs/NAME                       continue a killed run from its last saved state
     gato eval runs/NAME/checkpoint                      evaluate a checkpoint, write JSON (no dataset needed)
+    gato eval runs/NAME/checkpoint --suite jat mt50     per domain: the suite's table and aggregates with 95% CIs
     gato play runs/NAME/checkpoint --task NAME --video videos/   watch it act: returns and GIFs
 """
 
@@ -288,10 +289,41 @@ def print_scores(results: dict) -> dict:
 # ----------------------------------------------------------------------------- eval
 
 
+def format_domain(report: dict) -> str:
+    """A domain report (``gato.evaluation.suite.domain_report``) as text: the per-task table, then the aggregates of
+    the normalised score and the success rate with their 95% intervals."""
+    from gato.evaluation.suite import aggregate_lines, table_rows
+
+    return "\n".join([format_table(table_rows(report)), "", *aggregate_lines(report)])
+
+
+def report_domains(results: dict, out: Path, suites: list[str] | None = None) -> dict:
+    """What ``gato eval`` does per domain (BabyAI, Meta-World): print the per-task table and the aggregates, draw the
+    chart ``<out stem>_<domain>.png``; returns ``{domain: report}`` for eval.json. A domain is reported when a suite
+    of it is asked for or it has two scored tasks; without rliable, an unasked report becomes a note."""
+    from gato.evaluation.suite import MissingExtraError, domain_reports, draw_chart
+
+    try:
+        reports = domain_reports(results, suites)
+    except MissingExtraError as e:
+        if suites:  # asked for: the clear error
+            raise
+        from gato.evaluation.suite import domains_present
+
+        if any(n >= 2 for n in domains_present(results).values()):
+            print(f"\n(several tasks of a domain: the domain aggregate is skipped: {e})")  # the table stands
+        return {}
+    for domain, report in reports.items():
+        print("\n" + format_domain(report))
+        print(f"{domain} chart: {draw_chart(report, out.with_name(f'{out.stem}_{domain}.png'))}")
+    return reports
+
+
 def cmd_eval(ns) -> int:
     from gato import atomic
+    from gato.data.suites import DOMAINS, member_of, suite_domain
     from gato.evaluation.scores import plot_scores
-    from gato.evaluation.suite import report_suite, rliable_modules
+    from gato.evaluation.suite import babyai_suite_view, rliable_modules
     from gato.evaluation.video import record_video
     from gato.policy.gato_policy import GatoPolicy
     from gato.tasks.registry import load_tasks
@@ -300,9 +332,15 @@ def cmd_eval(ns) -> int:
         rliable_modules()  # a missing extra is reported before minutes of evaluation, not after
     checkpoint = Path(ns.checkpoint)
     policy = GatoPolicy.from_pretrained(checkpoint, device=ns.device)
-    results, videos = {}, {}
     # a checkpoint's saved codecs need no dataset; a prompt is cut from the dataset's episodes
-    for task in load_tasks(checkpoint, policy.vocab, names=ns.tasks, with_data=True if ns.prompt else None):
+    tasks = load_tasks(checkpoint, policy.vocab, names=ns.tasks, with_data=True if ns.prompt else None)
+    domains = {(member_of(t.name) or ("",))[0] for t in tasks}
+    for suite in ns.suite or ():  # a suite of a domain the checkpoint lacks: said before evaluating
+        if suite_domain(suite) not in domains:
+            raise ValueError(f"--suite {suite}: no {DOMAINS[suite_domain(suite)]['label']} task among the tasks "
+                             f"evaluated ({' '.join(t.name for t in tasks)}); drop the suite or name its tasks")
+    results, videos = {}, {}
+    for task in tasks:
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
                                            promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
         if ns.video and hasattr(task, "make_env"):
@@ -312,9 +350,11 @@ def cmd_eval(ns) -> int:
     summary = print_scores(results)
     out = Path(ns.out) if ns.out else checkpoint.parent / "eval.json"
     # each written under a temporary name and renamed: a kill leaves the previous file or the new one
-    suite = report_suite(results, out.with_name(out.stem + "_suite.png"), ns.suite)  # several BabyAI levels
+    reports = report_domains(results, out, ns.suite)
+    legacy = {"suite": babyai_suite_view(reports["babyai"])} if "babyai" in reports else {}  # the pre-domain key
     atomic.write_json(out, {"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results,
-                            "summary": summary, "videos": videos, **({"suite": suite} if suite else {})})
+                            "summary": summary, "videos": videos, **({"domains": reports} if reports else {}),
+                            **legacy})
     chart = None
     if summary["tasks_scored"]:
         chart = out.with_suffix(".png")
@@ -473,10 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="", help="JSON output path (default: next to the checkpoint); the bar chart "
                     "goes beside it as .png")
     ev.add_argument("--video", default="", help="directory for one GIF rollout per task")
-    ev.add_argument("--suite", choices=["jat", "all"], default=None,
-                    help="score the checkpoint's BabyAI levels as this suite (per level, then mean/median/IQM with "
-                         "95%% CIs by rliable; needs the eval extra); several BabyAI levels are scored as a suite "
-                         "without it")
+    from gato.data.suites import SUITES
+
+    ev.add_argument("--suite", nargs="+", choices=list(SUITES), default=None, metavar="SUITE",
+                    help="score the checkpoint's tasks of a domain as this suite, one per domain (BabyAI: jat, all; "
+                         "Meta-World: mt10, mt50): per task, then mean/median/IQM of the normalised score and the "
+                         "success rate with 95%% CIs by rliable, the suite's missing tasks listed (needs the eval "
+                         "extra); without it, each domain with two or more tasks is scored over the tasks it has")
     ev.set_defaults(func=cmd_eval)
 
     play = sub.add_parser("play", help="watch a checkpoint act in one of its tasks (no dataset needed)")

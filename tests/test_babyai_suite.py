@@ -224,9 +224,12 @@ def test_two_level_model_eval_prints_the_suite_and_its_aggregate(tmp_path, capsy
     assert any(r[:1] == ["GoToLocalS5N2"] and r[-1] == "6" for r in rows)
     for name in ("mean", "median", "iqm"):
         assert any(r[:1] == [name] and r[2].startswith("[") for r in rows), out
-    saved = json.loads(out_json.read_text())["suite"]
+    written = json.loads(out_json.read_text())
+    saved = written["suite"]  # the layout before domains, kept for its readers
     assert [r["level"] for r in saved["levels"]] == ["GoToLocalS5N2", "GoToObjS4"]
-    assert (tmp_path / "eval_suite.png").stat().st_size > 0
+    assert (tmp_path / "eval_babyai.png").stat().st_size > 0 and saved["chart"].endswith("eval_babyai.png")
+    assert list(written["domains"]) == ["babyai"]
+    assert written["domains"]["babyai"]["aggregate"] == saved["aggregate"]
     scores = np.array([[r["normalized"] for r in saved["levels"]]])
     np.random.seed(0)
     fn = lambda x: np.array([metrics.aggregate_mean(x), metrics.aggregate_median(x), metrics.aggregate_iqm(x)])  # noqa: E731
@@ -262,8 +265,9 @@ def test_sampling_modes_in_a_built_run(tmp_path):
 def test_without_rliable_the_error_names_the_extra(monkeypatch, tmp_path, capsys):
     import sys
 
+    from gato.cli import report_domains
     from gato.evaluation.scores import interquartile_mean, summary
-    from gato.evaluation.suite import MissingExtraError, report_suite
+    from gato.evaluation.suite import MissingExtraError
 
     monkeypatch.setitem(sys.modules, "rliable", None)  # as if the eval extra were not installed
     with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[eval\]"'):
@@ -273,7 +277,7 @@ def test_without_rliable_the_error_names_the_extra(monkeypatch, tmp_path, capsys
     s = summary(results)  # a training run still ends with its table
     assert s["mean_normalized_score"] == 0.5 and np.isnan(s["iqm_normalized_score"])
     assert "[eval]" in s["iqm_unavailable"]
-    assert report_suite(results, tmp_path / "c.png") is None  # not asked for: a note, the per-task table stands
-    assert "suite aggregate is skipped" in capsys.readouterr().out
+    assert report_domains(results, tmp_path / "c.json") == {}  # not asked for: a note, the per-task table stands
+    assert "domain aggregate is skipped" in capsys.readouterr().out
     with pytest.raises(MissingExtraError):
-        report_suite(results, tmp_path / "c.png", suite="jat")
+        report_domains(results, tmp_path / "c.json", ["jat"])

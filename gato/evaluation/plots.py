@@ -54,20 +54,24 @@ def _score(metrics: dict) -> float:
 
 
 def plot_suite(report: dict, path: str | Path, title: str = "") -> Path:
-    """Horizontal bars of each level's normalised score (95% error bars from its episodes) in a suite report
-    (``gato.evaluation.suite.suite_report``), the aggregate mean and IQM with their intervals in the title and as
-    shaded bands: names stay readable with 39 levels."""
+    """Horizontal bars of each task's normalised score (95% error bars from its episodes) in a domain report
+    (``gato.evaluation.suite.domain_report``: BabyAI levels, Meta-World tasks), its success rate as a black mark on
+    the same row, and the aggregate mean and IQM with their intervals as shaded bands (the mean success and its
+    interval in the title): names stay readable with 50 tasks."""
     plt = pyplot()
-    rows = report["levels"]
-    names = [r["level"] for r in rows]
+    rows = report["rows"]
+    names = [r["name"] for r in rows]
     scores = [r["normalized"] for r in rows]
     errors = [0.0 if r["error"] != r["error"] else r["error"] for r in rows]  # NaN: no bar
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
-    y = list(range(len(rows)))[::-1]  # the suite's first level at the top
+    y = list(range(len(rows)))[::-1]  # the suite's first task at the top
     colours = ["tab:green" if s >= 0.9 else "tab:orange" if s >= 0.75 else "tab:red" for s in scores]
     ax.barh(y, scores, xerr=errors, color=colours, ecolor="k", capsize=2, height=0.7)
     for yi, s, e in zip(y, scores, errors):
         ax.text(max(s, 0) + e + 0.02, yi, f"{s:.2f}", va="center", fontsize=8)  # right of the error bar
+    success = report.get("success")
+    if success:
+        ax.scatter([r["success"] for r in rows], y, marker="|", s=120, color="k", zorder=3, label="success rate")
     ax.set_yticks(y, names, fontsize=8)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     agg = report["aggregate"]
@@ -77,8 +81,15 @@ def plot_suite(report: dict, path: str | Path, title: str = "") -> Path:
         ax.axvline(a["value"], color=colour, lw=1, label=f"{name} {a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}]")
     ax.axvline(1.0, color="k", lw=0.8, ls="--")
     ax.set_xlim(min(0.0, min(scores, default=0.0)) - 0.05, max(1.3, max(scores, default=1.0) + 0.25))
-    ax.set(xlabel="normalised score (expert = 1, random = 0)",
-           title=title or f"{agg['levels']} BabyAI levels: median {agg['median']['value']:.3f}")
+    from gato.data.suites import DOMAINS
+
+    words = DOMAINS.get(report.get("domain", "babyai"), DOMAINS["babyai"])
+    default = f"{agg['tasks']} {words['label']} {words['units']}: median {agg['median']['value']:.3f}"
+    if success:
+        m = success["mean"]
+        default += f", success {m['value']:.2f} [{m['low']:.2f}, {m['high']:.2f}]"
+    ax.set(xlabel="normalised score (bars; expert = 1, random = 0)" + (", success rate (|)" if success else ""),
+           title=title or default)
     ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)
 
