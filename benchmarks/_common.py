@@ -140,3 +140,20 @@ def stdout_to_stderr():
 def emit(result: dict) -> None:
     """Print the final JSON object on stdout."""
     print(json.dumps(result, indent=2), flush=True)
+
+
+def train_recording(trainer, point) -> float:
+    """``trainer.train()``, with ``point(results, trainer)`` called on the main process after every evaluation
+    of the run (so each becomes a point of the curves, on disk at once); returns the wall-clock minutes."""
+    evaluate = trainer.evaluate
+
+    def evaluate_and_record():
+        results = evaluate()
+        if trainer.accelerator.is_main_process:
+            point(results, trainer)
+        return results
+
+    trainer.evaluate = evaluate_and_record
+    start = time.monotonic()
+    trainer.train()
+    return round((time.monotonic() - start) / 60, 2)

@@ -132,19 +132,9 @@ def train(args, record: dict, out: Path) -> None:
     with C.stdout_to_stderr():
         trainer = build_trainer(train_args)
         record["tokens_per_timestep"] = {t.name: t.tokens_per_timestep for t in trainer.tasks}
-        evaluate = trainer.evaluate
-
-        def evaluate_and_record():  # each evaluation of the run becomes a point of the curves, on disk at once
-            results = evaluate()
-            if trainer.accelerator.is_main_process:
-                point(results, trainer, reps=2000)
-            return results
-
-        trainer.evaluate = evaluate_and_record
-        start = time.monotonic()
-        trainer.train()
+        wall = C.train_recording(trainer, lambda results, trainer: point(results, trainer, reps=2000))
         record["train_minutes"], record["steps"] = round(trainer.train_seconds / 60, 2), trainer.step
-        record["wall_minutes_training"] = round((time.monotonic() - start) / 60, 2)
+        record["wall_minutes_training"] = wall
         t0 = time.monotonic()
         final = {task.name: task.evaluate(trainer.policy, args.final_episodes, n_envs=train_args.eval_envs,
                                           promptless_eval=True, progress=True) for task in trainer.tasks}

@@ -180,20 +180,10 @@ def train_run(run: str, args, record: dict, out: Path) -> None:
         per_task = {t.name: t.tokens_per_timestep for t in trainer.tasks}
         entry["tokens_per_timestep"] = tokens_by_domain(per_task, args.sequence_length, member_of)
         record.setdefault("tokens_per_timestep", {}).update(entry["tokens_per_timestep"])
-        evaluate = trainer.evaluate
-
-        def evaluate_and_record():  # each evaluation of the run becomes a point of its curves, on disk at once
-            results = evaluate()
-            if trainer.accelerator.is_main_process:
-                point(results, trainer, reps=2000)
-            return results
-
-        trainer.evaluate = evaluate_and_record
-        start = time.monotonic()
-        trainer.train()
+        wall = C.train_recording(trainer, lambda results, trainer: point(results, trainer, reps=2000))
         entry.update(steps=trainer.step, reached_steps=trainer.step >= args.steps,
                      train_minutes=round(trainer.train_seconds / 60, 2),
-                     wall_minutes_training=round((time.monotonic() - start) / 60, 2))
+                     wall_minutes_training=wall)
         final = {task.name: task.evaluate(trainer.policy, args.final_episodes, n_envs=train_args.eval_envs,
                                           promptless_eval=True, progress=True) for task in trainer.tasks}
         reports = point(final, trainer, reps=REPS)

@@ -93,24 +93,30 @@ def worker(flags: dict, steps: int, warmup: int, out: str) -> None:
             "eval_success_rate": task["success_rate"]}))
 
 
+def _launch(processes: int, worker: str, flags: dict, args, data_dir: str, label: str) -> dict:
+    """Run ``processes`` processes of this script's ``worker`` (``--worker`` or ``--train_worker``) under
+    torch.distributed.run, the cores split between them on a CPU; their main process's JSON."""
+    threads = max(1, (os.cpu_count() or 1) // processes) if args.device == "cpu" else 1
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MINARI_DATASETS_PATH": data_dir}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        flags = {**flags, "save_dir": tmp}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                   str(processes), "--no_python", sys.executable, __file__, worker, json.dumps(flags),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--out", str(out)]
+        _common.log(f"{label}, {threads} thread(s) each ...")
+        run = subprocess.run(command, env=env, capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(f"{label} failed:\n{run.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
 def throughput(processes: int, args, data_dir: str) -> dict:
     """Launch ``processes`` processes of :func:`worker`; their main process's JSON."""
     flags = {**MODEL, "batch_size": args.batch_size, "eval_episodes": args.eval_episodes, "eval_envs": 8,
              "training_steps": 10**9, "max_minutes": 0, "report_to": ["none"], "save_model": False,
              "device": args.device, "mixed_precision": args.mixed_precision, "exp_name": f"scaling-{processes}"}
-    threads = max(1, (os.cpu_count() or 1) // processes) if args.device == "cpu" else 1
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MINARI_DATASETS_PATH": data_dir}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        flags["save_dir"] = tmp
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                   str(processes), "--no_python", sys.executable, __file__, "--worker", json.dumps(flags),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--out", str(out)]
-        _common.log(f"{processes} process(es), {threads} thread(s) each ...")
-        run = subprocess.run(command, env=env, capture_output=True, text=True)
-        if run.returncode:
-            raise SystemExit(f"{processes} processes failed:\n{run.stderr[-4000:]}")
-        return json.loads(out.read_text())
+    return _launch(processes, "--worker", flags, args, data_dir, f"{processes} process(es)")
 
 
 def train_worker(flags: dict, steps: int, warmup: int, out: str) -> None:
@@ -146,19 +152,8 @@ def train_throughput(processes: int, mode: str, args, data_dir: str) -> dict:
              "report_to": ["none"], "save_model": False, "device": args.device,
              "mixed_precision": args.mixed_precision, "exp_name": f"throughput-{processes}-{mode}",
              "fsdp": mode == "fsdp"}
-    threads = max(1, (os.cpu_count() or 1) // processes) if args.device == "cpu" else 1
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MINARI_DATASETS_PATH": data_dir}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        flags["save_dir"] = tmp
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                   str(processes), "--no_python", sys.executable, __file__, "--train_worker", json.dumps(flags),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--out", str(out)]
-        _common.log(f"training throughput: {processes} process(es), {mode}, {threads} thread(s) each ...")
-        run = subprocess.run(command, env=env, capture_output=True, text=True)
-        if run.returncode:
-            raise SystemExit(f"{processes} processes ({mode}) failed:\n{run.stderr[-4000:]}")
-        return json.loads(out.read_text())
+    return _launch(processes, "--train_worker", flags, args, data_dir,
+                   f"training throughput: {processes} process(es), {mode}")
 
 
 def train_throughput_table(args, data_dir: str) -> dict:
