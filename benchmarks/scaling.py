@@ -91,6 +91,7 @@ def worker(flags: dict, steps: int, warmup: int, out: str) -> None:
             "train_tokens_per_s": total_tokens / timing["seconds"], "steps_per_s": steps / timing["seconds"],
             "eval_seconds": evaluation["seconds"], "eval_episodes_per_s": task["episodes"] / evaluation["seconds"],
             "eval_success_rate": task["success_rate"]}))
+    trainer.close()
 
 
 def _launch(processes: int, worker: str, flags: dict, args, data_dir: str, label: str) -> dict:
@@ -144,6 +145,7 @@ def train_worker(flags: dict, steps: int, warmup: int, out: str) -> None:
             else "single", "torch_threads_per_process": torch.get_num_threads(),
             "rows_per_process": trainer.micro_batch_size(), "train_seconds": timing["seconds"],
             "train_tokens_per_s": total_tokens / timing["seconds"], "seconds_per_step": timing["seconds"] / steps}))
+    trainer.close()
 
 
 def train_throughput(processes: int, mode: str, args, data_dir: str) -> dict:

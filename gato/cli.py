@@ -243,6 +243,7 @@ def cmd_train(ns) -> int:
               f"\nlearning curve: {trainer.run_dir / 'learning_curve.png'}")
         if {"tensorboard", "all"} & set(args.trackers()):
             print(f"tensorboard: tensorboard --logdir {trainer.run_dir / 'logs'}")
+    trainer.close()
     return 0
 
 

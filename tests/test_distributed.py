@@ -31,6 +31,7 @@ rank = trainer.accelerator.process_index
 with open(f"{out}/rank{rank}.json", "w") as f:
     json.dump({"processes": trainer.accelerator.num_processes, "batches": batches, "params": params,
                "eval": results, "rows": trainer.micro_batch_size()}, f)
+trainer.close()
 """
 
 FLAGS = {"embed_dim": 32, "layers": 1, "heads": 2, "patch_size": 4, "resid_mid_channels": 8,
@@ -105,6 +106,7 @@ for i, flags in enumerate(runs):
         json.dump({"step": trainer.step, "seconds": trainer.train_seconds, "dagger": trainer.dagger_rounds_done,
                    "last_eval_step": trainer.last_eval_step, "eval": results, "tokens": tokens, "logged": logged,
                    "saves": saves}, f)
+trainer.close()  # the last run ends the process group, as `gato train` does
 """
 
 GRID_BASE = {"embed_dim": 32, "layers": 1, "heads": 2, "continuous_tokens": 64, "discrete_tokens": 64,
