@@ -280,9 +280,10 @@ def print_scores(results: dict) -> dict:
             print(format_table(rows) + "\n")
     s = summary(results)
     if s["tasks_scored"]:
-        print(f"normalised score over {s['tasks_scored']} tasks: mean {s['mean_normalized_score']:.3f}, "
-              f"IQM {s['iqm_normalized_score']:.3f}")
-        if "iqm_unavailable" in s:
+        # without the eval extra (rliable) there is no IQM; with one task it would only repeat the mean
+        iqm = "" if "iqm_unavailable" in s else f", IQM {s['iqm_normalized_score']:.3f}"
+        print(f"normalised score over {s['tasks_scored']} tasks: mean {s['mean_normalized_score']:.3f}{iqm}")
+        if "iqm_unavailable" in s and s["tasks_scored"] > 1:
             print(s["iqm_unavailable"])
     return s
 

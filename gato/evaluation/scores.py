@@ -102,8 +102,8 @@ def plot_scores(results: dict, path: str | Path, title: str = "") -> Path:
     ax.axhline(0.0, color="grey", lw=0.8, label="random")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     s = summary(results)
-    ax.set(ylabel="normalised score", title=title or f"mean {s['mean_normalized_score']:.2f}, "
-                                               f"IQM {s['iqm_normalized_score']:.2f}")
+    iqm = "" if "iqm_unavailable" in s else f", IQM {s['iqm_normalized_score']:.2f}"
+    ax.set(ylabel="normalised score", title=title or f"mean {s['mean_normalized_score']:.2f}{iqm}")
     ax.set_ylim(min(0.0, min(scores, default=0.0)) - 0.1, max(1.1, max(scores, default=1.0) + 0.15))
     ax.legend(loc="lower right")
     return save_figure(fig, path)
