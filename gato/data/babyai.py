@@ -1,12 +1,16 @@
 """Offline recipe: BabyAI expert demonstrations from the BabyAI bot, as a Minari dataset.
 
 Everything runs locally (no downloads). Episodes are played by
-``minigrid.utils.baby_ai_bot.BabyAIBot`` in worker processes; each episode is
-bounded by a wall-clock alarm inside its worker, because the bot can loop
-forever inside ``replan()`` on some levels (GoToImpUnlock, UnlockToUnlock) and a
-pure-Python hang cannot be interrupted from another thread. Episodes that hang,
-raise (e.g. KeyInBox, PutNext*Carrying) or do not succeed are skipped and counted.
-The level is a source of the one generation driver, :func:`gato.data.generation.generate`.
+``minigrid.utils.baby_ai_bot.BabyAIBot`` in worker processes. The bot can loop
+forever inside ``replan()`` on some levels (about a quarter of UnlockToUnlock's
+seeds, a few of GoToImpUnlock's): its loop pushes subgoals on its stack without end.
+A step that pushes more than :data:`REPLAN_SUBGOAL_LIMIT` subgoals (ten times the most
+any solved episode's step pushes) drops the episode as ``"replan_loop"``, within
+milliseconds; a wall-clock alarm inside the worker (``episode_timeout_s``) remains
+for anything else, since a pure-Python hang cannot be interrupted from another thread.
+Episodes that loop, hang, raise (e.g. KeyInBox, PutNext*Carrying) or do not succeed
+are skipped and counted. The level is a source of the one generation driver,
+:func:`gato.data.generation.generate_many`.
 
 Stored layout (hdf5, lossless images)::
 
@@ -40,13 +44,24 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gato.data.generation import RANDOM, Collected, DatasetMaker, GenerationReport, acting_after_reset, generate
+from gato.data.generation import (
+    RANDOM,
+    Collected,
+    DatasetJob,
+    DatasetMaker,
+    EpisodeDropped,
+    GenerationReport,
+    acting_after_reset,
+    generate,
+)
 from gato.envs import Episode, make_env, play_episode
 
 __all__ = [
     "BOT_NAME",
     "MISSION_CHARSET",
     "MISSION_MAX_LENGTH",
+    "REPLAN_SUBGOAL_LIMIT",
+    "babyai_job",
     "babyai_levels",
     "babyai_observation_space",
     "generate_babyai",
@@ -132,6 +147,27 @@ def babyai_observation_space(env_space: gym.spaces.Dict) -> gym.spaces.Dict:
 
 # --------------------------------------------------------------------------- source
 
+REPLAN_SUBGOAL_LIMIT = 100
+"""Subgoals one bot step may push before the episode is dropped as ``"replan_loop"``. Solved episodes push at
+most 10 in a step (150 seeds of each of JAT's 39 levels, minigrid 3.2.0); a looping ``replan`` pushes ~10,000
+a second on UnlockToUnlock and ~400 on GoToImpUnlock (docs/EXPERIMENTS.md, 2026-12-06)."""
+
+
+class _SubgoalStack(list):
+    """The bot's stack of subgoals, counting what one ``replan`` pushes (the bot pushes by ``append`` only):
+    past :data:`REPLAN_SUBGOAL_LIMIT` it is looping, and the episode is dropped."""
+
+    def __init__(self, subgoals, limit: int = REPLAN_SUBGOAL_LIMIT):
+        super().__init__(subgoals)
+        self.limit, self.pushed = limit, 0
+
+    def append(self, subgoal) -> None:
+        """Push ``subgoal``; raise :class:`EpisodeDropped` when this step has pushed more than ``limit``."""
+        self.pushed += 1
+        if self.pushed > self.limit:
+            raise EpisodeDropped("replan_loop", f"the BabyAI bot pushed over {self.limit} subgoals in one step")
+        super().append(subgoal)
+
 
 def _bot(env: gym.Env, seed: int, noise: float):
     """The BabyAI bot as ``play_episode``'s ``act``, for the level ``env`` was just reset to.
@@ -139,13 +175,16 @@ def _bot(env: gym.Env, seed: int, noise: float):
     With ``noise`` > 0, each step takes a random turn or forward move with that probability
     (recorded as taken) and the bot, told what was taken, plans its way back: the data then
     shows how to recover from off-course states, which plain demonstrations never visit.
+    A step whose ``replan`` loops raises :class:`gato.data.generation.EpisodeDropped` (see :class:`_SubgoalStack`).
     """
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
     bot, rng, taken = BabyAIBot(env.unwrapped), np.random.default_rng(seed), None
+    bot.stack = _SubgoalStack(bot.stack)
 
     def act(obs) -> int:
         nonlocal taken
+        bot.stack.pushed = 0
         action = int(bot.replan(taken))
         if noise and rng.random() < noise:
             action = int(rng.integers(3))  # left, right or forward
@@ -215,8 +254,9 @@ class _BotSource:
             + (f", taking a random left/right/forward move with probability {self.noise} (recorded; the bot then "
                "recovers)" if self.noise else "")
             + f"; {attempts} attempts (seeds {seed}..{seed + attempts - 1}), "
-            f"{written} successful episodes written, {skipped} skipped (timeout > {self.episode_timeout_s}s, "
-            f"bot error, or return <= 0; {reasons}). Each episode's seed is stored with it. "
+            f"{written} successful episodes written, {skipped} skipped (a replan loop of over "
+            f"{REPLAN_SUBGOAL_LIMIT} subgoals in a step, timeout > {self.episode_timeout_s}s, bot error, "
+            f"or return <= 0; {reasons}). Each episode's seed is stored with it. "
             "The mission is stored as a gymnasium Text space; images are stored losslessly. "
             + (f"ref_max_score = mean bot return over the written episodes ({expert_mean:.4f} +- {expert_std:.4f}); "
                f"ref_min_score = mean return of a uniform-random policy over {len(collected.random_returns)} episodes "
@@ -253,12 +293,12 @@ def generate_babyai(
     progress: bool = True,
     noise: float = 0.0,
     max_steps: int | None = None,
-    bar=None,
 ) -> GenerationReport:
     """Generate ``episodes`` successful BabyAI-bot episodes and write them as a Minari dataset.
 
     Attempt ``i`` (0, 1, 2, ...) plays ``env.reset(seed=seed + i)`` with
     ``BabyAIBot(env.unwrapped).replan()`` until terminated/truncated. Attempts
+    whose bot loops in ``replan`` (``"replan_loop"``, see :data:`REPLAN_SUBGOAL_LIMIT`),
     that exceed ``episode_timeout_s`` wall-clock seconds, raise, or end with
     return <= 0 are skipped. The first ``episodes`` successful attempts in seed
     order are written (deterministic, apart from which episodes time out on a
@@ -284,7 +324,6 @@ def generate_babyai(
         progress: show a tqdm progress bar (episodes played) on stderr.
         max_steps: step bound of every episode (bot and random); None: the level's own (minigrid's
             ``max_steps``). An episode that reaches it without success is skipped as ``"truncated"``.
-        bar: a tqdm bar shared across levels to advance instead of this call's own.
 
     Episodes run in ``spawn``-ed worker processes, so a script calling this
     must guard its entry point with ``if __name__ == "__main__":``.
@@ -299,6 +338,19 @@ def generate_babyai(
         FileExistsError: ``dataset_id`` exists locally and ``overwrite`` is False
             (checked before any episode is played).
     """
+    job = babyai_job(level, episodes, dataset_id=dataset_id, seed=seed, episode_timeout_s=episode_timeout_s,
+                     reference_episodes=reference_episodes, max_attempts=max_attempts, noise=noise, max_steps=max_steps)
+    return generate(job.source, job.episodes, dataset_id=job.dataset_id, seed=seed, workers=workers,
+                    reference_episodes=reference_episodes, max_attempts=job.max_attempts, overwrite=overwrite,
+                    progress=progress)
+
+
+def babyai_job(level: str, episodes: int, *, dataset_id: str | None = None, seed: int = 0,
+               episode_timeout_s: float = 5.0, reference_episodes: int = 100, max_attempts: int | None = None,
+               noise: float = 0.0, max_steps: int | None = None) -> DatasetJob:
+    """One level's bot dataset as a :class:`gato.data.generation.DatasetJob` (for
+    :func:`gato.data.generation.generate_many`, several levels in one pool); the arguments and their checks are
+    :func:`generate_babyai`'s."""
     env_id, name = _resolve_level(level)
     if not episode_timeout_s or episode_timeout_s <= 0:
         raise ValueError(f"episode_timeout_s must be > 0 seconds, got {episode_timeout_s!r}")
@@ -308,10 +360,8 @@ def generate_babyai(
         raise ValueError(f"max_steps must be a positive int (steps per episode) or None, got {max_steps!r}")
     if max_attempts is None and isinstance(episodes, int):
         max_attempts = 3 * episodes
-    return generate(_BotSource(env_id, name, episode_timeout_s, noise, max_steps), episodes,
-                    dataset_id=dataset_id or babyai_dataset_id(name), seed=seed, workers=workers,
-                    reference_episodes=reference_episodes, max_attempts=max_attempts, overwrite=overwrite,
-                    progress=progress, bar=bar)
+    return DatasetJob(_BotSource(env_id, name, episode_timeout_s, noise, max_steps), episodes,
+                      dataset_id or babyai_dataset_id(name), seed, reference_episodes, max_attempts)
 
 
 class _BabyAIMaker(DatasetMaker):

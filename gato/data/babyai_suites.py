@@ -161,8 +161,8 @@ class LevelOutcome:
 
     @property
     def ms_per_attempt(self) -> float:
-        """Wall-clock milliseconds per bot attempt (the whole level's time over its attempts, the references and
-        the workers' start included; NaN for a kept level)."""
+        """Wall-clock milliseconds per bot attempt (the level's time, from its first work item in the pool to its
+        writing, over its attempts, the references included; NaN for a kept level)."""
         attempts = self.episodes + self.skipped
         return 1000 * self.seconds / attempts if self.status != "kept" and attempts else float("nan")
 
@@ -198,10 +198,12 @@ def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, 
     :func:`gato.data.babyai.generate_babyai` writes it, references included), under one progress bar over every
     level's episodes; returns one :class:`LevelOutcome` per level, in order.
 
-    Resumable: a level whose dataset exists is kept as it is (status ``"kept"``) unless ``overwrite``. Levels are
-    played one after another, each over ``workers`` processes. Every episode is bounded by the level's
-    step bound (``max_steps``, default the level's own) and by ``episode_timeout_s`` of wall clock; what was
-    dropped, and why, is in each outcome (and the dataset's metadata) -- a level is never silently thin.
+    Resumable: a level whose dataset exists is kept as it is (status ``"kept"``) unless ``overwrite``. The levels
+    are played by one pool of ``workers`` processes (:func:`gato.data.generation.generate_many`), level after
+    level, and each is written as soon as it is complete. Every episode is bounded by the level's step bound
+    (``max_steps``, default the level's own), by the bot's replan-loop guard and by ``episode_timeout_s`` of wall
+    clock; what was dropped, and why, is in each outcome (and the dataset's metadata) -- a level is never silently
+    thin.
 
     ``episodes``: the count for every level, or ``{level: count}`` covering every level
     (:func:`episode_counts` builds one from ``GoTo=8000 default=5000``). ``noise``: as
@@ -209,9 +211,8 @@ def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, 
     """
     import warnings as _warnings
 
-    from tqdm.auto import tqdm
-
-    from gato.data.babyai import generate_babyai
+    from gato.data.babyai import babyai_job
+    from gato.data.generation import generate_many
 
     counts = {level: episodes for level in levels} if isinstance(episodes, int) else dict(episodes)
     missing = [level for level in levels if level not in counts]
@@ -224,23 +225,17 @@ def generate_babyai_suite(levels: list[str], episodes: int | dict[str, int], *, 
             kept.level, kept.requested = level, counts[level]
         outcomes.append(kept)
     todo = [level for level, done in zip(levels, outcomes) if done is None]
-    bar = tqdm(total=sum(counts[level] + reference_episodes for level in todo), unit="ep", disable=not progress,
-               dynamic_ncols=True, desc=f"{len(todo)} BabyAI levels")
-    try:
-        for i, level in enumerate(levels):
-            if outcomes[i] is not None:
-                continue
-            bar.set_description(f"{level} ({todo.index(level) + 1}/{len(todo)})")
-            with _warnings.catch_warnings():  # a short level is reported in the outcome, not as a warning mid-bar
-                _warnings.simplefilter("ignore", RuntimeWarning)
-                report = generate_babyai(level, counts[level], dataset_id=dataset_id(level), seed=seed,
-                                         workers=workers, episode_timeout_s=episode_timeout_s,
-                                         reference_episodes=reference_episodes, overwrite=overwrite,
-                                         progress=progress, max_steps=max_steps, bar=bar, noise=noise)
+    jobs = [babyai_job(level, counts[level], dataset_id=dataset_id(level), seed=seed,
+                       episode_timeout_s=episode_timeout_s, reference_episodes=reference_episodes, noise=noise,
+                       max_steps=max_steps) for level in todo]
+    with _warnings.catch_warnings():  # a short level is reported in its outcome, not as a warning mid-bar
+        _warnings.simplefilter("ignore", RuntimeWarning)
+        reports = dict(zip(todo, generate_many(jobs, workers=workers, overwrite=overwrite, progress=progress)))
+    for i, level in enumerate(levels):
+        if outcomes[i] is None:
+            report = reports[level]
             outcomes[i] = LevelOutcome(level, report.dataset_id, counts[level],
                                        "written" if report.episodes_written else "none", report.episodes_written,
                                        report.episodes_skipped, dict(report.skip_reasons), report.expert_mean_return,
                                        report.random_mean_return, report.seconds)
-    finally:
-        bar.close()
     return outcomes

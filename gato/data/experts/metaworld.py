@@ -24,12 +24,13 @@ the price of failing slow episodes. Evaluation plays the dataset's own env spec,
 horizon; its success rate is Meta-World's measure, ``info["success"]`` at any step
 (:func:`gato.evaluation.rollout.rollout` counts it for any env that reports it).
 
-**Data.** :func:`generate_metaworld` plays, for every task at once in one pool of worker
-processes (one progress bar), the scripted policy with DART noise on the executed actions (the
-dataset stores the policy's clean action), clean expert episodes and uniform-random episodes on
-the reference seeds; each task's dataset ``metaworld/<task>-scripted-v0`` records the reference
-returns (``ref_max_score`` / ``ref_min_score``) and the success rates of the three kinds of
-episode. Tasks whose clean expert fails more than :data:`FAILURE_TOLERANCE` of its episodes are
+**Data.** :func:`generate_metaworld` plays, for every task in one pool of worker processes
+(:func:`gato.data.generation.generate_many`, one progress bar), the scripted policy with DART
+noise on the executed actions (the dataset stores the policy's clean action), clean expert
+episodes and uniform-random episodes on the reference seeds; each task's dataset
+``metaworld/<task>-scripted-v0`` records the reference returns (``ref_max_score`` /
+``ref_min_score``) and the success rates of the three kinds of episode. Tasks whose
+clean expert fails more than :data:`FAILURE_TOLERANCE` of its episodes are
 reported.
 """
 
@@ -37,18 +38,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
-import math
-import multiprocessing
-import os
 import re
-import sys
-import warnings
 from typing import Any
 
 import numpy as np
 
-from gato.data.generation import DEMO, EXPERT, RANDOM, REFERENCE_SEED_OFFSET, Collected
+from gato.data.generation import Collected, DatasetJob, GenerationReport, generate_many
 from gato.data.recipes import MissingDependencyError, Recipe, RecipeMaker, _RecipeSource
 from gato.seeds import DATA
 
@@ -210,34 +205,32 @@ class TaskReport:
         return not self.expert_success_rate >= 1.0 - FAILURE_TOLERANCE
 
 
-_SOURCES: dict[str, _RecipeSource] = {}
-_PLAYERS: dict[str, Any] = {}
+@dataclasses.dataclass(frozen=True)
+class _MetaWorldSource(_RecipeSource):
+    """A task's scripted-policy episodes (a recipe's source) whose metadata adds Meta-World's measure, the success
+    rate of each kind of episode."""
+
+    def metadata(self, collected: Collected, action_space) -> dict[str, Any]:
+        """The recipe's metadata, with the success rates of the clean expert, random and recorded episodes."""
+        from gato.data.generation import success_rate
+
+        meta = super().metadata(collected, action_space)
+        rates = {"expert": success_rate(collected.expert_successes), "random": success_rate(collected.random_successes),
+                 "demo": success_rate(collected.demo_successes)}
+        meta["description"] += (f" Success (info['success'] at any step): clean expert {rates['expert']:.3f}, "
+                                f"uniform random {rates['random']:.3f}, recorded (perturbed) episodes "
+                                f"{rates['demo']:.3f}.")
+        meta["extra_metadata"].update(metaworld_task=self.recipe.env_kwargs["task"],
+                                      expert_success_rate=rates["expert"], random_success_rate=rates["random"],
+                                      demo_success_rate=rates["demo"])
+        return meta
 
 
-def _worker_init(sources: dict[str, _RecipeSource]) -> None:
-    """Per worker: quiet (the progress bar is the parent's), and the sources by task."""
-    sys.stdout = open(os.devnull, "w")
-    warnings.filterwarnings("ignore")
-    import gato.envs  # noqa: F401  (registers ENV_ID)
-
-    _SOURCES.update(sources)
-
-
-def _play(job: tuple[str, str, int]) -> tuple[str, str, int, float, bool, dict | None]:
-    """Play one episode ``(task, kind, seed)``: its return, whether it succeeded, and a demonstration's steps."""
-    task, kind, seed = job
-    if task not in _PLAYERS:
-        _PLAYERS[task] = _SOURCES[task].player()
-    episode = _PLAYERS[task](kind, seed)
-    return task, kind, seed, episode.total, bool(episode.success), episode.as_dict() if kind == DEMO else None
-
-
-def _play_chunk(jobs: list) -> list:
-    return [_play(job) for job in jobs]
-
-
-def _rate(values: list[bool]) -> float:
-    return float(np.mean(values)) if values else math.nan
+def _task_report(task: str, report: GenerationReport) -> TaskReport:
+    """A task's row of what the driver reports."""
+    return TaskReport(task, report.dataset_id, report.episodes_written, report.expert_mean_return,
+                      report.random_mean_return, report.expert_success_rate, report.random_success_rate,
+                      report.demo_success_rate, report.demo_mean_return)
 
 
 def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: int = 2,
@@ -246,9 +239,10 @@ def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: in
                        skip_existing: bool = False) -> list[TaskReport]:
     """Write one dataset ``metaworld/<task>-scripted-v0`` per task of ``tasks`` (names, ``mt10`` or ``mt50``).
 
-    All tasks' episodes are played together by ``workers`` spawned processes under one progress
-    bar: per task, ``episodes`` demonstrations (seeds ``seed .. seed+episodes-1``, the executed
-    action perturbed by ``action_noise``, default :data:`ACTION_NOISE`; the stored action is the
+    All tasks' episodes are played by one pool of ``workers`` spawned processes under one progress
+    bar (:func:`gato.data.generation.generate_many`; each dataset is written when complete): per task,
+    ``episodes`` demonstrations (seeds ``seed .. seed+episodes-1``, the executed action perturbed by
+    ``action_noise``, default :data:`ACTION_NOISE`; the stored action is the
     policy's), and ``reference_episodes`` clean-expert and uniform-random episodes on the
     reference seeds. ``max_episode_steps`` (at most 500) shortens every episode, evaluation's
     included (it is stored in the env spec). With ``skip_existing``, tasks whose dataset exists
@@ -259,9 +253,7 @@ def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: in
         FileExistsError: a dataset exists and neither ``overwrite`` nor ``skip_existing`` is set
             (checked before any episode is played). MissingDependencyError: no metaworld.
     """
-    from tqdm.auto import tqdm
-
-    from gato.data.writer import local_dataset_exists, validate_dataset_id, write_dataset
+    from gato.data.writer import local_dataset_exists, validate_dataset_id
 
     tasks = resolve_tasks(tasks)
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
@@ -288,47 +280,11 @@ def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: in
     if not todo:
         return []
     noise = ACTION_NOISE if action_noise is None else float(action_noise)
-    sources = {t: _RecipeSource(metaworld_recipe(t), max_episode_steps, noise) for t in todo}
-    prepared = {t: s.prepare() for t, s in sources.items()}
-    reference_seeds = [seed + REFERENCE_SEED_OFFSET + j for j in range(reference_episodes)]
-    per_task = [[(t, RANDOM, s) for s in reference_seeds] + [(t, EXPERT, s) for s in reference_seeds]
-                + [(t, DEMO, seed + i) for i in range(episodes)] for t in todo]
-    # Round-robin over tasks so a worker keeps a few tasks' envs, chunks of 4 (~0.1-1 s an episode)
-    jobs = [job for group in itertools.zip_longest(*per_task) for job in group if job is not None]
-    chunks = [jobs[i:i + 4] for i in range(0, len(jobs), 4)]
-    outcomes: dict[str, dict[str, list]] = {t: {RANDOM: [], EXPERT: [], DEMO: []} for t in todo}
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(chunks)), initializer=_worker_init,
-                                                    initargs=(sources,))
-    bar = tqdm(total=len(jobs), desc=f"Meta-World, {len(todo)} task(s)", unit="ep", disable=not progress)
-    try:
-        for chunk in pool.imap_unordered(_play_chunk, chunks):
-            for task, kind, episode_seed, total, success, steps in chunk:
-                outcomes[task][kind].append((episode_seed, total, success, steps))
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-        pool.terminate()
-        pool.join()
-    reports = []
-    for task in todo:
-        got = {kind: sorted(values, key=lambda v: v[0]) for kind, values in outcomes[task].items()}
-        collected = Collected(seed, reference_seeds, demos=[v[3] for v in got[DEMO]], attempts=episodes,
-                              expert_returns=[v[1] for v in got[EXPERT]], random_returns=[v[1] for v in got[RANDOM]])
-        rates = {kind: _rate([v[2] for v in got[kind]]) for kind in got}
-        env_spec, observation_space, action_space = prepared[task]
-        meta = sources[task].metadata(collected, action_space)
-        meta["description"] += (f" Success (info['success'] at any step): clean expert {rates[EXPERT]:.3f}, "
-                                f"uniform random {rates[RANDOM]:.3f}, recorded (perturbed) episodes {rates[DEMO]:.3f}.")
-        meta["extra_metadata"].update(metaworld_task=task, expert_success_rate=rates[EXPERT],
-                                      random_success_rate=rates[RANDOM], demo_success_rate=rates[DEMO])
-        (expert_mean, _), (random_mean, _) = collected.expert_stats, collected.random_stats
-        write_dataset(dataset_id_for(task), collected.demos, env_id=env_spec, observation_space=observation_space,
-                      action_space=action_space, ref_min_score=random_mean, ref_max_score=expert_mean,
-                      num_episodes_average_score=len(collected.random_returns), jpeg_encoding=False,
-                      overwrite=overwrite, **meta)
-        reports.append(TaskReport(task, dataset_id_for(task), len(collected.demos), expert_mean, random_mean,
-                                  rates[EXPERT], rates[RANDOM], rates[DEMO], float(np.mean(collected.demo_returns))))
-    return reports
+    jobs = [DatasetJob(_MetaWorldSource(metaworld_recipe(t), max_episode_steps, noise), episodes, dataset_id_for(t),
+                       seed, reference_episodes) for t in todo]
+    reports = generate_many(jobs, workers=workers, overwrite=overwrite, progress=progress,
+                            description=f"Meta-World, {len(todo)} task(s)")
+    return [_task_report(task, report) for task, report in zip(todo, reports)]
 
 
 def summary_rows(reports: list[TaskReport], only_failing: bool = False) -> list[dict]:
