@@ -339,6 +339,7 @@ class _Making:
         if job.source.clean_expert_reference:
             self.references += [(EXPERT, s) for s in self.collected.reference_seeds]
         self.references_left = len(self.references)
+        self.reference_outcomes: dict[tuple[str, int], tuple[float, bool | None]] = {}  # (kind, seed): return, success
         self.bar_total = len(self.references) + job.episodes
         self.attempts_out = 0  # attempts handed out: seeds seed .. seed + attempts_out - 1
         self.outcomes: dict[int, tuple[str, Any, bool | None]] = {}  # attempt -> (status, payload, success)
@@ -378,10 +379,7 @@ class _Making:
         if kind != DEMO:
             self.references_left -= 1
             if status == "ok":
-                returns, successes = ((self.collected.random_returns, self.collected.random_successes) if kind == RANDOM
-                                      else (self.collected.expert_returns, self.collected.expert_successes))
-                returns.append(payload)
-                successes.append(success)
+                self.reference_outcomes[kind, seed] = (payload, success)
             return 1
         attempt = seed - self.job.seed
         self.in_flight -= 1
@@ -406,6 +404,12 @@ class _Making:
     def collect(self) -> Collected:
         """What is written: the attempts from the first on without a gap, up to the last one kept."""
         collected = self.collected
+        for kind, returns, successes in ((RANDOM, collected.random_returns, collected.random_successes),
+                                         (EXPERT, collected.expert_returns, collected.expert_successes)):
+            for seed in collected.reference_seeds:  # in seed order: the means are the same, bit for bit, however
+                if (kind, seed) in self.reference_outcomes:  # the episodes came back
+                    returns.append(self.reference_outcomes[kind, seed][0])
+                    successes.append(self.reference_outcomes[kind, seed][1])
         collected.attempts = self.prefix + self.unresponsive
         if self.unresponsive:
             collected.skip_reasons["worker_unresponsive"] += 1
@@ -420,6 +424,10 @@ class _Making:
             collected.expert_returns = collected.demo_returns
             collected.expert_successes = list(collected.demo_successes)
         return collected
+
+    def release(self) -> None:
+        """Drop the episodes once written: a suite's levels would otherwise all stay in memory to the end."""
+        self.outcomes, self.reference_outcomes, self.collected = {}, {}, None
 
 
 def _check_counts(episodes, workers, reference_episodes, max_attempts) -> int:
@@ -574,6 +582,7 @@ def generate_many(jobs: list[DatasetJob], *, workers: int = 2, overwrite: bool =
             bar.set_postfix(dropped=sum(m.dropped for m in makings), refresh=False)
             if making.done:
                 making.report = _write(making, prepared[index], overwrite)
+                making.release()
                 bar.update(making.bar_total - making.advanced)  # the episodes it did not need count as done
                 making.advanced = making.bar_total
                 bar.set_description(describe(), refresh=False)
