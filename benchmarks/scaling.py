@@ -29,10 +29,10 @@ What is measured
       against the first size's. ``--baseline_src DIR`` adds a fourth process first, "before": the same
       measurements with the ``gato`` package of DIR (e.g. ``git archive main | tar -x -C DIR``: the code before
       the store, whose sampling also recomputed per batch what grows with the data); with ``--baseline_store`` that
-      code reads its own warm store (built first by an untimed process). ``--batches B`` adds a long run to every
-      process: B more batches, RSS read 11 times along (a memory-mapped store's file pages grow with the batches).
-      ``--store_patches`` adds a warm store that keeps images as patches, not raw values (the bytes a timestep
-      takes on disk and the sampling time of each form; the JSON's ``stores``).
+      code reads its own warm store (built first by an untimed process). ``--batches B`` starts every process's
+      sampling with a long run: B batches, RSS read along (a memory-mapped store's file pages grow with the
+      batches). ``--store_patches`` adds a warm store that keeps one-hot patches as bytes, not bits (the bytes a
+      timestep takes on disk and the sampling time of each form; the JSON's ``stores``).
 Usage
     python benchmarks/scaling.py                      # 1 and 2 processes, the resume check; PNG beside the JSON
     python benchmarks/scaling.py --processes 1 2 4 --device cuda   # on a multi-GPU machine
@@ -253,8 +253,8 @@ def _memory_now() -> dict:
 
 def data_worker(out: str, samples: int = 50, batches: int = 0) -> None:
     """One process of the data-size part: build the GoToLocal task, time sample_batch(16), take a training step.
-    With ``batches``, first a long run: ``batches`` more sample_batch(16) calls, resident memory read 11 times
-    along it (see :func:`long_sampling`)."""
+    With ``batches``, first a long run: ``batches`` sample_batch(16) calls, resident memory read along it (see
+    :func:`long_sampling`)."""
     import numpy as np
     import psutil
 
@@ -262,10 +262,10 @@ def data_worker(out: str, samples: int = 50, batches: int = 0) -> None:
     from gato.training.run import build_tasks, build_trainer
 
     started = psutil.Process().create_time()  # the process's start: interpreter and imports count
-    if os.environ.get("BENCH_STORE_IMAGES") == "patches":  # the store keeps every image as its patches (as before)
+    if os.environ.get("BENCH_STORE_IMAGES") == "patches":  # one-hot patches kept as bytes, not bits (as before)
         from gato.data import episode_store
 
-        episode_store.RAW_SHARE = 0.0
+        episode_store.PACK_BITS = False
     args = TrainingArgs(control_datasets=[_common.DATASET_ID], **MODEL, batch_size=16, training_steps=10**9,
                         max_minutes=0, report_to=["none"], save_model=False, device="cpu", save_dir=tempfile.mkdtemp(),
                         exp_name="data-scaling")
@@ -275,6 +275,7 @@ def data_worker(out: str, samples: int = 50, batches: int = 0) -> None:
     after_task = _memory_now()
     task = tasks[0]
     rng = np.random.default_rng(0)
+    long_run = long_sampling(task, batches, rng) if batches else None  # first: RSS from the first batch on
     for _ in range(5):
         task.sample_batch(16, task.codec.vocab, rng=rng)
     times = []
@@ -282,7 +283,6 @@ def data_worker(out: str, samples: int = 50, batches: int = 0) -> None:
         tick = time.perf_counter()
         task.sample_batch(16, task.codec.vocab, rng=rng)
         times.append(time.perf_counter() - tick)
-    long_run = long_sampling(task, batches, rng) if batches else None
     trainer = build_trainer(args, tasks=tasks)
     trainer.train_step()
     first_step = time.time() - started
@@ -294,7 +294,8 @@ def data_worker(out: str, samples: int = 50, batches: int = 0) -> None:
         "gato": list(sys.modules["gato"].__path__)[0],
         "stored": store is not None, "store_built": bool(store is not None and store.built),
         "store_reads": type(task.episodes.steps).__name__,
-        "store_images": meta.get("images", ["patches"] if store else None),
+        "store_images": [i["form"] if isinstance(i, dict) else i  # the code before the bits kept patches
+                         for i in meta.get("images", ["patches"] * bool(store))],
         "store_mb": sum(f.stat().st_size for f in path.iterdir()) / 2**20 if path is not None else None,
         "task_seconds": task_seconds, "memory_after_task": after_task, "memory_after_first_step": _memory_now(),
         "sample_batch_16_ms": 1000 * float(np.median(times)), "seconds_to_first_step": first_step,
@@ -303,15 +304,17 @@ def data_worker(out: str, samples: int = 50, batches: int = 0) -> None:
 
 def long_sampling(task, batches: int, rng) -> dict:
     """``batches`` sample_batch(16) calls one after the other, as a long training run makes them: resident memory
-    (all, anonymous, mapped files) at the start and after each tenth; median and mean milliseconds per batch."""
+    (all, anonymous, mapped files) before the first and after 1, 2, 5, 10, 20, 50, ... and the last; median and
+    mean milliseconds per batch."""
     import numpy as np
 
+    marks = {m * 10**e for e in range(9) for m in (1, 2, 5)} | {batches}
     memory, times = [{"batches": 0, **_memory_now()}], np.empty(batches)
     for i in range(batches):
         tick = time.perf_counter()
         task.sample_batch(16, task.codec.vocab, rng=rng)
         times[i] = time.perf_counter() - tick
-        if (i + 1) % max(1, batches // 10) == 0 or i + 1 == batches:
+        if i + 1 in marks:
             memory.append({"batches": i + 1, **_memory_now()})
     first, last = memory[0], memory[-1]
     return {"batches": batches, "sample_batch_16_ms_median": 1000 * float(np.median(times)),
@@ -426,7 +429,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=0,
                         help="data-size part: each process also samples this many batches, resident memory read along")
     parser.add_argument("--store_patches", action="store_true",
-                        help="data-size part: also a warm store that keeps every image as its patches (not raw)")
+                        help="data-size part: also a warm store that keeps one-hot patches as bytes (not bits)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--train_worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)

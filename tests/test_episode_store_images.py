@@ -1,6 +1,6 @@
-"""How the episode store keeps images and reads rows (gato.data.episode_store): a one-hot grid kept as its raw
-values and cut into patches when read, byte for byte what the in-memory path encodes; rows read from the files,
-never mapped into the process."""
+"""How the episode store keeps images and reads rows (gato.data.episode_store): a one-hot grid's patches packed to
+bits and unpacked when read, byte for byte what the in-memory path encodes; rows read from the files, never mapped
+into the process."""
 
 from __future__ import annotations
 
@@ -83,18 +83,17 @@ def same_array(stored, expected) -> None:
     assert stored.tobytes() == expected.tobytes()
 
 
-@pytest.mark.parametrize("raw_share", [episode_store.RAW_SHARE, 0.0], ids=["smaller-form", "patches-only"])
-def test_store_reads_back_exactly_the_in_memory_rows(grid_id, monkeypatch, raw_share):
-    monkeypatch.setattr(episode_store, "RAW_SHARE", raw_share)
+@pytest.mark.parametrize("pack", [True, False], ids=["bits", "bytes"])
+def test_store_reads_back_exactly_the_in_memory_rows(grid_id, monkeypatch, pack):
+    monkeypatch.setattr(episode_store, "PACK_BITS", pack)
     memory, stored = grid_task(grid_id, store=False), grid_task(grid_id)
     assert stored.store.built and memory.store is None
     fields = [f.path[0] for f, _ in image_fields(stored.codec)]
     assert fields == ["depth", "frame", "grid"] and stored.codec.image_channels == 33  # 3 channels x 11 ids
     assert "one-hot" in dict(zip(fields, (f.describe() for f, _ in image_fields(stored.codec))))["grid"]
     forms = json.loads((stored.store.path / "meta.json").read_text())["images"]
-    # the grid's 147 bytes against its one-hot patches' 4 x 33 x 4 x 4; the pooled frame's 4,096 against 2,112;
-    # depth's 360 against 9 x 33 x 4 x 4 float32
-    assert forms == (["raw", "patches", "raw"] if raw_share else ["patches"] * 3)
+    assert [f["form"] for f in forms] == ["patches", "patches", "bits" if pack else "patches"]
+    assert [f["dtype"] for f in forms] == ["<f4", "|u1", "|u1"]  # each field's own, joined as float32 when read
     mem = memory.episodes
     assert isinstance(stored.episodes.patches, StoredPatches) and isinstance(stored.episodes.steps, FileRows)
     same_array(np.asarray(stored.episodes.patches), mem.patches)  # float32: the grid's 0/1 beside depth
@@ -111,19 +110,21 @@ def test_store_reads_back_exactly_the_in_memory_rows(grid_id, monkeypatch, raw_s
 
     grid = FileRows(stored.store.path / "image-2.npy")
     grid_bytes = (grid.path.stat().st_size - grid.offset) / len(mem.steps)
-    assert grid_bytes == (7 * 7 * 3 if raw_share else 4 * 33 * 4 * 4 * 1)  # uint8 ids or uint8 one-hot patches
+    assert grid_bytes == 4 * 33 * 4 * 4 // (8 if pack else 1)  # 4 patches of 33 channels of 4 x 4, bits or bytes
 
 
-def test_babyai_store_keeps_the_grid_raw(babyai_task_store):
-    """A real BabyAI dataset: its 7x7x3 grid stored as 147 bytes a timestep, over 10x less than its patches."""
+def test_babyai_store_keeps_the_grid_as_bits(babyai_task_store):
+    """A real BabyAI dataset: its one-hot grid's patches stored 8 to a byte, read back as the in-memory path's."""
     stored, memory = babyai_task_store
     meta = json.loads((stored.store.path / "meta.json").read_text())
-    assert meta["images"] == ["raw"]
+    assert meta["images"] == [{"form": "bits", "dtype": "|u1"}]
     rows = FileRows(stored.store.path / "image-0.npy")
-    assert rows.shape == (meta["steps"], 7, 7, 3) and rows.dtype == np.uint8
-    patch_bytes = memory.episodes.patches[0].nbytes
-    assert patch_bytes >= 10 * 147
+    patch_bytes = memory.episodes.patches[0].nbytes  # 4 patches x (3 x values seen) channels x 4 x 4, uint8
+    assert rows.shape == (meta["steps"], patch_bytes // 8) and rows.dtype == np.uint8
     same_array(np.asarray(stored.episodes.patches), memory.episodes.patches)
+    for a, b in zip(*[[t.sample_batch(8, t.codec.vocab, rng=np.random.default_rng(4)) for _ in range(3)]
+                      for t in (memory, stored)]):
+        same_array(b.patches, a.patches)
 
 
 @pytest.fixture

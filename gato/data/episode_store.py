@@ -10,13 +10,14 @@ by a hash of the dataset's identity:
 * one folder per codec, named by a hash of its full description (spaces, fitted overrides, text budgets,
   task id, vocabulary layout, the tokenizer's encoding of the dataset's strings, and the source of the
   encoding code), holding ``steps.npy`` (total, S) token rows in the smallest unsigned type the
-  vocabulary fits, one ``image-<i>.npy`` per image field, ``starts.npy`` (E+1,) row offsets, ``returns.npy``
-  (E,) and ``meta.json``: flat arrays back to back and an offsets index.
+  vocabulary fits, one ``image-<i>.npy`` per image field (its patches), ``starts.npy`` (E+1,) row offsets,
+  ``returns.npy`` (E,) and ``meta.json``: flat arrays back to back and an offsets index.
 
-An image field is kept in whichever form is smaller (``meta.json``'s ``images``): its raw values, as the
-dataset holds them, which the codec cuts into patches when rows are read (:class:`StoredPatches`; BabyAI's
-7x7x3 grid of object ids is 147 bytes a timestep, its one-hot patches 1,536), or its patches
-(a pooled Atari frame: 9 times smaller than the frame).
+An image field read one-hot (a symbolic grid: BabyAI's 7x7x3 object ids) has patches of 0s and 1s, one channel
+per value: they are kept packed 8 to a byte (``meta.json``'s ``images``: "bits") and unpacked when rows are read
+(:class:`StoredPatches`), which costs microseconds; GoToLocal's grid then takes 192 bytes a timestep, not 1,536.
+(Keeping the raw grid, 147 bytes, and cutting it into one-hot patches at every read was measured 5x slower to
+sample: docs/EXPERIMENTS.md.) Other images keep their patches in their own dtype.
 
 Rows are read with ``os.pread`` when sampled (:class:`FileRows`), not memory-mapped: a mapped page that a
 batch touched stays in the process's resident memory, so over a long run RSS grew towards the size of the
@@ -82,12 +83,11 @@ STORE_PATH_ENV = "GATO_STORE_PATH"
 """Environment variable: the folder stores are kept under (``off``: keep episodes in memory)."""
 
 FORMAT = 2
-"""Version of the files' layout (2: images kept raw or as patches, whichever is smaller); a change of it, or of
-the encoding code, makes new stores."""
+"""Version of the files' layout (2: a file per image field, one-hot patches packed to bits); a change of it, or
+of the encoding code, makes new stores."""
 
-RAW_SHARE = 0.5
-"""An image field is stored as its raw values when they take at most this share of its patches' bytes (expanding
-them costs a little time at every read, so a small saving is not worth it)."""
+PACK_BITS = True
+"""Keep the patches of one-hot image fields packed 8 to a byte (False: as bytes, for comparison)."""
 
 CHUNK_EPISODES = 1000
 """Dataset episodes read, encoded and written at a time while building."""
@@ -267,6 +267,8 @@ class EpisodeStore:
                 return None
             steps = FileRows(target / "steps.npy")
             images = [(form, FileRows(target / f"image-{i}.npy")) for i, form in enumerate(meta["images"])]
+            if any(form["form"] not in ("bits", "patches") for form, _ in images):
+                return None
             starts = np.load(target / "starts.npy")
             returns = np.load(target / "returns.npy")
         except (OSError, ValueError, KeyError, TypeError):
@@ -298,15 +300,15 @@ class EpisodeStore:
                 if row + n > total:
                     overflow = True
                     continue
-                raws = [chunk.field_values(f.path) for f, _ in fields]
-                if forms is None:  # the smaller form of each field, decided by its rows' sizes (not their values)
-                    forms = ["raw" if raw[:1].nbytes <= RAW_SHARE * field_patches(codec, f, raw[:1]).nbytes
-                             else "patches" for (f, _), raw in zip(fields, raws)]
+                # each field's patches in its own dtype (joined with the others' when read, as encoding joins them)
+                cut = [field_patches(codec, f, chunk.field_values(f.path)) for f, _ in fields]
+                if forms is None:
+                    forms = [{"form": "bits" if PACK_BITS and zeros_and_ones(f) else "patches", "dtype": p.dtype.str}
+                             for (f, _), p in zip(fields, cut)]
                     files += [_RowWriter(tmp / f"image-{i}.npy", total) for i in range(len(fields))]
                 files[0].write(enc.steps)
-                for file, form, (f, _), raw in zip(files[1:], forms, fields, raws):
-                    # a field's patches in its own dtype: joined with the others' when read, as encoding joins them
-                    file.write(raw if form == "raw" else field_patches(codec, f, raw))
+                for file, form, p in zip(files[1:], forms, cut):
+                    file.write(pack_bits(p) if form["form"] == "bits" else p)
                 starts.append(row + enc.starts[1:])
                 returns.append(enc.returns)
                 row += n
@@ -373,6 +375,20 @@ def image_fields(codec: SpaceCodec) -> list:
             out.append((f, (first, first + f.n_patches)))
             first += f.n_patches
     return out
+
+
+def zeros_and_ones(f: ImageField) -> bool:
+    """Whether a field's patches hold only 0 and 1: read one-hot, unpooled or max-pooled (a mean-pooled one-hot
+    field holds each value's share of a block)."""
+    return bool(f.levels) and (f.pool == 1 or f.pool_mode == "max")
+
+
+def pack_bits(patches: np.ndarray) -> np.ndarray:
+    """(N, ...) patches of 0s and 1s -> (N, bytes) uint8, 8 values a byte (:meth:`StoredPatches.read` unpacks)."""
+    flat = patches.reshape(len(patches), -1)
+    if flat.size and (flat.max() > 1 or flat.min() < 0):
+        raise RuntimeError("one-hot patches hold a value other than 0 and 1; report this as a bug")
+    return np.packbits(flat != 0, axis=1)
 
 
 def field_patches(codec: SpaceCodec, f: ImageField, values: np.ndarray) -> np.ndarray:
@@ -466,9 +482,9 @@ class StoredPatches:
     """A store's image patches, read as the in-memory array ``EncodedEpisodes.patches`` is: ``patches[lo:hi]`` is
     (hi - lo, patches_per_step, C, P, P) exactly as ``codec.encode_observations`` gives for those rows.
 
-    ``images``: one (form, :class:`FileRows`) per image field of ``codec`` (see :func:`image_fields`): "patches"
-    rows are the field's patches as encoded; "raw" rows are the field's values, which ``ImageField.patches`` cuts
-    (one-hot, pooled, padded) when they are read; ``rows``: the number of rows."""
+    ``images``: one (form, :class:`FileRows`) per image field of ``codec`` (see :func:`image_fields`), form being
+    {"form": "patches" (the field's patches as encoded) or "bits" (its 0/1 patches packed 8 to a byte, see
+    :func:`pack_bits`), "dtype": the patches' dtype}; ``rows``: the number of rows."""
 
     def __init__(self, codec: SpaceCodec, images: list, rows: int):
         self.codec, self.images, self.rows = codec, images, rows
@@ -506,8 +522,12 @@ class StoredPatches:
             return np.zeros((hi - lo, 0, 0, self.codec.patch_size, self.codec.patch_size), np.uint8)
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
-    def _patches(self, f: ImageField, form: str, rows: np.ndarray) -> np.ndarray:
-        return rows if form == "patches" else field_patches(self.codec, f, rows)
+    def _patches(self, f: ImageField, form: dict, rows: np.ndarray) -> np.ndarray:
+        if form["form"] == "patches":
+            return rows
+        shape = (f.n_patches, self.codec.image_channels, self.codec.patch_size, self.codec.patch_size)
+        bits = np.unpackbits(rows, axis=1, count=int(np.prod(shape)))
+        return bits.reshape((len(rows),) + shape).astype(np.dtype(form["dtype"]), copy=False)
 
     def __array__(self, dtype=None, copy=None):
         whole = self.read(0, len(self))
