@@ -32,7 +32,10 @@ What is measured
       code reads its own warm store (built first by an untimed process). ``--batches B`` starts every process's
       sampling with a long run: B batches, RSS read along (a memory-mapped store's file pages grow with the
       batches). ``--store_patches`` adds a warm store that keeps one-hot patches as bytes, not bits (the bytes a
-      timestep takes on disk and the sampling time of each form; the JSON's ``stores``).
+      timestep takes on disk and the sampling time of each form; the JSON's ``stores``); with both, a last process
+      samples B batches from three readings of the store in turns (a memory map of the bytes store, as before;
+      ``FileRows`` over it; over the bits store), whose times the machine's load cannot favour one of
+      (``interleaved_sampling``).
 Usage
     python benchmarks/scaling.py                      # 1 and 2 processes, the resume check; PNG beside the JSON
     python benchmarks/scaling.py --processes 1 2 4 --device cuda   # on a multi-GPU machine
@@ -323,6 +326,67 @@ def long_sampling(task, batches: int, rng) -> dict:
             "anon_growth_mb": last["anon_mb"] - first["anon_mb"]}
 
 
+def interleaved_worker(out: str, batches: int, bits_root: str, bytes_root: str) -> None:
+    """Sampling time of three ways of reading one store, in turns, so that the load of a busy machine falls on all
+    three alike: a memory map of the bytes store (the read path before ``FileRows``: ``mmap`` advised
+    ``MADV_RANDOM``, arrays over it), ``FileRows`` over the bytes store, and over the bits store. Each way draws
+    ``batches`` sample_batch(16) with its own generator of the same seed, so the three draw the same windows."""
+    import mmap
+
+    import numpy as np
+
+    from gato.data.episodes import EncodedEpisodes
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_tasks
+
+    args = TrainingArgs(control_datasets=[_common.DATASET_ID], **MODEL, batch_size=16, training_steps=10**9,
+                        max_minutes=0, report_to=["none"], save_model=False, device="cpu", save_dir=tempfile.mkdtemp(),
+                        exp_name="data-scaling")
+    tasks = {}
+    for name, root in (("pread_bits", bits_root), ("pread_bytes", bytes_root)):
+        os.environ["GATO_STORE_PATH"] = root
+        tasks[name] = build_tasks(args)[0]
+        if tasks[name].store.built:
+            raise SystemExit(f"the {name} store was not built before the interleaved run")
+
+    def mapped(path: Path) -> np.ndarray:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+            buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        buffer.madvise(mmap.MADV_RANDOM)
+        return np.ndarray(shape, dtype, buffer=buffer, offset=offset)
+
+    stored = tasks["pread_bytes"]
+    episodes = stored.episodes
+    meta = json.loads((stored.store.path / "meta.json").read_text())
+    if [i["form"] for i in meta["images"]] != ["patches"]:
+        raise SystemExit(f"the bytes store keeps {meta['images']}")
+    tasks["mmap_bytes"] = copy = build_tasks(args)[0]  # the bytes store again, its rows then mapped instead
+    copy.episodes = EncodedEpisodes(steps=mapped(stored.store.path / "steps.npy"),
+                                    patches=mapped(stored.store.path / "image-0.npy"), starts=episodes.starts,
+                                    returns=episodes.returns)
+    order = ["mmap_bytes", "pread_bytes", "pread_bits"]
+    rngs = {name: np.random.default_rng(0) for name in order}
+    times = {name: np.empty(batches) for name in order}
+    for i in range(-20, batches):  # 20 untimed rounds first
+        for name in order:
+            tick = time.perf_counter()
+            tasks[name].sample_batch(16, tasks[name].codec.vocab, rng=rngs[name])
+            if i >= 0:
+                times[name][i] = time.perf_counter() - tick
+    last = {name: tasks[name].sample_batch(16, tasks[name].codec.vocab, rng=rngs[name]) for name in order}
+    same = all(last[name].patches.tobytes() == last["mmap_bytes"].patches.tobytes() and
+               last[name].tokens.tobytes() == last["mmap_bytes"].tokens.tobytes() for name in order)
+    base = float(np.median(times["mmap_bytes"]))
+    Path(out).write_text(json.dumps({"batches": batches, "same_batches": same, **{name: {
+        "sample_batch_16_ms_median": 1000 * float(np.median(times[name])),
+        "sample_batch_16_ms_mean": 1000 * float(times[name].mean()),
+        "median_vs_mmap_bytes": float(np.median(times[name])) / base} for name in order}}))
+
+
 def data_size_run(episodes: int, args) -> dict:
     """The processes of one data size (see the module docstring)."""
     folder = Path(args.data_root).resolve() / f"gotolocal-{episodes}"
@@ -352,12 +416,25 @@ def data_size_run(episodes: int, args) -> dict:
         _common.log(f"  {runs[mode]}")
     if not runs["store_cold"]["store_built"] or runs["store_warm"]["store_built"]:
         raise SystemExit("the cold run did not build the store, or the warm run built it again")
+    interleaved = None
+    if args.store_patches and args.batches:
+        _common.log(f"{episodes} episodes: interleaved sampling ...")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "result.json"
+            run = subprocess.run([sys.executable, __file__, "--interleaved_worker", str(stores),
+                                  str(stores) + "-patches", "--out", str(out), "--batches", str(args.batches)],
+                                 capture_output=True, text=True, env=env)
+            if run.returncode:
+                raise SystemExit(f"interleaved sampling at {episodes} episodes failed:\n{run.stderr[-4000:]}")
+            interleaved = json.loads(out.read_text())
+        _common.log(f"  {interleaved}")
     store_files = sum(f.stat().st_size for f in stores.rglob("*") if f.is_file())
     steps = runs["in_memory"]["timesteps"]
     stored = {mode: {"store_mb": run["store_mb"], "bytes_per_timestep": run["store_mb"] * 2**20 / steps,
                      "images": run["store_images"], "reads": run["store_reads"]}
               for mode, run in runs.items() if run["stored"]}
     return {"episodes": episodes, "timesteps": steps, "store_mb_on_disk": store_files / 2**20, "stores": stored,
+            **({"interleaved_sampling": interleaved} if interleaved else {}),
             "runs": runs, "store_warm_vs_in_memory": _ratios(runs["store_warm"], runs["in_memory"], with_task=True),
             **({"store_warm_vs_before": _ratios(runs["store_warm"], runs["before"], with_task=True)}
                if "before" in runs else {})}
@@ -434,11 +511,16 @@ def main() -> None:
     parser.add_argument("--train_worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data_worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved_worker", nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--make_data", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.data_worker:
         with _common.stdout_to_stderr():
             data_worker(args.out, batches=args.batches)
+        return
+    if args.interleaved_worker:
+        with _common.stdout_to_stderr():
+            interleaved_worker(args.out, args.batches, *args.interleaved_worker)
         return
     if args.make_data:
         with _common.stdout_to_stderr():
