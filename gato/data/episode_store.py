@@ -404,7 +404,8 @@ def field_patches(codec: SpaceCodec, f: ImageField, values: np.ndarray) -> np.nd
 
 class FileRows:
     """The rows of a ``.npy`` file, read from it when sliced (``os.pread``): ``rows[lo:hi]`` is a new array, as
-    the in-memory array's slice would read; nothing of the file stays in the process's memory.
+    the in-memory array's slice would read (read-only, as a view of it might be); nothing of the file stays in
+    the process's memory.
 
     A memory-mapped file would serve slices without a copy, but every page a slice touches then stays mapped
     and counts in the process's resident memory (up to the file's size over a long run, see the module
@@ -446,17 +447,16 @@ class FileRows:
         return np.asarray(self)[key]
 
     def read(self, lo: int, hi: int) -> np.ndarray:
-        """Rows ``lo .. hi - 1`` as a new (writable) array."""
-        out = np.empty((hi - lo,) + self.shape[1:], self.dtype)
-        buffer = memoryview(out.reshape(-1).view(np.uint8))
-        done, at = 0, self.offset + lo * self.row_bytes
-        while done < len(buffer):
-            got = os.preadv(self._fd, [buffer[done:]], at + done)
-            if got <= 0:
+        """Rows ``lo .. hi - 1`` as a new read-only array (over the bytes read: one copy, from the page cache)."""
+        size, at = (hi - lo) * self.row_bytes, self.offset + lo * self.row_bytes
+        data = os.pread(self._fd, size, at)
+        while len(data) < size:  # a short read: interrupted, or the file cut since it was opened
+            more = os.pread(self._fd, size - len(data), at + len(data))
+            if not more:
                 raise OSError(f"{self.path} ended before row {hi} (truncated since it was opened?); delete its "
                               "folder and start again to rebuild the store")
-            done += got
-        return out
+            data += more
+        return np.frombuffer(data, self.dtype).reshape((hi - lo,) + self.shape[1:])
 
     def __array__(self, dtype=None, copy=None):
         whole = self.read(0, len(self))
@@ -488,7 +488,11 @@ class StoredPatches:
 
     def __init__(self, codec: SpaceCodec, images: list, rows: int):
         self.codec, self.images, self.rows = codec, images, rows
-        self.fields = [f for f, _ in image_fields(codec)]
+        P = codec.patch_size
+        # per field: its rows' file, and for bits the shape and dtype of a row's patches (computed once: a
+        # read is a few rows, and sampling makes dozens of reads a batch)
+        self._parts = [(rows, form["form"] == "bits", (f.n_patches, codec.image_channels, P, P),
+                        np.dtype(form["dtype"])) for (f, _), (form, rows) in zip(image_fields(codec), images)]
 
     def __len__(self) -> int:
         return self.rows
@@ -517,17 +521,23 @@ class StoredPatches:
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         """The patches of rows ``lo .. hi - 1``."""
-        parts = [self._patches(f, form, rows.read(lo, hi)) for f, (form, rows) in zip(self.fields, self.images)]
+        parts = [self._unpacked(rows.read(lo, hi), shape, dtype) if bits else rows.read(lo, hi)
+                 for rows, bits, shape, dtype in self._parts]
         if not parts:  # as encode_observations gives for observations without images
             return np.zeros((hi - lo, 0, 0, self.codec.patch_size, self.codec.patch_size), np.uint8)
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
-    def _patches(self, f: ImageField, form: dict, rows: np.ndarray) -> np.ndarray:
-        if form["form"] == "patches":
-            return rows
-        shape = (f.n_patches, self.codec.image_channels, self.codec.patch_size, self.codec.patch_size)
-        bits = np.unpackbits(rows, axis=1, count=int(np.prod(shape)))
-        return bits.reshape((len(rows),) + shape).astype(np.dtype(form["dtype"]), copy=False)
+    @staticmethod
+    def _unpacked(rows: np.ndarray, shape: tuple, dtype) -> np.ndarray:
+        """(n, bytes) packed rows -> (n, *shape) patches of 0s and 1s in ``dtype``."""
+        count = int(np.prod(shape))
+        # whole bytes (P * P a multiple of 8): one unpacking of the flat bytes, the fastest numpy has
+        if count == 8 * rows.shape[1]:
+            bits = np.unpackbits(rows.reshape(-1))
+        else:
+            bits = np.unpackbits(rows, axis=1, count=count)
+        patches = bits.reshape((len(rows),) + shape)
+        return patches if patches.dtype == dtype else patches.astype(dtype)
 
     def __array__(self, dtype=None, copy=None):
         whole = self.read(0, len(self))
