@@ -308,20 +308,21 @@ def data_worker(out: str, samples: int = 50, batches: int = 0) -> None:
 def long_sampling(task, batches: int, rng) -> dict:
     """``batches`` sample_batch(16) calls one after the other, as a long training run makes them: resident memory
     (all, anonymous, mapped files) before the first and after 1, 2, 5, 10, 20, 50, ... and the last; median and
-    mean milliseconds per batch."""
+    mean milliseconds per batch (and the median of this thread's CPU time)."""
     import numpy as np
 
     marks = {m * 10**e for e in range(9) for m in (1, 2, 5)} | {batches}
-    memory, times = [{"batches": 0, **_memory_now()}], np.empty(batches)
+    memory, times, cpu = [{"batches": 0, **_memory_now()}], np.empty(batches), np.empty(batches)
     for i in range(batches):
-        tick = time.perf_counter()
+        tick, tock = time.perf_counter(), time.thread_time()
         task.sample_batch(16, task.codec.vocab, rng=rng)
-        times[i] = time.perf_counter() - tick
+        times[i], cpu[i] = time.perf_counter() - tick, time.thread_time() - tock
         if i + 1 in marks:
             memory.append({"batches": i + 1, **_memory_now()})
     first, last = memory[0], memory[-1]
     return {"batches": batches, "sample_batch_16_ms_median": 1000 * float(np.median(times)),
-            "sample_batch_16_ms_mean": 1000 * float(times.mean()), "memory": memory,
+            "sample_batch_16_ms_mean": 1000 * float(times.mean()),
+            "sample_batch_16_cpu_ms_median": 1000 * float(np.median(cpu)), "memory": memory,
             "rss_growth_mb": last["rss_mb"] - first["rss_mb"], "file_growth_mb": last["file_mb"] - first["file_mb"],
             "anon_growth_mb": last["anon_mb"] - first["anon_mb"]}
 
@@ -330,7 +331,9 @@ def interleaved_worker(out: str, batches: int, bits_root: str, bytes_root: str) 
     """Sampling time of three ways of reading one store, in turns, so that the load of a busy machine falls on all
     three alike: a memory map of the bytes store (the read path before ``FileRows``: ``mmap`` advised
     ``MADV_RANDOM``, arrays over it), ``FileRows`` over the bytes store, and over the bits store. Each way draws
-    ``batches`` sample_batch(16) with its own generator of the same seed, so the three draw the same windows."""
+    ``batches`` sample_batch(16) with its own generator of the same seed, so the three draw the same windows.
+    Wall-clock and CPU (this thread's user and system) time per batch: on a shared machine the CPU time leaves out
+    the time the process waited for a core."""
     import mmap
 
     import numpy as np
@@ -371,20 +374,24 @@ def interleaved_worker(out: str, batches: int, bits_root: str, bytes_root: str) 
     order = ["mmap_bytes", "pread_bytes", "pread_bits"]
     rngs = {name: np.random.default_rng(0) for name in order}
     times = {name: np.empty(batches) for name in order}
+    cpu = {name: np.empty(batches) for name in order}
     for i in range(-20, batches):  # 20 untimed rounds first; each round starts with the next way (no way always first)
         for name in order[i % 3:] + order[: i % 3]:
-            tick = time.perf_counter()
+            tick, tock = time.perf_counter(), time.thread_time()
             tasks[name].sample_batch(16, tasks[name].codec.vocab, rng=rngs[name])
             if i >= 0:
-                times[name][i] = time.perf_counter() - tick
+                times[name][i], cpu[name][i] = time.perf_counter() - tick, time.thread_time() - tock
     last = {name: tasks[name].sample_batch(16, tasks[name].codec.vocab, rng=rngs[name]) for name in order}
     same = all(last[name].patches.tobytes() == last["mmap_bytes"].patches.tobytes() and
                last[name].tokens.tobytes() == last["mmap_bytes"].tokens.tobytes() for name in order)
-    base = float(np.median(times["mmap_bytes"]))
+    base, base_cpu = float(np.median(times["mmap_bytes"])), float(np.median(cpu["mmap_bytes"]))
     Path(out).write_text(json.dumps({"batches": batches, "same_batches": same, **{name: {
         "sample_batch_16_ms_median": 1000 * float(np.median(times[name])),
         "sample_batch_16_ms_mean": 1000 * float(times[name].mean()),
-        "median_vs_mmap_bytes": float(np.median(times[name])) / base} for name in order}}))
+        "sample_batch_16_cpu_ms_median": 1000 * float(np.median(cpu[name])),
+        "sample_batch_16_cpu_ms_mean": 1000 * float(cpu[name].mean()),
+        "median_vs_mmap_bytes": float(np.median(times[name])) / base,
+        "cpu_median_vs_mmap_bytes": float(np.median(cpu[name])) / base_cpu} for name in order}}))
 
 
 def data_size_run(episodes: int, args) -> dict:
