@@ -300,8 +300,10 @@ class EpisodeStore:
                 if row + n > total:
                     overflow = True
                     continue
-                # each field's patches in its own dtype (joined with the others' when read, as encoding joins them)
-                cut = [field_patches(codec, f, chunk.field_values(f.path)) for f, _ in fields]
+                # each field's patches in its own dtype (joined with the others' when read, as encoding joins them);
+                # one field's are the encoded patches themselves
+                cut = [enc.patches] if len(fields) == 1 else [field_patches(codec, f, chunk.field_values(f.path))
+                                                              for f, _ in fields]
                 if forms is None:
                     forms = [{"form": "bits" if PACK_BITS and zeros_and_ones(f) else "patches", "dtype": p.dtype.str}
                              for (f, _), p in zip(fields, cut)]
