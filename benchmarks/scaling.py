@@ -21,21 +21,29 @@ What is measured
 
     * Data size (``--data_sizes N ...``, instead of the two above): for each size, a BabyAI GoToLocal dataset of N
       episodes (made under ``--data_root`` if missing) and three fresh processes, one after the other: episodes in
-      memory as before (``GATO_STORE_PATH=off``), the memory-mapped store built from nothing (cold), and opened
+      memory as before (``GATO_STORE_PATH=off``), the episode store built from nothing (cold), and opened
       once built (warm). Each reports seconds to build the task, resident memory after it (RSS, split into anonymous
       pages and pages of mapped files, which the page cache shares between processes; and the peak),
       ``sample_batch(16)`` milliseconds (median of 50 after 5 untimed), and seconds from the process's start to the
       end of its first training step. The JSON gives each store figure against the in-memory one, and each size's
       against the first size's. ``--baseline_src DIR`` adds a fourth process first, "before": the same
       measurements with the ``gato`` package of DIR (e.g. ``git archive main | tar -x -C DIR``: the code before
-      the store, whose sampling also recomputed per batch what grows with the data).
-
+      the store, whose sampling also recomputed per batch what grows with the data); with ``--baseline_store`` that
+      code reads its own warm store (built first by an untimed process). ``--batches B`` starts every process's
+      sampling with a long run: B batches, RSS read along (a memory-mapped store's file pages grow with the
+      batches). ``--store_patches`` adds a warm store that keeps one-hot patches as bytes, not bits (the bytes a
+      timestep takes on disk and the sampling time of each form; the JSON's ``stores``); with both, a last process
+      samples B batches from three readings of the store in turns (a memory map of the bytes store, as before;
+      ``FileRows`` over it; over the bits store), whose times the machine's load cannot favour one of
+      (``interleaved_sampling``).
 Usage
     python benchmarks/scaling.py                      # 1 and 2 processes, the resume check; PNG beside the JSON
     python benchmarks/scaling.py --processes 1 2 4 --device cuda   # on a multi-GPU machine
     python benchmarks/scaling.py --train_throughput --processes 1 2 --modes ddp fsdp   # 1 process, 2 DDP, 2 FSDP
 
     python benchmarks/scaling.py --data_sizes 10000 100000 --data_root .bench/data   # data larger than memory
+    python benchmarks/scaling.py --data_sizes 10000 --batches 5000 --store_patches \
+        --baseline_src DIR --baseline_store            # resident memory over a long run, store against store
 
 Progress goes to stderr; a single JSON object is printed on stdout at the end.
 """
@@ -246,8 +254,10 @@ def _memory_now() -> dict:
             "peak_mb": fields["VmHWM"]}
 
 
-def data_worker(out: str, samples: int = 50) -> None:
-    """One process of the data-size part: build the GoToLocal task, time sample_batch(16), take a training step."""
+def data_worker(out: str, samples: int = 50, batches: int = 0) -> None:
+    """One process of the data-size part: build the GoToLocal task, time sample_batch(16), take a training step.
+    With ``batches``, first a long run: ``batches`` sample_batch(16) calls, resident memory read along it (see
+    :func:`long_sampling`)."""
     import numpy as np
     import psutil
 
@@ -255,6 +265,10 @@ def data_worker(out: str, samples: int = 50) -> None:
     from gato.training.run import build_tasks, build_trainer
 
     started = psutil.Process().create_time()  # the process's start: interpreter and imports count
+    if os.environ.get("BENCH_STORE_IMAGES") == "patches":  # one-hot patches kept as bytes, not bits (as before)
+        from gato.data import episode_store
+
+        episode_store.PACK_BITS = False
     args = TrainingArgs(control_datasets=[_common.DATASET_ID], **MODEL, batch_size=16, training_steps=10**9,
                         max_minutes=0, report_to=["none"], save_model=False, device="cpu", save_dir=tempfile.mkdtemp(),
                         exp_name="data-scaling")
@@ -264,6 +278,7 @@ def data_worker(out: str, samples: int = 50) -> None:
     after_task = _memory_now()
     task = tasks[0]
     rng = np.random.default_rng(0)
+    long_run = long_sampling(task, batches, rng) if batches else None  # first: RSS from the first batch on
     for _ in range(5):
         task.sample_batch(16, task.codec.vocab, rng=rng)
     times = []
@@ -275,49 +290,184 @@ def data_worker(out: str, samples: int = 50) -> None:
     trainer.train_step()
     first_step = time.time() - started
     store = getattr(task, "store", None)  # None also in code from before the store (--baseline_src)
+    path = getattr(store, "path", None)
+    meta = json.loads((path / "meta.json").read_text()) if path is not None else {}
     Path(out).write_text(json.dumps({
         "episodes": int(len(task.episodes.lengths)), "timesteps": int(task.episodes.starts[-1]),
         "gato": list(sys.modules["gato"].__path__)[0],
         "stored": store is not None, "store_built": bool(store is not None and store.built),
+        "store_reads": type(task.episodes.steps).__name__,
+        "store_images": [i["form"] if isinstance(i, dict) else i  # the code before the bits kept patches
+                         for i in meta.get("images", ["patches"] * bool(store))],
+        "store_mb": sum(f.stat().st_size for f in path.iterdir()) / 2**20 if path is not None else None,
         "task_seconds": task_seconds, "memory_after_task": after_task, "memory_after_first_step": _memory_now(),
-        "sample_batch_16_ms": 1000 * float(np.median(times)), "seconds_to_first_step": first_step}))
+        "sample_batch_16_ms": 1000 * float(np.median(times)), "seconds_to_first_step": first_step,
+        **({"long_sampling": long_run} if long_run else {})}))
+
+
+def long_sampling(task, batches: int, rng) -> dict:
+    """``batches`` sample_batch(16) calls one after the other, as a long training run makes them: resident memory
+    (all, anonymous, mapped files) before the first and after 1, 2, 5, 10, 20, 50, ... and the last; median and
+    mean milliseconds per batch (and the median of this thread's CPU time)."""
+    import numpy as np
+
+    marks = {m * 10**e for e in range(9) for m in (1, 2, 5)} | {batches}
+    memory, times, cpu = [{"batches": 0, **_memory_now()}], np.empty(batches), np.empty(batches)
+    for i in range(batches):
+        tick, tock = time.perf_counter(), time.thread_time()
+        task.sample_batch(16, task.codec.vocab, rng=rng)
+        times[i], cpu[i] = time.perf_counter() - tick, time.thread_time() - tock
+        if i + 1 in marks:
+            memory.append({"batches": i + 1, **_memory_now()})
+    first, last = memory[0], memory[-1]
+    return {"batches": batches, "sample_batch_16_ms_median": 1000 * float(np.median(times)),
+            "sample_batch_16_ms_mean": 1000 * float(times.mean()),
+            "sample_batch_16_cpu_ms_median": 1000 * float(np.median(cpu)), "memory": memory,
+            "rss_growth_mb": last["rss_mb"] - first["rss_mb"], "file_growth_mb": last["file_mb"] - first["file_mb"],
+            "anon_growth_mb": last["anon_mb"] - first["anon_mb"]}
+
+
+def interleaved_worker(out: str, batches: int, bits_root: str, bytes_root: str) -> None:
+    """Sampling time of three ways of reading one store, in turns, so that the load of a busy machine falls on all
+    three alike: a memory map of the bytes store (the read path before ``FileRows``: ``mmap`` advised
+    ``MADV_RANDOM``, arrays over it), ``FileRows`` over the bytes store, and over the bits store. Each way draws
+    ``batches`` sample_batch(16) with its own generator of the same seed, so the three draw the same windows.
+    Wall-clock and CPU (this thread's user and system) time per batch: on a shared machine the CPU time leaves out
+    the time the process waited for a core."""
+    import mmap
+
+    import numpy as np
+
+    from gato.data.episodes import EncodedEpisodes
+    from gato.training.arguments import TrainingArgs
+    from gato.training.run import build_tasks
+
+    args = TrainingArgs(control_datasets=[_common.DATASET_ID], **MODEL, batch_size=16, training_steps=10**9,
+                        max_minutes=0, report_to=["none"], save_model=False, device="cpu", save_dir=tempfile.mkdtemp(),
+                        exp_name="data-scaling")
+    tasks = {}
+    for name, root in (("pread_bits", bits_root), ("pread_bytes", bytes_root)):
+        os.environ["GATO_STORE_PATH"] = root
+        tasks[name] = build_tasks(args)[0]
+        if tasks[name].store.built:
+            raise SystemExit(f"the {name} store was not built before the interleaved run")
+
+    def mapped(path: Path) -> np.ndarray:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+            buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        buffer.madvise(mmap.MADV_RANDOM)
+        return np.ndarray(shape, dtype, buffer=buffer, offset=offset)
+
+    stored = tasks["pread_bytes"]
+    episodes = stored.episodes
+    meta = json.loads((stored.store.path / "meta.json").read_text())
+    if [i["form"] for i in meta["images"]] != ["patches"]:
+        raise SystemExit(f"the bytes store keeps {meta['images']}")
+    tasks["mmap_bytes"] = copy = build_tasks(args)[0]  # the bytes store again, its rows then mapped instead
+    copy.episodes = EncodedEpisodes(steps=mapped(stored.store.path / "steps.npy"),
+                                    patches=mapped(stored.store.path / "image-0.npy"), starts=episodes.starts,
+                                    returns=episodes.returns)
+    order = ["mmap_bytes", "pread_bytes", "pread_bits"]
+    rngs = {name: np.random.default_rng(0) for name in order}
+    times = {name: np.empty(batches) for name in order}
+    cpu = {name: np.empty(batches) for name in order}
+    for i in range(-20, batches):  # 20 untimed rounds first; each round starts with the next way (no way always first)
+        for name in order[i % 3:] + order[: i % 3]:
+            tick, tock = time.perf_counter(), time.thread_time()
+            tasks[name].sample_batch(16, tasks[name].codec.vocab, rng=rngs[name])
+            if i >= 0:
+                times[name][i], cpu[name][i] = time.perf_counter() - tick, time.thread_time() - tock
+    last = {name: tasks[name].sample_batch(16, tasks[name].codec.vocab, rng=rngs[name]) for name in order}
+    same = all(last[name].patches.tobytes() == last["mmap_bytes"].patches.tobytes() and
+               last[name].tokens.tobytes() == last["mmap_bytes"].tokens.tobytes() for name in order)
+    base, base_cpu = float(np.median(times["mmap_bytes"])), float(np.median(cpu["mmap_bytes"]))
+    Path(out).write_text(json.dumps({"batches": batches, "same_batches": same, **{name: {
+        "sample_batch_16_ms_median": 1000 * float(np.median(times[name])),
+        "sample_batch_16_ms_mean": 1000 * float(times[name].mean()),
+        "sample_batch_16_cpu_ms_median": 1000 * float(np.median(cpu[name])),
+        "sample_batch_16_cpu_ms_mean": 1000 * float(cpu[name].mean()),
+        "median_vs_mmap_bytes": float(np.median(times[name])) / base,
+        "cpu_median_vs_mmap_bytes": float(np.median(cpu[name])) / base_cpu} for name in order}}))
 
 
 def data_size_run(episodes: int, args) -> dict:
-    """The three processes of one data size (see the module docstring)."""
+    """The processes of one data size (see the module docstring)."""
     folder = Path(args.data_root).resolve() / f"gotolocal-{episodes}"
     stores = Path(args.data_root).resolve() / f"stores-{episodes}"
     env = {**os.environ, "MINARI_DATASETS_PATH": str(folder), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, __file__, "--make_data", str(episodes)], env=env, check=True)
+    modes = (["before"] if args.baseline_src else []) + ["in_memory", "store_cold", "store_warm"]
+    if args.store_patches:
+        modes.append("store_patches")
     runs = {}
-    for mode in (["before"] if args.baseline_src else []) + ["in_memory", "store_cold", "store_warm"]:
-        if mode == "store_cold":
+    for mode in modes:
+        where, extra = str(stores), {}
+        if mode == "before":
+            where = str(stores) + "-before" if args.baseline_store else "off"
+            extra = {"PYTHONPATH": str(Path(args.baseline_src).resolve())}
+        elif mode == "in_memory":
+            where = "off"
+        elif mode == "store_cold":
             shutil.rmtree(stores, ignore_errors=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "result.json"
-            _common.log(f"{episodes} episodes: {mode} ...")
-            where = "off" if mode in ("before", "in_memory") else str(stores)
-            code = {"PYTHONPATH": str(Path(args.baseline_src).resolve())} if mode == "before" else {}
-            run = subprocess.run([sys.executable, __file__, "--data_worker", "--out", str(out)], capture_output=True,
-                                 text=True, env={**env, "GATO_STORE_PATH": where, **code})
-            if run.returncode:
-                raise SystemExit(f"{mode} at {episodes} episodes failed:\n{run.stderr[-4000:]}")
-            runs[mode] = json.loads(out.read_text())
-            _common.log(f"  {runs[mode]}")
+        elif mode == "store_patches":
+            where, extra = str(stores) + "-patches", {"BENCH_STORE_IMAGES": "patches"}
+        if mode in ("before", "store_patches") and where != "off":
+            _common.log(f"{episodes} episodes: {mode}, its store built first (untimed) ...")
+            _data_process(args, {**env, "GATO_STORE_PATH": where, **extra}, f"{mode} (build)", episodes, 0)
+        _common.log(f"{episodes} episodes: {mode} ...")
+        runs[mode] = _data_process(args, {**env, "GATO_STORE_PATH": where, **extra}, mode, episodes, args.batches)
+        _common.log(f"  {runs[mode]}")
     if not runs["store_cold"]["store_built"] or runs["store_warm"]["store_built"]:
         raise SystemExit("the cold run did not build the store, or the warm run built it again")
+    interleaved = None
+    if args.store_patches and args.batches:
+        _common.log(f"{episodes} episodes: interleaved sampling ...")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "result.json"
+            run = subprocess.run([sys.executable, __file__, "--interleaved_worker", str(stores),
+                                  str(stores) + "-patches", "--out", str(out), "--batches", str(args.batches)],
+                                 capture_output=True, text=True, env=env)
+            if run.returncode:
+                raise SystemExit(f"interleaved sampling at {episodes} episodes failed:\n{run.stderr[-4000:]}")
+            interleaved = json.loads(out.read_text())
+        _common.log(f"  {interleaved}")
     store_files = sum(f.stat().st_size for f in stores.rglob("*") if f.is_file())
-    return {"episodes": episodes, "timesteps": runs["in_memory"]["timesteps"], "store_mb_on_disk": store_files / 2**20,
+    steps = runs["in_memory"]["timesteps"]
+    stored = {mode: {"store_mb": run["store_mb"], "bytes_per_timestep": run["store_mb"] * 2**20 / steps,
+                     "images": run["store_images"], "reads": run["store_reads"]}
+              for mode, run in runs.items() if run["stored"]}
+    return {"episodes": episodes, "timesteps": steps, "store_mb_on_disk": store_files / 2**20, "stores": stored,
+            **({"interleaved_sampling": interleaved} if interleaved else {}),
             "runs": runs, "store_warm_vs_in_memory": _ratios(runs["store_warm"], runs["in_memory"], with_task=True),
             **({"store_warm_vs_before": _ratios(runs["store_warm"], runs["before"], with_task=True)}
                if "before" in runs else {})}
 
 
+def _data_process(args, env: dict, mode: str, episodes: int, batches: int) -> dict:
+    """One fresh :func:`data_worker` process; its JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        run = subprocess.run([sys.executable, __file__, "--data_worker", "--out", str(out), "--batches", str(batches)],
+                             capture_output=True, text=True, env=env)
+        if run.returncode:
+            raise SystemExit(f"{mode} at {episodes} episodes failed:\n{run.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
 def _ratios(run: dict, base: dict, with_task: bool = False) -> dict:
     """``run``'s figures over ``base``'s: resident memory after the task, sampling, first step (and task build)."""
     keys = ["sample_batch_16_ms", "seconds_to_first_step"] + (["task_seconds"] if with_task else [])
+    long = {}
+    if "long_sampling" in run and "long_sampling" in base:
+        a, b = run["long_sampling"], base["long_sampling"]
+        long = {"long_sampling_ms_median": a["sample_batch_16_ms_median"] / b["sample_batch_16_ms_median"],
+                "rss_after_long_sampling": a["memory"][-1]["rss_mb"] / b["memory"][-1]["rss_mb"]}
     return {"rss_after_task": run["memory_after_task"]["rss_mb"] / base["memory_after_task"]["rss_mb"],
-            **{k: run[k] / base[k] for k in keys}}
+            **{k: run[k] / base[k] for k in keys}, **long}
 
 
 def data_sizes(args) -> dict:
@@ -357,15 +507,27 @@ def main() -> None:
                         help="folder of the data-size part's datasets (gotolocal-N) and stores (stores-N)")
     parser.add_argument("--baseline_src", default=None,
                         help="data-size part: also measure the gato package of this folder (the code before)")
+    parser.add_argument("--baseline_store", action="store_true",
+                        help="data-size part: the code of --baseline_src reads its own store (built first, untimed), "
+                             "not episodes in memory")
+    parser.add_argument("--batches", type=int, default=0,
+                        help="data-size part: each process also samples this many batches, resident memory read along")
+    parser.add_argument("--store_patches", action="store_true",
+                        help="data-size part: also a warm store that keeps one-hot patches as bytes (not bits)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--train_worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data_worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved_worker", nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--make_data", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.data_worker:
         with _common.stdout_to_stderr():
-            data_worker(args.out)
+            data_worker(args.out, batches=args.batches)
+        return
+    if args.interleaved_worker:
+        with _common.stdout_to_stderr():
+            interleaved_worker(args.out, args.batches, *args.interleaved_worker)
         return
     if args.make_data:
         with _common.stdout_to_stderr():

@@ -1,4 +1,4 @@
-"""The memory-mapped episode store (gato.data.episode_store): the same batches as episodes kept in memory, rebuilt
+"""The episode store (gato.data.episode_store): the same batches as episodes kept in memory, rebuilt
 when the dataset or the codec changes, never half-used after a killed build, built once by processes that start
 together, and never reading the dataset's file again once built."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import mmap
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gato.data.episode_store import STORE_PATH_ENV
+from gato.data.episode_store import STORE_PATH_ENV, FileRows
 from gato.data.episodes import DamagedDatasetError, DataStats, EncodedEpisodes, RawEpisodes, load_minari
 from gato.tasks.control_task import ControlTask
 from gato.vocab import Vocab
@@ -86,7 +85,7 @@ OPTIONS = [dict(),
 def test_store_gives_the_batches_of_the_in_memory_path(babyai_id, options):
     memory, stored = task(babyai_id, store=False, **options), task(babyai_id, **options)
     assert memory.store is None and stored.store is not None and stored.store.built
-    assert isinstance(stored.episodes.steps.base, mmap.mmap) and memory.episodes.steps.base is None
+    assert isinstance(stored.episodes.steps, FileRows) and memory.episodes.steps.base is None
     assert stored.codec.layout() == memory.codec.layout()  # fitted from the saved statistics, as from the episodes
     for a, b in zip(batches(memory), batches(stored)):
         assert_same_batch(a, b)

@@ -1,4 +1,4 @@
-"""Encoded episodes kept on disk as memory-mapped arrays: built once per (dataset, codec), shared by processes.
+"""Encoded episodes kept on disk, read a few rows at a time: built once per (dataset, codec), shared by processes.
 
 A ``ControlTask`` would otherwise read every episode of its dataset into memory and encode it at start-up,
 in every process. Instead, the first start reads the dataset in chunks and writes, under a folder named
@@ -10,11 +10,21 @@ by a hash of the dataset's identity:
 * one folder per codec, named by a hash of its full description (spaces, fitted overrides, text budgets,
   task id, vocabulary layout, the tokenizer's encoding of the dataset's strings, and the source of the
   encoding code), holding ``steps.npy`` (total, S) token rows in the smallest unsigned type the
-  vocabulary fits, ``patches.npy`` (total, n_patches, C, P, P), ``starts.npy`` (E+1,) row offsets,
-  ``returns.npy`` (E,) and ``meta.json``: flat arrays back to back and an offsets index, memory-mapped
-  read-only (:func:`map_npy`: as ``numpy.load(mmap_mode="r")``, advised for random access). Private memory
-  then holds a few numbers per episode, whatever the size of the data; the pages batches read are the
-  page cache's, shared by every process of a machine and given back under memory pressure.
+  vocabulary fits, one ``image-<i>.npy`` per image field (its patches), ``starts.npy`` (E+1,) row offsets,
+  ``returns.npy`` (E,) and ``meta.json``: flat arrays back to back and an offsets index.
+
+An image field read one-hot (a symbolic grid: BabyAI's 7x7x3 object ids) has patches of 0s and 1s, one channel
+per value: they are kept packed 8 to a byte (``meta.json``'s ``images``: "bits") and unpacked when rows are read
+(:class:`StoredPatches`), which costs microseconds; GoToLocal's grid then takes 192 bytes a timestep, not 1,536.
+(Keeping the raw grid, 147 bytes, and cutting it into one-hot patches at every read was measured 5x slower to
+sample: docs/EXPERIMENTS.md.) Other images keep their patches in their own dtype.
+
+Rows are read with ``os.pread`` when sampled (:class:`FileRows`), not memory-mapped: a mapped page that a
+batch touched stays in the process's resident memory, so over a long run RSS grew towards the size of the
+store; a read copies the rows it needs into a buffer freed with the batch, and the page cache (shared by
+every process of a machine, given back under memory pressure) is not counted as the process's. Private
+memory holds a few numbers per episode, whatever the size of the data. The build writes the files with
+plain sequential writes for the same reason.
 
 The dataset's identity is its id, the name, size and modification time (ns) of each file in its ``data``
 folder, a hash of ``metadata.json`` and of the episode indices read (a filtered MinariDataset is another
@@ -44,9 +54,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import functools
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import tempfile
@@ -57,14 +67,27 @@ import numpy as np
 from gymnasium import spaces
 
 from gato import atomic
-from gato.codec import ACTION_TEXT, DatasetValueError, FieldSpec, SpaceCodec, TextField, batch_length, dotted
+from gato.codec import (
+    ACTION_TEXT,
+    DatasetValueError,
+    FieldSpec,
+    ImageField,
+    SpaceCodec,
+    TextField,
+    batch_length,
+    dotted,
+)
 from gato.data.episodes import DataStats, EncodedEpisodes, RawEpisodes
 
 STORE_PATH_ENV = "GATO_STORE_PATH"
 """Environment variable: the folder stores are kept under (``off``: keep episodes in memory)."""
 
-FORMAT = 1
-"""Version of the files' layout; a change of it, or of the encoding code, makes new stores."""
+FORMAT = 2
+"""Version of the files' layout (2: a file per image field, one-hot patches packed to bits); a change of it, or
+of the encoding code, makes new stores."""
+
+PACK_BITS = True
+"""Keep the patches of one-hot image fields packed 8 to a byte (False: as bytes, for comparison)."""
 
 CHUNK_EPISODES = 1000
 """Dataset episodes read, encoded and written at a time while building."""
@@ -148,8 +171,8 @@ class EpisodeStore:
         self.built = False
 
     def load(self, make_codec) -> tuple[SpaceCodec, EncodedEpisodes]:
-        """The codec ``make_codec(stats)`` fits and the episodes it encodes, memory-mapped. Reads the dataset
-        only when the statistics or this codec's store are not on disk yet; then builds them, one process
+        """The codec ``make_codec(stats)`` fits and the episodes it encodes, read from the store's files. Reads the
+        dataset only when the statistics or this codec's store are not on disk yet; then builds them, one process
         at a time."""
         self.built = False
         stats = self._read_stats()
@@ -242,15 +265,20 @@ class EpisodeStore:
             meta = json.loads((target / "meta.json").read_text())
             if meta.get("key") != key:
                 return None
-            steps, patches = map_npy(target / "steps.npy"), map_npy(target / "patches.npy")
+            steps = FileRows(target / "steps.npy")
+            images = [(form, FileRows(target / f"image-{i}.npy")) for i, form in enumerate(meta["images"])]
+            if any(form["form"] not in ("bits", "patches") for form, _ in images):
+                return None
             starts = np.load(target / "starts.npy")
             returns = np.load(target / "returns.npy")
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if (steps.shape != (meta["steps"], codec.tokens_per_step) or len(patches) != meta["steps"]
+        if (steps.shape != (meta["steps"], codec.tokens_per_step) or len(images) != len(image_fields(codec))
+                or any(len(rows) != meta["steps"] for _, rows in images)
                 or len(starts) != meta["episodes"] + 1 or len(returns) != meta["episodes"] or starts[-1] != len(steps)):
             return None
-        return EncodedEpisodes(steps=steps, patches=patches, starts=starts, returns=returns)
+        return EncodedEpisodes(steps=steps, patches=StoredPatches(codec, images, len(steps)), starts=starts,
+                               returns=returns)
 
     def _build(self, codec: SpaceCodec, chunks, total: int, settle=None) -> bool:
         """Encode ``chunks`` with ``codec`` into ``total`` rows of files in a temporary folder, renamed into
@@ -260,9 +288,10 @@ class EpisodeStore:
         dtype = np.uint16 if codec.vocab.size <= np.iinfo(np.uint16).max + 1 else np.int32
         starts, returns = [np.zeros(1, np.int64)], []
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}.writing-", dir=self.dir))
+        fields = image_fields(codec)
+        files = [_RowWriter(tmp / "steps.npy", total, dtype)]
         try:
-            steps = np.lib.format.open_memmap(tmp / "steps.npy", "w+", dtype, (total, codec.tokens_per_step))
-            patches, row, overflow = None, 0, False
+            forms, row, overflow = None, 0, False
             for chunk in chunks:
                 if overflow or not len(chunk):
                     continue  # past ``total`` rows: only read on, for the statistics ``settle`` needs
@@ -271,34 +300,41 @@ class EpisodeStore:
                 if row + n > total:
                     overflow = True
                     continue
-                if patches is None:
-                    patches = np.lib.format.open_memmap(tmp / "patches.npy", "w+", enc.patches.dtype,
-                                                        (total,) + enc.patches.shape[1:])
-                steps[row : row + n] = enc.steps
-                patches[row : row + n] = enc.patches
+                # each field's patches in its own dtype (joined with the others' when read, as encoding joins them);
+                # one field's are the encoded patches themselves
+                cut = [enc.patches] if len(fields) == 1 else [field_patches(codec, f, chunk.field_values(f.path))
+                                                              for f, _ in fields]
+                if forms is None:
+                    forms = [{"form": "bits" if PACK_BITS and zeros_and_ones(f) else "patches", "dtype": p.dtype.str}
+                             for (f, _), p in zip(fields, cut)]
+                    files += [_RowWriter(tmp / f"image-{i}.npy", total) for i in range(len(fields))]
+                files[0].write(enc.steps)
+                for file, form, p in zip(files[1:], forms, cut):
+                    file.write(pack_bits(p) if form["form"] == "bits" else p)
                 starts.append(row + enc.starts[1:])
                 returns.append(enc.returns)
                 row += n
+            for file in files:
+                file.close()
             if settle is not None and not (settle() and not overflow and row == total):
                 shutil.rmtree(tmp, ignore_errors=True)
                 return False
             if overflow or row != total:
                 raise _changed(self.name)
-            steps.flush()
-            patches.flush()
-            del steps, patches  # unmap: the pages written need not count as this process's memory
             starts, returns = np.concatenate(starts), np.concatenate(returns)
             np.save(tmp / "starts.npy", starts)
             np.save(tmp / "returns.npy", returns)
             target, key = self._target(codec, self.stats)
             atomic.write_json(tmp / "meta.json", {
-                "key": key, "dataset_id": self.name, "episodes": len(returns), "steps": total,
+                "key": key, "dataset_id": self.name, "episodes": len(returns), "steps": total, "images": forms or [],
                 "codec": codec_identity(codec, self.stats), "built_seconds": round(time.perf_counter() - start, 3),
                 "built_by_pid": os.getpid()})
             _share(tmp)
             atomic.fsync_tree(tmp)
             atomic.replace_dir(tmp, target)
         except BaseException:
+            for file in files:
+                file.close()
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return True
@@ -332,26 +368,206 @@ class EpisodeStore:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def map_npy(path: Path) -> np.ndarray:
-    """A read-only array memory-mapped from a ``.npy`` file, as ``numpy.load(path, mmap_mode="r")`` gives, but
-    advised for random access (``MADV_RANDOM``: no read-ahead of the neighbours of each row sampled from a cold
-    disk). The pages read stay mapped: they count in the process's resident memory as file pages (``RssFile``),
-    up to the file's size over a long run, but they are the page cache's, shared by every process that maps
-    the store and given back under memory pressure; private memory does not grow."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-        size = int(np.prod(shape)) * dtype.itemsize
-        if size == 0:  # nothing to map (a dataset without images has no patches)
-            return np.zeros(shape, dtype)
-        if os.fstat(f.fileno()).st_size < offset + size:
-            raise ValueError(f"{path} is shorter than its header says")
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    if hasattr(mapped, "madvise"):
-        mapped.madvise(mmap.MADV_RANDOM)
-    return np.ndarray(shape, dtype, buffer=mapped, offset=offset, order="F" if fortran else "C")
+def image_fields(codec: SpaceCodec) -> list:
+    """(field, (first, end)) for each image field of ``codec``'s observations: the patches it takes in a row of
+    ``codec.encode_observations``'s patches (the fields' patches follow each other in field order)."""
+    out, first = [], 0
+    for f in codec.obs_fields:
+        if isinstance(f, ImageField):
+            out.append((f, (first, first + f.n_patches)))
+            first += f.n_patches
+    return out
+
+
+def zeros_and_ones(f: ImageField) -> bool:
+    """Whether a field's patches hold only 0 and 1: read one-hot, unpooled or max-pooled (a mean-pooled one-hot
+    field holds each value's share of a block)."""
+    return bool(f.levels) and (f.pool == 1 or f.pool_mode == "max")
+
+
+def pack_bits(patches: np.ndarray) -> np.ndarray:
+    """(N, ...) patches of 0s and 1s -> (N, bytes) uint8, 8 values a byte (:meth:`StoredPatches.read` unpacks)."""
+    flat = patches.reshape(len(patches), -1)
+    if flat.size and (flat.max() > 1 or flat.min() < 0):
+        raise RuntimeError("one-hot patches hold a value other than 0 and 1; report this as a bug")
+    return np.packbits(flat != 0, axis=1)
+
+
+def field_patches(codec: SpaceCodec, f: ImageField, values: np.ndarray) -> np.ndarray:
+    """The patches of one image field's values, as ``codec.encode_observations`` makes them before it joins the
+    fields' (``ImageField.patches``, channels padded to the codec's; tests/test_episode_store_images.py holds
+    the store's rows to the in-memory path's bytes)."""
+    p = f.patches(values)
+    if p.shape[2] < codec.image_channels:
+        pad = codec.image_channels - p.shape[2]
+        p = np.pad(p, ((0, 0), (0, 0), (0, pad), (0, 0), (0, 0)), constant_values=f.low)
+    return p
+
+
+class FileRows:
+    """The rows of a ``.npy`` file, read from it when sliced (``os.pread``): ``rows[lo:hi]`` is a new array, as
+    the in-memory array's slice would read (read-only, as a view of it might be); nothing of the file stays in
+    the process's memory.
+
+    A memory-mapped file would serve slices without a copy, but every page a slice touches then stays mapped
+    and counts in the process's resident memory (up to the file's size over a long run, see the module
+    docstring). Pickles as its path (a worker process opens the file again)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+        if dtype.hasobject or fortran and len(shape) > 1:
+            raise ValueError(f"{self.path} holds objects or a Fortran-ordered array, which a store never writes")
+        self.shape, self.dtype, self.offset = tuple(shape), dtype, offset
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        if os.fstat(self._fd).st_size < offset + len(self) * self.row_bytes:
+            self.close()
+            raise ValueError(f"{self.path} is shorter than its header says")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        """As the array's."""
+        return len(self.shape)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            lo, hi, _ = key.indices(len(self))
+            return self.read(lo, max(lo, hi))
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"row {key} of {len(self)}")
+            return self.read(i, i + 1)[0]
+        return np.asarray(self)[key]
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo .. hi - 1`` as a new read-only array (over the bytes read: one copy, from the page cache)."""
+        size, at = (hi - lo) * self.row_bytes, self.offset + lo * self.row_bytes
+        data = os.pread(self._fd, size, at)
+        while len(data) < size:  # a short read: interrupted, or the file cut since it was opened
+            more = os.pread(self._fd, size - len(data), at + len(data))
+            if not more:
+                raise OSError(f"{self.path} ended before row {hi} (truncated since it was opened?); delete its "
+                              "folder and start again to rebuild the store")
+            data += more
+        return np.frombuffer(data, self.dtype).reshape((hi - lo,) + self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self.read(0, len(self))
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def close(self) -> None:
+        """Close the file (a later read fails)."""
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+
+class StoredPatches:
+    """A store's image patches, read as the in-memory array ``EncodedEpisodes.patches`` is: ``patches[lo:hi]`` is
+    (hi - lo, patches_per_step, C, P, P) exactly as ``codec.encode_observations`` gives for those rows.
+
+    ``images``: one (form, :class:`FileRows`) per image field of ``codec`` (see :func:`image_fields`), form being
+    {"form": "patches" (the field's patches as encoded) or "bits" (its 0/1 patches packed 8 to a byte, see
+    :func:`pack_bits`), "dtype": the patches' dtype}; ``rows``: the number of rows."""
+
+    def __init__(self, codec: SpaceCodec, images: list, rows: int):
+        self.codec, self.images, self.rows = codec, images, rows
+        P = codec.patch_size
+        # per field: its rows' file, and for bits the shape and dtype of a row's patches (computed once: a
+        # read is a few rows, and sampling makes dozens of reads a batch)
+        self._parts = [(rows, form["form"] == "bits", (f.n_patches, codec.image_channels, P, P),
+                        np.dtype(form["dtype"])) for (f, _), (form, rows) in zip(image_fields(codec), images)]
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @property
+    def shape(self) -> tuple:
+        """As the in-memory array's."""
+        return (self.rows, self.codec.patches_per_step, self.codec.image_channels, self.codec.patch_size,
+                self.codec.patch_size)
+
+    @functools.cached_property
+    def dtype(self):
+        """As the in-memory array's."""
+        return self.read(0, min(1, self.rows)).dtype
+
+    @property
+    def ndim(self) -> int:
+        """As the array's."""
+        return 5
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            lo, hi, _ = key.indices(len(self))
+            return self.read(lo, max(lo, hi))
+        return np.asarray(self)[key]
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """The patches of rows ``lo .. hi - 1``."""
+        parts = [self._unpacked(rows.read(lo, hi), shape, dtype) if bits else rows.read(lo, hi)
+                 for rows, bits, shape, dtype in self._parts]
+        if not parts:  # as encode_observations gives for observations without images
+            return np.zeros((hi - lo, 0, 0, self.codec.patch_size, self.codec.patch_size), np.uint8)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    @staticmethod
+    def _unpacked(rows: np.ndarray, shape: tuple, dtype) -> np.ndarray:
+        """(n, bytes) packed rows -> (n, *shape) patches of 0s and 1s in ``dtype``."""
+        count = int(np.prod(shape))
+        # whole bytes (P * P a multiple of 8): one unpacking of the flat bytes, the fastest numpy has
+        if count == 8 * rows.shape[1]:
+            bits = np.unpackbits(rows.reshape(-1))
+        else:
+            bits = np.unpackbits(rows, axis=1, count=count)
+        patches = bits.reshape((len(rows),) + shape)
+        return patches if patches.dtype == dtype else patches.astype(dtype)
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self.read(0, len(self))
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+class _RowWriter:
+    """A ``.npy`` file of ``total`` rows written in order, chunk by chunk, with plain writes (a memory map being
+    written would hold every page in the builder's resident memory); its dtype is the first chunk's unless given."""
+
+    def __init__(self, path: Path, total: int, dtype=None):
+        self.path, self.total, self.dtype, self.file = path, total, dtype, None
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append ``rows`` (cast to the file's dtype)."""
+        if self.file is None:
+            self.dtype = np.dtype(self.dtype or rows.dtype)
+            self.file = open(self.path, "wb")  # noqa: SIM115 -- closed by close(), after the last chunk
+            np.lib.format.write_array_header_1_0(self.file, {
+                "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                "shape": (self.total,) + rows.shape[1:]})
+        self.file.write(np.ascontiguousarray(rows, self.dtype).data)
+
+    def close(self) -> None:
+        """Flush and close."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 def _share(folder: Path) -> None:

@@ -212,6 +212,12 @@ class RawEpisodes:
         self.rewards += other.rewards
         self.ids += other.ids
 
+    def field_values(self, path: tuple) -> np.ndarray:
+        """The values of the observation field at ``path`` (as ``gato.codec`` paths go) of every timestep that has
+        an action, episodes back to back: one row per row of :meth:`EncodedEpisodes.encode`'s arrays."""
+        return np.concatenate([np.asarray(_get(_first(obs, batch_length(act)), path))
+                               for obs, act in zip(self.observations, self.actions)])
+
     def nbytes(self) -> int:
         """Roughly the memory the episodes' arrays and strings take (to bound what a caller keeps)."""
         return sum(_nbytes(x) for x in (self.observations, self.actions, self.rewards))
@@ -362,7 +368,7 @@ class EncodedEpisodes:
     patches (total, n_patches, C, P, P) in the images' own dtype (normalised when sampled);
     starts (E+1,) row offsets; returns (E,); inputs (total, S) or None: ``steps`` with the
     actions actually taken in place of the targets (see ``RawEpisodes.taken``), None when no
-    episode has such actions. The row arrays may be memory-mapped files (``gato.data.episode_store``)
+    episode has such actions. The row arrays may be read from files on demand (``gato.data.episode_store``)
     or :class:`ChainedRows`; they are only ever sliced a few rows at a time.
 
     ``lengths``, ``length_cdf`` and ``return_order`` are computed once, on first use: sampling
@@ -425,9 +431,9 @@ class EncodedEpisodes:
 
     def concat(self, other: EncodedEpisodes) -> EncodedEpisodes:
         """These episodes followed by ``other``'s (encoded with the same codec). In-memory arrays are
-        joined; read-only ones (memory-mapped) are chained (:class:`ChainedRows`), never read into memory."""
+        joined; a store's (read from its files) are chained (:class:`ChainedRows`), never read into memory."""
         def join(a, b):
-            if all(isinstance(x, np.ndarray) and x.flags.writeable for x in (a, b)):  # mapped stores are read-only
+            if all(isinstance(x, np.ndarray) and x.flags.writeable for x in (a, b)):  # a store's rows are no ndarray
                 return np.concatenate([a, b])
             return ChainedRows([a, b])
 
@@ -442,7 +448,7 @@ class EncodedEpisodes:
 
 
 class ChainedRows:
-    """Row arrays back to back, read as one without being copied into one: a memory-mapped store
+    """Row arrays back to back, read as one without being copied into one: a store's rows on disk
     followed by the few episodes added in memory (DAgger). A slice within one part is a view of it
     (sampling never crosses an episode, so never a part); any other index reads the whole."""
 
@@ -461,7 +467,7 @@ class ChainedRows:
     @property
     def dtype(self):
         """The dtype every part's values fit."""
-        return np.result_type(*self.parts)
+        return np.result_type(*(p.dtype for p in self.parts))
 
     @property
     def ndim(self) -> int:

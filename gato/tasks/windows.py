@@ -8,7 +8,7 @@ top-return episodes play that part.
 Drawing a window costs the same at any number of episodes: the episode comes from a binary search of
 the precomputed length CDF (``EncodedEpisodes.length_cdf``; the same draw as ``rng.choice`` with
 length-proportional weights) and prompt pools from the precomputed return order; only the rows drawn
-are read, so memory-mapped episodes (``gato.data.episode_store``) are read a few pages at a time.
+are read, so episodes kept on disk (``gato.data.episode_store``) are read a few rows at a time.
 """
 
 from __future__ import annotations
