@@ -527,7 +527,7 @@ def _three_step_codec(dataset, raw, observation_space, action_space, vocab, task
 @pytest.mark.parametrize("vocab", [Vocab(), Vocab(discrete_tokens=64, continuous_tokens=64)], ids=["default", "tiny"])
 def test_fitted_codec_is_the_one_the_three_step_path_built(babyai_dataset, spaces_of, vocab):
     """``fit_codec`` (two codecs) gives the codec of the old path (three): same layout, same
-    tokens for every episode; ControlTask's codec is that codec."""
+    tokens for every episode; ControlTask's codec is that codec (the mission in every timestep, as then)."""
     from argparse import Namespace
 
     from gato.data.episodes import EncodedEpisodes, RawEpisodes, fit_codec
@@ -538,7 +538,7 @@ def test_fitted_codec_is_the_one_the_three_step_path_built(babyai_dataset, space
     raw = RawEpisodes.read(babyai_dataset, "babyai")
     expected = _three_step_codec(babyai_dataset, raw, obs_space, act_space, vocab, task_id=3)
     fitted = fit_codec(raw, obs_space, act_space, vocab=vocab, patch_size=4,
-                       metadata=babyai_dataset.storage.metadata, task_id=3)
+                       metadata=babyai_dataset.storage.metadata, task_id=3, constant_text="step")
     assert fitted.layout() == expected.layout()
     assert fitted.tokens_per_step == expected.tokens_per_step == 13  # the task token, then BabyAI's 12
     ours, theirs = (EncodedEpisodes.encode(raw, c, "babyai") for c in (fitted, expected))
@@ -547,7 +547,8 @@ def test_fitted_codec_is_the_one_the_three_step_path_built(babyai_dataset, space
     np.testing.assert_array_equal(fitted.normalize_patches(ours.patches), expected.normalize_patches(theirs.patches))
 
     if spaces_of == "env":  # what a task trains on
-        task = ControlTask("babyai", source, babyai_dataset, 128, Namespace(patch_size=4), vocab=vocab, task_id=3)
+        task = ControlTask("babyai", source, babyai_dataset, 128, Namespace(patch_size=4), vocab=vocab, task_id=3,
+                           constant_text="step")
         assert task.codec.layout() == expected.layout()
         np.testing.assert_array_equal(task.episodes.steps, theirs.steps)
 
@@ -559,7 +560,8 @@ def test_explicit_overrides_replace_the_recommended_ones(babyai_dataset):
     obs_space, act_space = babyai_dataset.observation_space, babyai_dataset.action_space
     codec = fit_codec(raw, obs_space, act_space, overrides={"image": "discrete"},
                       metadata={"gato_field_overrides": '{"image": {"kind": "image", "pool": 7}}'})
-    assert codec.overrides == {"image": "discrete"}  # an explicit override also beats the fitted range
+    # an explicit override also beats the fitted range; the mission never changes within an episode
+    assert codec.overrides == {"image": "discrete", "mission": {"kind": "text", "once": True}}
     assert codec.obs_tokens == 1 + 147 + 5  # direction, 7x7x3 values, the longest mission
     recommended = fit_codec(raw, obs_space, act_space,
                             metadata={"gato_field_overrides": '{"image": {"kind": "image", "pool": 7}}'})
