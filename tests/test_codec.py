@@ -589,3 +589,26 @@ def test_inspect_names_what_it_accepts(capsys):
     assert main(["inspect", "nobody/NoSuchEnv-v0"]) == 2
     err = capsys.readouterr().err
     assert "neither a local Minari dataset nor a Gymnasium env id" in err and "minigrid" in err
+
+
+def test_only_text_that_never_changes_within_an_episode_is_read_once():
+    """``DataStats.varying`` names the string fields that change inside some episode; the others are read once
+    per window, and the statistics saved beside a store keep that."""
+    from gato.data.episodes import DataStats, RawEpisodes, fit_codec
+
+    space = spaces.Dict(goal=spaces.Text(20), note=spaces.Text(20), x=spaces.Discrete(3))
+    obs = [{"goal": np.array(["up", "up", "up"]), "note": np.array(["a", "b", "b"]), "x": np.zeros(3, np.int64)},
+           {"goal": np.array(["down"] * 2), "note": np.array(["c"] * 2), "x": np.zeros(2, np.int64)}]
+    raw = RawEpisodes(obs, [np.zeros(2, np.int64), np.zeros(1, np.int64)], [np.zeros(2), np.zeros(1)], [0, 1])
+    stats = DataStats.of(raw, DataStats.leaves_of(space))
+    assert stats.varying == {"note"}
+    assert DataStats.from_dict(stats.to_dict()).varying == {"note"}
+    codec = fit_codec(stats, space, spaces.Discrete(2))
+    assert [f.once for f in codec.obs_fields] == [True, False, False]
+    assert codec.overrides == {"goal": {"kind": "text", "once": True}}
+    assert not any(f.once for f in fit_codec(stats, space, spaces.Discrete(2), constant_text="step").obs_fields)
+    with pytest.raises(ValueError, match="constant_text must be one of"):
+        fit_codec(stats, space, spaces.Discrete(2), constant_text="episode")
+    with pytest.raises(UnsupportedSpaceError, match="only an observation field that is not an image"):
+        SpaceCodec(spaces.Box(0, 255, (8, 8, 3), np.uint8), spaces.Discrete(2), overrides={"": {"kind": "image",
+                                                                                                 "once": True}})
