@@ -264,6 +264,9 @@ def resumed_args(ns):
     saved = saved_args(run)
     fields = {f.name: f for f in dataclasses.fields(TrainingArgs)}
     values = {k: v for k, v in saved.items() if k in fields}
+    # runs saved before the mission was read once per window laid it out in every timestep
+    values.setdefault("constant_text", "step")
+    values.setdefault("film_carry", False)
     values.update(save_dir=str(run.parent), exp_name=run.name)
     defaults = TrainingArgs()
     differing = [name for name in fields if name not in ("save_dir", "exp_name")

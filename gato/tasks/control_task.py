@@ -337,6 +337,7 @@ class ControlTask:
                                 for k, v in self.codec.overrides.items()},
             "eval_envs": self.eval_envs,
             "task_id": self.codec.task_id,
+            "constant_text": self.constant_text,
             "codec": codec_to_dict(self.codec),
             "env_spec": env_spec,
             "reference": {"ref_min_score": self.ref_min_score, "ref_max_score": self.ref_max_score,
@@ -357,6 +358,7 @@ class ControlTask:
         if not with_data:
             return EvaluationTask.from_saved(spec, saved, vocab)
         name, dataset_id, context_len = spec.pop("env_name"), spec.pop("dataset_id"), spec.pop("context_len")
+        spec.setdefault("constant_text", "step")  # saved before a mission was read once per window
         return cls(name, None, dataset_id, context_len, vocab=vocab, **spec)
 
 
@@ -385,6 +387,7 @@ class EvaluationTask(ControlTask):
         task.dataset_id = spec["dataset_id"]
         task.context_len = int(spec["context_len"])
         task.patch_size = int(spec.get("patch_size", 4))
+        task.constant_text = spec.get("constant_text", "step")
         names = {f.name for f in dataclasses.fields(WindowSampler)}
         task.windows = WindowSampler(**{k: v for k, v in spec.items() if k in names})
         task.eval_envs = spec.get("eval_envs", defaults.EVAL_ENVS)
