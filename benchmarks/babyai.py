@@ -40,6 +40,11 @@ def main() -> None:
                         help="DAgger rounds within the budget: the bot labels the policy's own rollouts (time counted)")
     parser.add_argument("--dagger_episodes", type=int, default=2000, help="policy episodes labelled per DAgger round")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--constant_text", choices=["window", "step"], default="window",
+                        help="the mission once per window (default) or in every timestep")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="also stop at this many optimizer steps (two runs side by side on a busy machine then "
+                             "compare at equal steps; give a large --minutes)")
     parser.add_argument("--quick", action="store_true", help="1 minute, small evaluations: checks the script works")
     args = parser.parse_args()
 
@@ -56,6 +61,7 @@ def main() -> None:
             control_datasets=[dataset_id], max_minutes=minutes, eval_every_minutes=args.eval_every,
             eval_episodes=args.eval_episodes, save_dir=args.out, exp_name=f"babyai-{args.level}",
             save_model=False, dagger_rounds=args.dagger_rounds, dagger_episodes=args.dagger_episodes,
+            constant_text=args.constant_text, **({"training_steps": args.steps} if args.steps else {}),
             **({"data_episodes": args.episodes} if args.episodes else {}),
         )
         result = run(train_args, args.final_episodes)
@@ -87,6 +93,7 @@ def run(train_args, final_episodes: int) -> dict:
     return {
         "level": task.name, "train_minutes": round(trainer.train_seconds / 60, 2), "steps": trainer.step,
         "episodes_in_data": int(len(task.episodes.lengths)), "tokens_per_timestep": task.tokens_per_timestep,
+        "tokens_per_later_timestep": task.codec.tokens_per_later_step,
         "corrections": [{"minutes": round(h["minutes"], 2), "step": h["step"], **h["corrections"].get(task.name, {})}
                         for h in trainer.history if "corrections" in h],
         "curve": curve, "final": final, "final_stochastic": final_stochastic, "png": str(png),

@@ -132,6 +132,10 @@ def train(args, record: dict, out: Path) -> None:
     with C.stdout_to_stderr():
         trainer = build_trainer(train_args)
         record["tokens_per_timestep"] = {t.name: t.tokens_per_timestep for t in trainer.tasks}
+        # after a window's first timestep (the mission read once per window: --constant_text window)
+        record["tokens_per_later_timestep"] = {t.name: t.codec.tokens_per_later_step for t in trainer.tasks}
+        record["timesteps_in_context"] = {t.name: t.codec.timesteps_in(trainer.args.sequence_length)
+                                          for t in trainer.tasks}
         wall = C.train_recording(trainer, lambda results, trainer: point(results, trainer, reps=2000))
         record["train_minutes"], record["steps"] = round(trainer.train_seconds / 60, 2), trainer.step
         record["wall_minutes_training"] = wall

@@ -16,7 +16,10 @@ At every env step only the new tokens go through the policy's key/value cache: t
 action's last token (generated, not fed yet), the observation and the separator. Then the
 action's tokens are generated one by one, each restricted to its range of ids. When the
 context is full the oldest tokens are dropped (RoPE keeps the others valid), so an episode may
-run for any number of steps.
+run for any number of steps. A codec that reads a field once per window (BabyAI's mission) lays it
+out in the context's first timestep only, as in training; when such a context is full it starts
+again from the recent timesteps that fill three quarters of it, the first laid out whole, so the
+mission is never dropped.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
+from gato.batch import StepLayout, pack
 from gato.codec import SpaceCodec, VocabMismatchError
+
+REFILL = 0.75
+"""Share of the context a window-laid-out agent refills with recent timesteps when its context is full."""
 
 
 class Agent:
@@ -58,6 +65,9 @@ class Agent:
         self._masks = None if all(m is None for m in masks) else [
             None if m is None else torch.as_tensor(m) for m in masks]
         self._one_action_space = batch_space(self.codec.action_space, 1)
+        # a codec with fields read once per window restarts its context instead of dropping its oldest tokens
+        self._layout = StepLayout.of(self.codec)
+        self._windowed = self._layout.in_later is not None
         self.reset()
 
     @torch.inference_mode()
@@ -68,8 +78,12 @@ class Agent:
         self.n_envs = n_envs
         self._cache = self.policy.new_cache() if self.use_cache else self.policy.new_cache(cached=False)
         self._pending: torch.Tensor | None = None  # (n_envs,) last action token, fed with the next observation
+        self._fed = 0  # tokens in the context
+        self._opening = True  # windowed: the next timestep opens a window (laid out whole)
+        self._recent: list = []  # windowed: the last timesteps' (tokens (n, S), normalised patches)
         if prompt is not None:
             self.policy.extend(self._cache, prompt)
+            self._fed = prompt["tokens"].shape[1]
 
     def act(self, obs):
         """One env's action (as ``env.step`` takes it) for its observation (as the env returns it)."""
@@ -85,10 +99,42 @@ class Agent:
         """Actions of ``n_envs`` envs, batched as a Gymnasium vector env takes them (e.g. an
         (n_envs,) array for Discrete, (n_envs, d) for a Box of shape (d,)), for their
         observations batched as a vector env returns them."""
-        chunk = observation_stream(self.codec, obs, self.n_envs, self._pending, self.policy.device)
-        tokens = self._generate(chunk)  # (n_envs, K)
+        if not self._windowed:
+            chunk = observation_stream(self.codec, obs, self.n_envs, self._pending, self.policy.device)
+            tokens = self._generate(chunk)  # (n_envs, K)
+        else:
+            tok, raw = self.codec.encode_observations(obs, self.n_envs)
+            patches = self.codec.normalize_patches(raw)
+            # this step feeds the pending token, a later timestep's observation and separator, and K - 1 actions
+            if self._fed and self._fed + self.codec.tokens_per_later_step - 1 + int(
+                    self._pending is not None) > self.policy.context_len:
+                self._refill()
+            chunk = step_stream(self.codec, tok, patches, self._pending, self.policy.device, whole=self._opening)
+            self._opening = False
+            self._fed += chunk["tokens"].shape[1] + len(self._ranges) - 1
+            tokens = self._generate(chunk)
+            step = np.concatenate([tok, np.full((self.n_envs, 1), self.codec.vocab.separator),
+                                   tokens.cpu().numpy()], axis=1)
+            self._recent = (self._recent + [(step, patches)])[-self.codec.timesteps_in(self.policy.context_len):]
         self._pending = tokens[:, -1]
         return self.codec.decode_actions(tokens.cpu().numpy())
+
+    def _refill(self) -> None:
+        """A new context holding the latest timesteps that fit ``REFILL`` of it, the first laid out whole (the
+        window a training row shows); the last action's tokens are in it, so nothing is pending."""
+        keep = max(0, min(len(self._recent), self.codec.timesteps_in(int(self.policy.context_len * REFILL))))
+        self._cache = self.policy.new_cache(cached=self.use_cache)
+        self._pending, self._fed, self._opening = None, 0, not keep
+        if not keep:
+            return
+        steps = np.stack([s for s, _ in self._recent[-keep:]], axis=1)  # (n, keep, S)
+        patches = np.stack([p for _, p in self._recent[-keep:]], axis=1)
+        rows = [[[(steps[b], patches[b], None)]] for b in range(self.n_envs)]
+        stream = pack(rows, self._layout, self.codec.window_tokens(keep), self.codec.vocab.pad).to_torch(
+            self.policy.device)
+        stream.pop("targets")
+        self.policy.extend(self._cache, stream)
+        self._fed = stream["tokens"].shape[1]
 
     def _generate(self, chunk: dict) -> torch.Tensor:
         """(n_envs, K) action tokens following ``chunk``, with the cache or re-running the context."""
@@ -128,15 +174,26 @@ def observation_stream(codec: SpaceCodec, obs, n: int, pending: torch.Tensor | N
     tok, raw_patches = codec.encode_observations(obs, n)
     if len(tok) != n:
         raise ValueError(f"got {len(tok)} observations for {n} envs; reset the agent with n_envs={len(tok)}")
+    return step_stream(codec, tok, codec.normalize_patches(raw_patches), pending, device)
+
+
+def step_stream(codec: SpaceCodec, tok: np.ndarray, patches: np.ndarray, pending: torch.Tensor | None, device,
+                whole: bool = True) -> dict:
+    """:func:`observation_stream` of encoded observations: tokens (n, obs_tokens) and normalised patches
+    (n, patches_per_step, C, P, P). ``whole`` False leaves out the fields read once per window (a timestep
+    after a window's first)."""
+    n = len(tok)
     S, n_obs = codec.tokens_per_step, codec.obs_tokens
     tokens = np.concatenate([tok, np.full((n, 1), codec.vocab.separator)], axis=1)
     pos = np.arange(n_obs + 1)
     is_patch = np.concatenate([codec.obs_is_patch, [False]])
+    if not whole:
+        keep = np.concatenate([~codec.obs_once, [True]])
+        tokens, pos, is_patch = tokens[:, keep], pos[keep], is_patch[keep]
     if pending is not None:
         tokens = np.concatenate([pending.cpu().numpy()[:, None], tokens], axis=1)
         pos = np.concatenate([[S - 1], pos])
         is_patch = np.concatenate([[False], is_patch])
-    patches = codec.normalize_patches(raw_patches)
     return {
         "tokens": torch.from_numpy(tokens).to(device),
         "in_step_pos": torch.from_numpy(np.tile(pos, (n, 1))).to(device),

@@ -168,12 +168,14 @@ def pack(rows: list[list[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]]
 
 @dataclass(frozen=True)
 class StepLayout:
-    """Which positions of a timestep are patches and which are targets (actions)."""
+    """Which positions of a timestep are patches and which are targets (actions); ``in_later`` says which a
+    timestep after a run's first keeps (all but the fields read once per window, ``FieldSpec.once``)."""
 
     tokens_per_step: int
     is_patch: np.ndarray
     is_target: np.ndarray
     patch_rowcol: np.ndarray
+    in_later: np.ndarray | None = None
 
     @property
     def patches_per_step(self) -> int:
@@ -188,19 +190,28 @@ class StepLayout:
         is_patch[: codec.obs_tokens] = codec.obs_is_patch
         is_target = np.zeros(S, bool)
         is_target[codec.obs_tokens + 1 :] = True
-        return cls(S, is_patch, is_target, codec.patch_rowcol.astype(np.int64))
+        in_later = np.ones(S, bool)
+        in_later[: codec.obs_tokens] = ~codec.obs_once
+        return cls(S, is_patch, is_target, codec.patch_rowcol.astype(np.int64), None if in_later.all() else in_later)
 
     def run(self, step_tokens: np.ndarray, step_patches: np.ndarray, step_inputs: np.ndarray | None) -> Run:
         """The :class:`Run` of k consecutive timesteps: step_tokens (k, S), step_patches (k, n_patches, C, P, P),
-        step_inputs (k, S) or None."""
+        step_inputs (k, S) or None. The first timestep is laid out whole, the later ones without the fields read
+        once per window; every token keeps its place in the whole timestep as its in-timestep position."""
         k = len(step_tokens)
         if self.patches_per_step:
             patches, rowcol = step_patches.reshape((-1,) + step_patches.shape[2:]), np.tile(self.patch_rowcol, (k, 1))
         else:
             patches, rowcol = np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 2), np.int64)
-        return Run(np.asarray(step_tokens).reshape(-1), np.tile(np.arange(self.tokens_per_step), k),
-                   np.tile(self.is_patch, k), np.tile(self.is_target, k), patches, rowcol,
-                   None if step_inputs is None else np.asarray(step_inputs).reshape(-1))
+        run = Run(np.asarray(step_tokens).reshape(-1), np.tile(np.arange(self.tokens_per_step), k),
+                  np.tile(self.is_patch, k), np.tile(self.is_target, k), patches, rowcol,
+                  None if step_inputs is None else np.asarray(step_inputs).reshape(-1))
+        if self.in_later is None or k < 2:
+            return run
+        keep = np.tile(self.in_later, k)
+        keep[: self.tokens_per_step] = True
+        return Run(run.tokens[keep], run.in_step_pos[keep], run.is_patch[keep], run.targets[keep], patches, rowcol,
+                   None if run.inputs is None else run.inputs[keep])
 
 
 def corrupt_action_inputs(batch: Batch, first_action_pos: int, action_ranges: np.ndarray, p: float,

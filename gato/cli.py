@@ -155,7 +155,7 @@ def cmd_inspect(ns) -> int:
         dataset = load_minari(ns.name)
         codec = fit_codec(RawEpisodes.read(dataset, ns.name), dataset.observation_space, dataset.action_space,
                           patch_size=ns.patch_size, overrides=overrides, metadata=dataset.storage.metadata,
-                          max_patches=ns.max_image_patches or None)
+                          max_patches=ns.max_image_patches or None, constant_text=ns.constant_text)
         source = f"dataset {ns.name} ({dataset.total_episodes} episodes)"
     elif is_env_id(ns.name):
         env = make_env(ns.name)
@@ -173,6 +173,9 @@ def cmd_inspect(ns) -> int:
     rows = [{**r, "space": r["space"] if len(r["space"]) <= 48 else r["space"][:45] + "..."} for r in codec.layout()]
     print(format_table(rows))
     print(f"\ntokens per timestep: {codec.tokens_per_step}")
+    if codec.tokens_per_later_step < codec.tokens_per_step:
+        once = ", ".join(f.name for f in codec.obs_fields if f.once)
+        print(f"tokens per later timestep of a window: {codec.tokens_per_later_step} ({once} read once per window)")
     for ctx in ns.context_len:
         print(f"timesteps in a {ctx}-token context: {codec.timesteps_in(ctx)}")
     if ns.steps or ns.picture:
@@ -200,8 +203,10 @@ def _inspect_steps(codec, dataset, ns) -> int:
     episode = next(iter(dataset.iterate_episodes([int(indices[ns.episode])])))
     obs, actions, rewards = episode.observations, episode.actions, episode.rewards
     for step in describe_steps(codec, obs, actions, rewards, ns.steps):
+        left_out = [g["field"] for g in step["fields"] if step["step"] and g.get("once")]
+        note = f" ({', '.join(left_out)} in the window's first timestep only)" if left_out else ""
         print(f"\nepisode {ns.episode}, timestep {step['step']} (reward {step['reward']:g}): "
-              f"{len(step['tokens'])} tokens")
+              f"{len(step['fed'])} tokens{note}")
         print(format_table([{"field": g["field"], "value": g["value"], "ids": _listed(g["ids"]),
                              "meaning": _listed(g["meanings"], 8, "; ")} for g in step["fields"]]))
         action_ids = " ".join(map(str, step["tokens"][-codec.action_tokens:]))
@@ -259,6 +264,9 @@ def resumed_args(ns):
     saved = saved_args(run)
     fields = {f.name: f for f in dataclasses.fields(TrainingArgs)}
     values = {k: v for k, v in saved.items() if k in fields}
+    # runs saved before the mission was read once per window laid it out in every timestep
+    values.setdefault("constant_text", "step")
+    values.setdefault("film_carry", False)
     values.update(save_dir=str(run.parent), exp_name=run.name)
     defaults = TrainingArgs()
     differing = [name for name in fields if name not in ("save_dir", "exp_name")
@@ -487,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--context_len", type=int, nargs="*", default=[512, 1024],
                          help="contexts to count timesteps for")
     inspect.add_argument("--field_overrides", default="", help='JSON {field path: kind or spec}')
+    inspect.add_argument("--constant_text", choices=["window", "step"], default="window",
+                         help="a text that never changes within an episode: once per window, or in every timestep")
     inspect.add_argument("--max_image_patches", type=int, default=0,
                          help="the most patches an image takes (a larger one is pooled); 0: the default, 64")
     inspect.set_defaults(func=cmd_inspect)

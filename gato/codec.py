@@ -78,7 +78,9 @@ class FieldSpec:
     keeps a small bright sprite (Breakout's ball) at full brightness instead of a ninth of it;
     ``max_patches`` bounds an image's patches when ``pool`` is not given (default
     ``DEFAULT_MAX_PATCHES``): the image is pooled by the smallest factor that fits, so a large frame
-    costs a bounded number of tokens (Gato's 80x64 frames take 20 patches of 16x16).
+    costs a bounded number of tokens (Gato's 80x64 frames take 20 patches of 16x16); ``once`` marks
+    a field whose value never changes within an episode (a BabyAI mission): it is laid out in the first
+    timestep of a window only, so every later timestep is that many tokens shorter (not for images).
     """
 
     kind: str
@@ -90,6 +92,7 @@ class FieldSpec:
     pool: int | None = None
     pool_mode: str | None = None
     max_patches: int | None = None
+    once: bool | None = None
 
     @classmethod
     def parse(cls, value: FieldSpec | str | dict) -> FieldSpec:
@@ -202,6 +205,7 @@ class Field:
     kind = ""
     n_tokens = 0
     n_patches = 0
+    once = False  # laid out in a window's first timestep only (FieldSpec.once)
 
     def __init__(self, path: tuple, space: spaces.Space, root: str):
         self.path = path
@@ -638,7 +642,13 @@ def _build_fields(space, root, vocab, patch_size, overrides, is_action, text_bud
     fields = []
     for path, leaf in _leaves(space):
         spec = overrides.pop(dotted(path), None)
-        fields.append(_make_field(path, leaf, root, vocab, patch_size, spec, is_action, text_budget))
+        field = _make_field(path, leaf, root, vocab, patch_size, spec, is_action, text_budget)
+        if spec is not None and spec.once:
+            if isinstance(field, ImageField) or is_action:
+                raise UnsupportedSpaceError(f"{field.name}: only an observation field that is not an image can "
+                                            "be read once per window (once=True)")
+            field.once = True
+        fields.append(field)
     if overrides:
         known = ", ".join(repr(dotted(f.path)) for f in fields)
         raise ValueError(f"field overrides name unknown fields {sorted(overrides)}; the fields are: {known}")
@@ -682,6 +692,10 @@ class SpaceCodec:
         self.obs_tokens = sum(f.n_tokens for f in self.obs_fields) + int(task_id is not None)
         self.action_tokens = sum(f.n_tokens for f in self.action_fields)
         self.tokens_per_step = self.obs_tokens + 1 + self.action_tokens
+        # Which observation tokens only a window's first timestep holds (fields read once per window).
+        self.obs_once = np.concatenate([np.zeros(int(task_id is not None), bool)]
+                                       + [np.full(f.n_tokens, f.once) for f in self.obs_fields])
+        self.tokens_per_later_step = self.tokens_per_step - int(self.obs_once.sum())
         images = [f for f in self.obs_fields if isinstance(f, ImageField)]
         self.patches_per_step = sum(f.n_patches for f in images)
         self.image_channels = max((f.channels for f in images), default=0)
@@ -758,19 +772,28 @@ class SpaceCodec:
     # -- description ---------------------------------------------------------------------
 
     def layout(self) -> list[dict]:
-        """One row per field: name, space, how it is read, tokens per timestep."""
+        """One row per field: name, space, how it is read, tokens per timestep (a field read once per window
+        takes its tokens in the window's first timestep only)."""
         rows = [] if self.task_id is None else [
             {"field": "task", "space": "", "read as": f"task id {self.task_id}", "tokens": 1}]
-        rows += [{"field": f.name, "space": str(f.space), "read as": f.describe(), "tokens": f.n_tokens}
+        rows += [{"field": f.name, "space": str(f.space),
+                  "read as": f.describe() + (", once per window" if f.once else ""), "tokens": f.n_tokens}
                  for f in self.obs_fields]
         rows.append({"field": "separator", "space": "", "read as": "separator", "tokens": 1})
         rows += [{"field": f.name, "space": str(f.space), "read as": f.describe(), "tokens": f.n_tokens}
                  for f in self.action_fields]
         return rows
 
+    def window_tokens(self, steps: int) -> int:
+        """Tokens of a window of ``steps`` consecutive timesteps: the first whole, each later one without
+        the fields read once per window."""
+        return 0 if steps <= 0 else self.tokens_per_step + (steps - 1) * self.tokens_per_later_step
+
     def timesteps_in(self, context_len: int) -> int:
-        """How many whole timesteps fit in a context of ``context_len`` tokens."""
-        return context_len // self.tokens_per_step
+        """How many consecutive timesteps fit in a context of ``context_len`` tokens (one window)."""
+        if context_len < self.tokens_per_step:
+            return 0
+        return 1 + (context_len - self.tokens_per_step) // self.tokens_per_later_step
 
 
 def _assemble(space, path, leaves):
@@ -782,16 +805,20 @@ def _assemble(space, path, leaves):
 
 
 def tokens_per_space(space: spaces.Space, patch_size: int = 4, overrides: dict | None = None,
-                     text_budget: dict | None = None, vocab: Vocab | None = None) -> int:
-    """Tokens one value of ``space`` takes per timestep (Dict/Tuple: the sum of the fields).
+                     text_budget: dict | None = None, vocab: Vocab | None = None, steps: int = 1) -> int:
+    """Tokens that ``steps`` consecutive values of ``space`` take in one window (Dict/Tuple: the sum of the
+    fields; a field read once per window, ``FieldSpec.once``, counts once).
 
     >>> tokens_per_space(spaces.Dict(direction=spaces.Discrete(4),
     ...     image=spaces.Box(0, 255, (7, 7, 3), np.uint8)))
     5
+    >>> mission = spaces.Dict(direction=spaces.Discrete(4), mission=spaces.Text(20))
+    >>> tokens_per_space(mission, overrides={"mission": {"kind": "text", "tokens": 6, "once": True}}, steps=3)
+    9
     """
     vocab = vocab or Vocab()
     fields = _build_fields(space, "space", vocab, patch_size, overrides, False, text_budget or {})
-    return sum(f.n_tokens for f in fields)
+    return sum(f.n_tokens * (1 if f.once else steps) for f in fields) if steps > 0 else 0
 
 
 def space_mismatch(expected: spaces.Space, actual: spaces.Space, root: str, path: tuple = ()) -> str | None:

@@ -108,6 +108,15 @@ def babyai_task(babyai_dataset):
                        args=Namespace(patch_size=4), eval_envs=1, vocab=tiny_vocab())
 
 
+@pytest.fixture(scope="session")
+def babyai_step_task(babyai_dataset):
+    """``babyai_task`` with the mission in every timestep (``constant_text="step"``) instead of once per window."""
+    from gato.tasks.control_task import ControlTask
+
+    return ControlTask("babyai", gym.make("BabyAI-GoToRedBall-v0"), babyai_dataset, context_len=128,
+                       args=Namespace(patch_size=4), eval_envs=1, vocab=tiny_vocab(), constant_text="step")
+
+
 def tiny_vocab():
     """The vocabulary of the ``tiny_policy`` models, which the session tasks are encoded for."""
     from gato.vocab import Vocab

@@ -146,12 +146,15 @@ def test_uncached_rollout_without_images_or_prompt_matches_the_cache(cartpole_ta
 
 @pytest.mark.parametrize("name", ["babyai_task", "cartpole_task"])
 def test_the_agent_keeps_acting_after_the_context_fills(name, request, tiny_policy, monkeypatch):
-    """A long episode through a small context: the oldest tokens are dropped and acting goes on."""
+    """A long episode through a small context: acting goes on. Without fields read once per window the oldest
+    tokens are dropped; BabyAI reads its mission once per window, so its context restarts from recent timesteps
+    instead, the first laid out whole (the mission never leaves the context)."""
     from gato.policy.transformer import KVCache
 
-    dropped = []
-    original = KVCache.drop_oldest
-    monkeypatch.setattr(KVCache, "drop_oldest", lambda self, n: (dropped.append(n), original(self, n))[1])
+    dropped, refills = [], []
+    original_drop, original_refill = KVCache.drop_oldest, Agent._refill
+    monkeypatch.setattr(KVCache, "drop_oldest", lambda self, n: (dropped.append(n), original_drop(self, n))[1])
+    monkeypatch.setattr(Agent, "_refill", lambda self: (refills.append(self._fed), original_refill(self))[1])
     model = tiny_policy(context_len=24)
     task = request.getfixturevalue(name)
     agent = Agent(model, task.encode_for(model.vocab), deterministic=False,
@@ -162,8 +165,61 @@ def test_the_agent_keeps_acting_after_the_context_fills(name, request, tiny_poli
     episode = play_episode(env, checked(agent, env.action_space, seen), 0)
     env.close()
     assert episode.length == len(seen)
-    assert episode.length * task.codec.tokens_per_step > 2 * model.context_len  # the context filled, twice over
-    assert dropped and min(dropped) > 0
+    assert episode.length * task.codec.tokens_per_later_step > 2 * model.context_len  # the context filled, twice
+    if name == "babyai_task":
+        assert task.codec.tokens_per_later_step < task.codec.tokens_per_step
+        assert len(refills) >= 2 and max(refills) <= model.context_len and not dropped
+    else:
+        assert dropped and min(dropped) > 0 and not refills
+
+
+def test_a_windowed_agents_context_is_always_a_training_window(babyai_task, tiny_policy):
+    """Acting through a small context, the agent's context is at every step what training shows: whole
+    timesteps from the context's start, the first with the mission, the later ones without (then the observation
+    just fed, and the action's tokens but its last); and the cache acts exactly as re-running that context."""
+    from gato.batch import StepLayout, pack
+    from gato.policy.gato_policy import concat_streams
+
+    model = tiny_policy(context_len=40)
+    codec = babyai_task.encode_for(model.vocab)
+    layout = StepLayout.of(codec)
+    assert codec.timesteps_in(40) >= 3 and codec.obs_once.any()
+    agent = Agent(model, codec, use_cache=False)
+    env = gym.make(babyai_task.env.spec, max_episode_steps=40)
+    obs, _ = env.reset(seed=5)
+    agent.reset()
+    refilled, steps = 0, 0
+    for _ in range(40):
+        action = agent.act(obs)
+        steps += 1
+        context = concat_streams(agent._cache.chunks, model.context_len)
+        fed = context["tokens"].shape[1]
+        assert fed <= model.context_len
+        k = codec.timesteps_in(fed + 1)  # the last action token is generated, not fed
+        recent = agent._recent[-k:]
+        window = pack([[[(np.concatenate([t for t, _ in recent]), np.concatenate([p for _, p in recent]), None)]]],
+                      layout, codec.window_tokens(k), model.vocab.pad)
+        assert codec.window_tokens(k) == fed + 1
+        np.testing.assert_array_equal(context["tokens"][0].numpy(), window.tokens[0, :fed])
+        np.testing.assert_array_equal(context["in_step_pos"][0].numpy(), window.in_step_pos[0, :fed])
+        refilled += k < steps
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    env.close()
+    assert refilled, "the context never filled"
+
+
+@pytest.mark.slow
+def test_a_windowed_rollout_through_the_cache_matches_the_uncached_one(babyai_task, tiny_policy):
+    """BabyAI reads its mission once per window: through refills and the FiLM's carried text, the cached agent
+    plays the episodes the uncached one plays."""
+    model = tiny_policy(context_len=40)
+    codec = babyai_task.encode_for(model.vocab)
+    runs = [rollout(model, codec, babyai_task.make_env, 3, n_envs=2, deterministic=False, seed=0, use_cache=c)
+            for c in (True, False)]
+    assert (runs[0].returns, runs[0].lengths) == (runs[1].returns, runs[1].lengths)
+    assert max(runs[0].lengths) * codec.tokens_per_later_step > model.context_len  # the context filled
 
 
 def test_agent_accepts_spaces_and_envs(tiny_policy):

@@ -527,7 +527,7 @@ def _three_step_codec(dataset, raw, observation_space, action_space, vocab, task
 @pytest.mark.parametrize("vocab", [Vocab(), Vocab(discrete_tokens=64, continuous_tokens=64)], ids=["default", "tiny"])
 def test_fitted_codec_is_the_one_the_three_step_path_built(babyai_dataset, spaces_of, vocab):
     """``fit_codec`` (two codecs) gives the codec of the old path (three): same layout, same
-    tokens for every episode; ControlTask's codec is that codec."""
+    tokens for every episode; ControlTask's codec is that codec (the mission in every timestep, as then)."""
     from argparse import Namespace
 
     from gato.data.episodes import EncodedEpisodes, RawEpisodes, fit_codec
@@ -538,7 +538,7 @@ def test_fitted_codec_is_the_one_the_three_step_path_built(babyai_dataset, space
     raw = RawEpisodes.read(babyai_dataset, "babyai")
     expected = _three_step_codec(babyai_dataset, raw, obs_space, act_space, vocab, task_id=3)
     fitted = fit_codec(raw, obs_space, act_space, vocab=vocab, patch_size=4,
-                       metadata=babyai_dataset.storage.metadata, task_id=3)
+                       metadata=babyai_dataset.storage.metadata, task_id=3, constant_text="step")
     assert fitted.layout() == expected.layout()
     assert fitted.tokens_per_step == expected.tokens_per_step == 13  # the task token, then BabyAI's 12
     ours, theirs = (EncodedEpisodes.encode(raw, c, "babyai") for c in (fitted, expected))
@@ -547,7 +547,8 @@ def test_fitted_codec_is_the_one_the_three_step_path_built(babyai_dataset, space
     np.testing.assert_array_equal(fitted.normalize_patches(ours.patches), expected.normalize_patches(theirs.patches))
 
     if spaces_of == "env":  # what a task trains on
-        task = ControlTask("babyai", source, babyai_dataset, 128, Namespace(patch_size=4), vocab=vocab, task_id=3)
+        task = ControlTask("babyai", source, babyai_dataset, 128, Namespace(patch_size=4), vocab=vocab, task_id=3,
+                           constant_text="step")
         assert task.codec.layout() == expected.layout()
         np.testing.assert_array_equal(task.episodes.steps, theirs.steps)
 
@@ -559,7 +560,8 @@ def test_explicit_overrides_replace_the_recommended_ones(babyai_dataset):
     obs_space, act_space = babyai_dataset.observation_space, babyai_dataset.action_space
     codec = fit_codec(raw, obs_space, act_space, overrides={"image": "discrete"},
                       metadata={"gato_field_overrides": '{"image": {"kind": "image", "pool": 7}}'})
-    assert codec.overrides == {"image": "discrete"}  # an explicit override also beats the fitted range
+    # an explicit override also beats the fitted range; the mission never changes within an episode
+    assert codec.overrides == {"image": "discrete", "mission": {"kind": "text", "once": True}}
     assert codec.obs_tokens == 1 + 147 + 5  # direction, 7x7x3 values, the longest mission
     recommended = fit_codec(raw, obs_space, act_space,
                             metadata={"gato_field_overrides": '{"image": {"kind": "image", "pool": 7}}'})
@@ -587,3 +589,26 @@ def test_inspect_names_what_it_accepts(capsys):
     assert main(["inspect", "nobody/NoSuchEnv-v0"]) == 2
     err = capsys.readouterr().err
     assert "neither a local Minari dataset nor a Gymnasium env id" in err and "minigrid" in err
+
+
+def test_only_text_that_never_changes_within_an_episode_is_read_once():
+    """``DataStats.varying`` names the string fields that change inside some episode; the others are read once
+    per window, and the statistics saved beside a store keep that."""
+    from gato.data.episodes import DataStats, RawEpisodes, fit_codec
+
+    space = spaces.Dict(goal=spaces.Text(20), note=spaces.Text(20), x=spaces.Discrete(3))
+    obs = [{"goal": np.array(["up", "up", "up"]), "note": np.array(["a", "b", "b"]), "x": np.zeros(3, np.int64)},
+           {"goal": np.array(["down"] * 2), "note": np.array(["c"] * 2), "x": np.zeros(2, np.int64)}]
+    raw = RawEpisodes(obs, [np.zeros(2, np.int64), np.zeros(1, np.int64)], [np.zeros(2), np.zeros(1)], [0, 1])
+    stats = DataStats.of(raw, DataStats.leaves_of(space))
+    assert stats.varying == {"note"}
+    assert DataStats.from_dict(stats.to_dict()).varying == {"note"}
+    codec = fit_codec(stats, space, spaces.Discrete(2))
+    assert [f.once for f in codec.obs_fields] == [True, False, False]
+    assert codec.overrides == {"goal": {"kind": "text", "once": True}}
+    assert not any(f.once for f in fit_codec(stats, space, spaces.Discrete(2), constant_text="step").obs_fields)
+    with pytest.raises(ValueError, match="constant_text must be one of"):
+        fit_codec(stats, space, spaces.Discrete(2), constant_text="episode")
+    with pytest.raises(UnsupportedSpaceError, match="only an observation field that is not an image"):
+        SpaceCodec(spaces.Box(0, 255, (8, 8, 3), np.uint8), spaces.Discrete(2), overrides={"": {"kind": "image",
+                                                                                                 "once": True}})

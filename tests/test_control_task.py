@@ -50,6 +50,24 @@ def test_another_vocabulary_needs_an_explicit_encode_for(cartpole_dataset, tiny_
     assert rebuilt.codec.layout() == codec.layout()
 
 
+def test_a_spec_keeps_where_the_mission_is_laid_out(babyai_task, session_minari_root, monkeypatch):
+    """A task rebuilt from its spec, with or without its data, lays the mission out as it was trained; a spec
+    saved before missions were read once per window had it in every timestep."""
+    from gato.tasks.control_task import ControlTask
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))  # from_spec loads the dataset by id
+    spec = babyai_task.spec()
+    assert spec["constant_text"] == "window"
+    for with_data in (True, False):
+        rebuilt = ControlTask.from_spec(spec, vocab=babyai_task.codec.vocab, with_data=with_data)
+        assert rebuilt.codec.layout() == babyai_task.codec.layout() and rebuilt.codec.obs_once.any()
+        assert rebuilt.spec()["constant_text"] == "window"
+    old = {k: v for k, v in spec.items() if k != "constant_text"}
+    old["field_overrides"] = {k: v for k, v in old["field_overrides"].items() if k != "mission"}
+    rebuilt = ControlTask.from_spec(old, vocab=babyai_task.codec.vocab, with_data=True)
+    assert not rebuilt.codec.obs_once.any() and rebuilt.codec.tokens_per_step == babyai_task.codec.tokens_per_step
+
+
 def test_make_env_gives_a_fresh_env_of_the_tasks_spec(cartpole_task):
     env = cartpole_task.make_env()
     assert env is not cartpole_task.env and env.spec.id == "CartPole-v1"

@@ -25,7 +25,11 @@ def test_command_line_data_inspect_train_eval(tmp_path, capsys):
     assert main(["inspect", dataset_id, "--context_len", "64"]) == 0
     out = capsys.readouterr().out
     assert 'obs["mission"]' in out and "tokens per timestep: 12" in out
-    assert "timesteps in a 64-token context: 5" in out
+    assert 'tokens per later timestep of a window: 7 (obs["mission"] read once per window)' in out
+    assert "timesteps in a 64-token context: 8" in out  # 12 + 7 x 7
+    assert main(["inspect", dataset_id, "--context_len", "64", "--constant_text", "step"]) == 0
+    out = capsys.readouterr().out
+    assert "later timestep" not in out and "timesteps in a 64-token context: 5" in out
 
     run_dir = tmp_path / "runs"
     assert main(["train", "--control_datasets", dataset_id, "--training_steps", "4", "--max_minutes", "0",
@@ -130,7 +134,8 @@ def test_prompted_windows_hold_a_prompt_and_a_window(babyai_dataset):
     from gato.vocab import Vocab
 
     task = ControlTask("babyai", None, babyai_dataset, 120, Namespace(patch_size=4), prompt_ep_proportion=1.0,
-                       training_prompt_len_proportion=0.5, share_prompt_episodes=False, prompt_type="end")
+                       training_prompt_len_proportion=0.5, share_prompt_episodes=False, prompt_type="end",
+                       constant_text="step")
     batch = task.sample_batch(8, Vocab(), 120, np.random.default_rng(0))
     S = task.tokens_per_timestep
     steps = ((batch.tokens != Vocab().pad) | batch.patch_mask).sum(1) / S
@@ -138,6 +143,20 @@ def test_prompted_windows_hold_a_prompt_and_a_window(babyai_dataset):
     # a prompt of int(120 * 0.5) // S steps, then a window filling the rest of the context
     assert (steps == (120 // 2) // S + (120 // S - (120 // 2) // S)).all()
     assert batch.targets.sum() == 8 * steps[0]  # every timestep's action, prompt ones included
+
+    # the mission read once per window: the prompt and the window each open with a whole timestep
+    task = ControlTask("babyai", None, babyai_dataset, 120, Namespace(patch_size=4), prompt_ep_proportion=1.0,
+                       training_prompt_len_proportion=0.5, share_prompt_episodes=False, prompt_type="end")
+    codec = task.codec
+    batch = task.sample_batch(8, Vocab(), 120, np.random.default_rng(0))
+    mission_place = int(np.flatnonzero(codec.obs_once)[0])
+    for b in range(8):
+        real = (batch.tokens[b] != Vocab().pad) | batch.patch_mask[b]
+        starts = np.flatnonzero(real & (batch.in_step_pos[b] == 0))
+        whole = int((real & (batch.in_step_pos[b] == mission_place)).sum())
+        assert whole == 2 and len(starts) == batch.targets[b].sum()  # one action token a timestep
+        assert real.sum() == 2 * S + (len(starts) - 2) * codec.tokens_per_later_step <= 120
+        assert len(starts) > 120 // S  # more timesteps than the mission in every one allows
 
 
 def test_symbolic_grid_is_fitted_one_hot_and_saved_in_the_spec(babyai_task):

@@ -177,7 +177,7 @@ def test_steps_where_only_one_process_has_images_reduce_the_same_gradients(cartp
     used) and the other none. Both must still reduce the same gradients, and the result is the average."""
     steps = 6
     flags = {**FLAGS, "control_datasets": ["test/cartpole-random-v0", babyai_dataset.spec.dataset_id],
-             "task_weights": [0.85, 0.15], "sequence_length": 128, "training_steps": steps,
+             "task_weights": [0.85, 0.15], "sequence_length": 128, "training_steps": steps, "seed": 1,
              # 2 channels per GroupNorm group: with one, the bias before each norm has no true gradient, only
              # rounding noise, which AdamW (eps 1e-8) turns into steps of up to lr * noise / eps
              "resid_mid_channels": 16,

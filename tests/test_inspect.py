@@ -52,6 +52,12 @@ def test_describe_steps_with_a_task_token_equals_the_encoded_rows(babyai_dataset
     assert [s["tokens"] for s in steps] == encoded.steps[:4].tolist()
     assert steps[0]["fields"][0] == {"field": "task", "value": "", "ids": [codec.vocab.task(5)], "meanings": ["task 5"]}
     assert [s["action"] for s in steps] == [int(a) for a in raw.actions[0][:4]]
+    # what the model reads: the window a training row shows (the mission in the first timestep only)
+    from gato.batch import StepLayout
+
+    window = StepLayout.of(codec).run(encoded.steps[:4], encoded.patches[:4], None)
+    assert [i for s in steps for i in s["fed"]] == window.tokens.tolist()
+    assert len(steps[1]["fed"]) == codec.tokens_per_later_step < codec.tokens_per_step
 
 
 def test_describe_steps_reads_continuous_bins_back_near_the_values(cartpole_dataset):

@@ -77,18 +77,23 @@ def test_targets_are_exactly_the_action_tokens(task_name, request, tiny_policy):
     B, L = batch.tokens.shape
     assert L == task.context_len
     is_action = np.r_[np.zeros(n_obs + 1, bool), np.ones(n_act, bool)]
+    later = np.r_[~codec.obs_once, np.ones(1 + n_act, bool)]  # what a timestep after a window's first keeps
+    assert later.sum() == codec.tokens_per_later_step
     for b in range(B):
         real = (batch.tokens[b] != model.vocab.pad) | batch.patch_mask[b]
         n = int(real.nonzero()[0].max()) + 1
-        assert n % S == 0 and real[:n].all()
-        steps = n // S
-        np.testing.assert_array_equal(batch.targets[b, :n], np.tile(is_action, steps))
+        steps = 1 + (n - S) // codec.tokens_per_later_step
+        assert n == codec.window_tokens(steps) and real[:n].all()
+        keep = np.r_[np.ones(S, bool), np.tile(later, steps - 1)]  # the whole first timestep, then the later ones
+        np.testing.assert_array_equal(batch.targets[b, :n], np.tile(is_action, steps)[keep])
         assert not batch.targets[b, n:].any(), "a pad position is a target"
         assert (batch.tokens[b, n:] == model.vocab.pad).all()
         obs_then_action = np.r_[codec.obs_is_patch, np.zeros(1 + n_act, bool)]
-        np.testing.assert_array_equal(batch.patch_mask[b, :n], np.tile(obs_then_action, steps))
-        np.testing.assert_array_equal(batch.in_step_pos[b, :n], np.tile(np.arange(S), steps))
-        step_tokens = batch.tokens[b, :n].reshape(steps, S)
+        np.testing.assert_array_equal(batch.patch_mask[b, :n], np.tile(obs_then_action, steps)[keep])
+        np.testing.assert_array_equal(batch.in_step_pos[b, :n], np.tile(np.arange(S), steps)[keep])
+        step_tokens = np.full(steps * S, -1)
+        step_tokens[keep] = batch.tokens[b, :n]
+        step_tokens = step_tokens.reshape(steps, S)
         assert (step_tokens[:, n_obs] == model.vocab.separator).all()
         acts = step_tokens[:, n_obs + 1 :]
         assert ((acts >= codec.action_ranges[:, 0]) & (acts < codec.action_ranges[:, 1])).all()
@@ -112,8 +117,11 @@ def test_loss_is_cross_entropy_over_exactly_the_action_tokens(task_name, request
     for b in range(len(batch)):
         real = (batch.tokens[b] != model.vocab.pad) | batch.patch_mask[b]
         n = int(real.nonzero()[0].max()) + 1
+        steps = codec.timesteps_in(n)
+        later = np.r_[~codec.obs_once, np.ones(S - codec.obs_tokens, bool)]
+        place = np.tile(np.arange(S), steps)[np.r_[np.ones(S, bool), np.tile(later, steps - 1)]]  # in its timestep
         for t in range(1, n):
-            if t % S >= first_action:
+            if place[t] >= first_action:
                 rows.append(full[b, t - 1])
                 terms.append(F.cross_entropy(full[b, t - 1][None].float(), stream["tokens"][b, t][None]))
     assert logits.shape == (len(rows), model.vocab.size)
@@ -253,7 +261,7 @@ def test_rollout_loop_with_a_small_context_keeps_running(task_name, env_id, requ
     model = tiny_policy(context_len=24)
     caches = []  # the agent's cache, to watch it
     new_cache = model.new_cache
-    monkeypatch.setattr(model, "new_cache", lambda: caches.append(new_cache()) or caches[-1])
+    monkeypatch.setattr(model, "new_cache", lambda **kw: caches.append(new_cache(**kw)) or caches[-1])
     agent = Agent(model, task, deterministic=False, generator=torch.Generator().manual_seed(0))
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(2)])
     obs, _ = envs.reset(seed=[0, 1])
@@ -264,7 +272,8 @@ def test_rollout_loop_with_a_small_context_keeps_running(task_name, env_id, requ
         assert caches[-1].length <= 24
         obs, *_ = envs.step(actions)
     envs.close()
-    assert caches[-1].next_position >= 12 * agent.codec.tokens_per_step - 1
+    # every token went through a cache: one, or (BabyAI, its mission read once per window) several refilled ones
+    assert sum(c.next_position for c in caches) >= 12 * agent.codec.tokens_per_later_step - 1
 
 
 @pytest.mark.parametrize("task_name", ["cartpole_task", "babyai_task"])
@@ -279,7 +288,7 @@ def test_evaluate_runs_through_cache_eviction(task_name, request, tiny_policy, m
     metrics = task.evaluate(model, n_iterations=2, n_envs=2)
     assert metrics["episodes"] == 2.0
     assert np.isfinite(metrics["mean_return"]) and metrics["mean_episode_len"] >= 1
-    if metrics["mean_episode_len"] * task.tokens_per_timestep > task.context_len:
+    if metrics["mean_episode_len"] * task.tokens_per_timestep > task.context_len and not task.codec.obs_once.any():
         assert dropped and min(dropped) > 0  # the context filled up and evaluation went on
 
 
@@ -467,7 +476,10 @@ def test_image_summary_keeps_timesteps_causal_and_the_cache_exact(babyai_task, t
         torch.testing.assert_close(out[0, :k], full[0, :k], atol=0, rtol=0)
         assert not torch.allclose(out[0, k + 1], full[0, k + 1])  # the same image's next patch sees it
 
-        steps = list(range(0, T, S)) + [T]  # rows are whole timesteps from column 0
+        # rows are whole timesteps from column 0 (the mission in the first only), cut where row 0's start
+        real = (stream["tokens"][0] != model.vocab.pad) | stream["patch_mask"][0]
+        steps = (((stream["in_step_pos"][0] == 0) & real).nonzero()[:, 0]).tolist() + [T]
+        assert len(steps) > 3 and codec.tokens_per_later_step < S
         cache = model.new_cache()
         chunks = [model.hidden_states(slice_stream(stream, a, b), cache) for a, b in zip(steps, steps[1:])]
         torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-4, rtol=1e-4)
@@ -634,10 +646,11 @@ def test_packed_rows_equal_each_window_run_alone(babyai_dataset, tiny_policy):
     torch.testing.assert_close(torch.stack(terms).sum() / n_targets, loss, atol=1e-5, rtol=1e-4)
 
 
-def test_text_film_reads_the_grid_given_its_own_timesteps_text(babyai_task, tiny_policy):
+def test_text_film_reads_the_grid_given_its_own_timesteps_text(babyai_step_task, tiny_policy):
     """With ``text_film`` a patch's embedding depends on the mission of its own timestep (even
     though the mission comes after the image), never on another timestep's; earlier timesteps
     stay untouched, and whole timesteps fed through the cache equal the full pass."""
+    babyai_task = babyai_step_task  # the mission in every timestep
     model = tiny_policy(text_film=True).double()
     torch.nn.init.normal_(model.embedding.patches.film[1].weight, 0.0, 0.5)  # not the identity it starts as
     stream = as_stream(batch_of(babyai_task, model, n=2, seed=4), model)
@@ -660,6 +673,69 @@ def test_text_film_reads_the_grid_given_its_own_timesteps_text(babyai_task, tiny
         cache = model.new_cache()
         chunks = [model.hidden_states(slice_stream(stream, a, b), cache) for a, b in zip(steps, steps[1:])]
         torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_a_window_reads_its_mission_once_and_conditions_every_image_on_it(babyai_task, babyai_step_task,
+                                                                         tiny_policy):
+    """The mission read once per window: each later timestep is the mission's tokens shorter, and every image's
+    embedding is the one it has with the mission in every timestep (the FiLM carries the window's text);
+    another mission in the first timestep moves every later image."""
+    from gato.batch import StepLayout, pack
+    from gato.tasks.windows import timesteps
+
+    model = tiny_policy(text_film=True).double()
+    torch.nn.init.normal_(model.embedding.patches.film[1].weight, 0.0, 0.5)
+    once, every = babyai_task.codec_for(model.vocab), babyai_step_task.codec_for(model.vocab)
+    mission = int(once.obs_once.sum())
+    assert mission > 0 and not every.obs_once.any()
+    assert once.tokens_per_later_step == every.tokens_per_step - mission == once.tokens_per_step - mission
+    np.testing.assert_array_equal(babyai_task.episodes.steps, babyai_step_task.episodes.steps)  # same rows
+    k = int(min(6, babyai_task.episodes.lengths[0]))
+    assert k >= 3
+
+    def embedded(codec, tokens=None):
+        segment = timesteps(babyai_task.episodes, codec, 0, 0, k)
+        stream = pack([[[segment]]], StepLayout.of(codec), codec.window_tokens(k), model.vocab.pad).to_torch()
+        if tokens is not None:
+            stream["tokens"] = tokens
+        with torch.no_grad():
+            x = model.embedding(stream["tokens"], stream["in_step_pos"], stream["patch_mask"], stream["patches"],
+                                stream["patch_rowcol"])
+        return stream, x[stream["patch_mask"]]
+
+    window, patches_once = embedded(once)
+    _, patches_every = embedded(every)
+    assert window["tokens"].shape[1] == k * every.tokens_per_step - (k - 1) * mission
+    torch.testing.assert_close(patches_once, patches_every, atol=1e-9, rtol=1e-9)
+    word = int(((window["in_step_pos"][0] >= 0) & ~window["patch_mask"][0] & (window["tokens"][0] <
+               model.vocab.text_tokens) & (window["tokens"][0] != model.vocab.tokenizer.pad_id)).nonzero()[0, 0])
+    other = window["tokens"].clone()
+    other[0, word] = (int(other[0, word]) + 1) % model.vocab.text_tokens
+    _, moved = embedded(once, other)
+    per_step = once.patches_per_step
+    for t in range(k):  # every timestep's image reads the one mission
+        assert not torch.allclose(moved[t * per_step], patches_once[t * per_step])
+
+
+def test_the_film_carry_stays_inside_its_packed_unit(tiny_policy):
+    """A timestep without text takes its unit's latest text, never another unit's (segment_ids)."""
+    model = tiny_policy(text_film=True).double()
+    torch.nn.init.normal_(model.embedding.patches.film[1].weight, 0.0, 0.5)
+    vocab, P = model.vocab, model.patch_size
+    word = vocab.tokenizer.encode(" red")[0]
+    # unit 0: [patch, word, sep, act] then [patch, sep, act]; unit 1: [patch, sep, act]
+    tokens = torch.tensor([[vocab.pad, word, vocab.separator, 0, vocab.pad, vocab.separator, 0,
+                            vocab.pad, vocab.separator, 0]])
+    in_step = torch.tensor([[0, 1, 2, 3, 0, 2, 3, 0, 2, 3]])
+    patch_mask = torch.tensor([[True, False, False, False, True, False, False, True, False, False]])
+    patches = torch.rand(1, 3, P, P, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).expand(3, -1, -1,
+                                                                                                          -1)
+    rowcol = torch.zeros(3, 2, dtype=torch.long)
+    segments = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1, 1, 1]])
+    x = model.embedding(tokens, in_step, patch_mask, patches, rowcol, segments)[0, [0, 4, 7]]
+    torch.testing.assert_close(x[1], x[0])  # the later timestep of unit 0 reads "red" too
+    alone = model.embedding(tokens[:, :1], in_step[:, :1], patch_mask[:, :1], patches[:1], rowcol[:1])[0, 0]
+    torch.testing.assert_close(x[2], alone)  # unit 1 has no text: as an image with none
 
 
 def test_text_film_ignores_text_after_the_separator(tiny_policy):
@@ -686,7 +762,10 @@ def test_text_film_ignores_text_after_the_separator(tiny_policy):
     obs_changed[0, 1] = other
     moved = patch_embeddings(obs_changed)
     assert not torch.allclose(moved[0], base[0])  # its own observation's text does condition it
-    torch.testing.assert_close(moved[1], base[1], atol=0, rtol=0)  # the next timestep has no text
+    # the next timestep has no text: it takes its window's latest (film_carry), or none
+    assert not torch.allclose(moved[1], base[1])
+    model.embedding.film_carry = False
+    torch.testing.assert_close(patch_embeddings(obs_changed)[1], patch_embeddings(tokens)[1], atol=0, rtol=0)
 
 
 def test_checkpoint_saved_before_text_film_loads_without_it(tmp_path, tiny_policy):

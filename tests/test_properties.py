@@ -187,6 +187,34 @@ def test_observation_tokens_are_in_range_and_counted(space, n, seed):
     assert codec.check(obs, actions) is None, "a sample of the space was reported as invalid"
 
 
+@settings(max_examples=150, **SETTINGS)
+@given(space=nested(OBS_LEAVES, depth=3), k=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
+def test_fields_read_once_per_window_are_counted_and_laid_out_once(space, k, seed):
+    """Every text field read once per window: ``tokens_per_space``, ``window_tokens`` and ``StepLayout.run`` agree
+    on the tokens of k timesteps, and a later timestep is the whole one without exactly those fields."""
+    from gato.batch import StepLayout
+    from gato.codec import dotted
+
+    probe = SpaceCodec(space, spaces.Discrete(2), VOCAB)
+    once = {dotted(f.path): {"kind": "text", "once": True} for f in probe.obs_fields if isinstance(f, TextField)}
+    codec = SpaceCodec(space, spaces.Discrete(2), VOCAB, overrides=once)
+    n_once = sum(f.n_tokens for f in codec.obs_fields if f.once)
+    assert codec.tokens_per_later_step == codec.tokens_per_step - n_once
+    per_step = 1 + codec.action_tokens  # separator and action
+    assert codec.window_tokens(k) == tokens_per_space(space, overrides=once, steps=k) + k * per_step
+    assert codec.timesteps_in(codec.window_tokens(k)) == k
+    obs = batch(space, k, seed)
+    tokens, patches = codec.encode_observations(obs, k)
+    rows = np.concatenate([tokens, np.full((k, 1), VOCAB.separator), codec.encode_actions(np.zeros(k, np.int64), k)],
+                          axis=1)
+    run = StepLayout.of(codec).run(rows, patches.astype(np.float32), None)
+    assert len(run) == codec.window_tokens(k)
+    kept = np.r_[np.ones(codec.tokens_per_step, bool), np.tile(np.r_[~codec.obs_once, np.ones(per_step, bool)], k - 1)]
+    np.testing.assert_array_equal(run.tokens, rows.reshape(-1)[kept])
+    np.testing.assert_array_equal(run.in_step_pos, np.tile(np.arange(codec.tokens_per_step), k)[kept])
+    assert run.is_patch.sum() == k * codec.patches_per_step  # images are never read once
+
+
 # --------------------------------------------------------------------------- 2. actions
 
 

@@ -119,3 +119,9 @@ def test_resume_from_the_state_folder_continues_the_run_it_belongs_to(tmp_path, 
     (run / "state" / "training_args.json").write_text(json.dumps(TrainingArgs(batch_size=4).to_dict()))
     args = resumed_args(build_parser().parse_args(["train", "--resume", str(run / "state")]))
     assert (args.save_dir, args.exp_name, args.batch_size) == (str(run.parent), "r", 4)
+    assert (args.constant_text, args.film_carry) == ("window", True)
+    # a run saved before missions were read once per window goes on with the mission in every timestep
+    old = {k: v for k, v in TrainingArgs(batch_size=4).to_dict().items() if k not in ("constant_text", "film_carry")}
+    (run / "state" / "training_args.json").write_text(json.dumps(old))
+    args = resumed_args(build_parser().parse_args(["train", "--resume", str(run / "state")]))
+    assert (args.constant_text, args.film_carry) == ("step", False)

@@ -121,9 +121,15 @@ def recommended_overrides(metadata: dict) -> dict:
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
 
+CONSTANT_TEXT = ("window", "step")
+"""Where a string observation that never changes within an episode is laid out: once per window, or in
+every timestep (see :func:`fit_codec`)."""
+
+
 def fit_codec(raw: RawEpisodes | DataStats, observation_space, action_space, *, vocab: Vocab | None = None,
               patch_size: int = 4, overrides: dict | None = None, metadata: dict | None = None,
-              task_id: int | None = None, max_patches: int | None = None) -> SpaceCodec:
+              task_id: int | None = None, max_patches: int | None = None,
+              constant_text: str = "window") -> SpaceCodec:
     """The codec that reads ``raw``'s episodes in these spaces (the env's; they must match the
     dataset's), fitted to them. ``raw`` may be the episodes or their :class:`DataStats`, which give
     the same codec (a task whose episodes are stored on disk fits it from the statistics saved there).
@@ -134,7 +140,9 @@ def fit_codec(raw: RawEpisodes | DataStats, observation_space, action_space, *, 
     an override names them; string fields take the tokens of their longest string
     (``RawEpisodes.text_budget``), and so do string actions; ``task_id`` starts every observation with its
     task token; ``max_patches`` bounds the patches of every image whose override sets neither ``pool`` nor
-    ``max_patches`` (None: ``FieldSpec``'s default, ``gato.codec.DEFAULT_MAX_PATCHES``).
+    ``max_patches`` (None: ``FieldSpec``'s default, ``gato.codec.DEFAULT_MAX_PATCHES``). With ``constant_text``
+    "window" (the default), a string field that never changes within an episode is read once per window
+    (``FieldSpec.once``; :meth:`DataStats.constant_text`); "step": in every timestep, as before.
     The returned codec's ``overrides`` hold everything fitted but the text budgets, so a codec
     rebuilt from them (another vocabulary, ``gato eval``) reads images the same way.
     """
@@ -142,7 +150,10 @@ def fit_codec(raw: RawEpisodes | DataStats, observation_space, action_space, *, 
     chosen = recommended_overrides(metadata or {}) if overrides is None else overrides
     # which fields are integer images and strings does not depend on what is fitted below
     probe = SpaceCodec(observation_space, action_space, vocab, patch_size, chosen)
-    fitted = {**raw.image_ranges(probe.obs_fields), **chosen}
+    if constant_text not in CONSTANT_TEXT:
+        raise ValueError(f"constant_text must be one of {CONSTANT_TEXT}, got {constant_text!r}")
+    once = raw.constant_text(probe.obs_fields) if constant_text == "window" else {}
+    fitted = {**raw.image_ranges(probe.obs_fields), **once, **chosen}
     if max_patches:
         fitted = bound_images(probe.obs_fields, fitted, max_patches)
     budget = raw.text_budget(probe.obs_fields, vocab.tokenizer)
@@ -228,6 +239,11 @@ class RawEpisodes:
         leaves = DataStats.leaves_of_fields(codec_fields, actions)
         return DataStats.of(self, leaves).text_budget(codec_fields, tokenizer, actions)
 
+    def constant_text(self, codec_fields) -> dict:
+        """{dotted path: FieldSpec dict} reading the string fields that never change within an episode once
+        per window (see :meth:`DataStats.constant_text`)."""
+        return DataStats.of(self, DataStats.leaves_of_fields(codec_fields)).constant_text(codec_fields)
+
     def image_ranges(self, codec_fields) -> dict:
         """{dotted path: FieldSpec dict} for integer images read over the values seen (see
         :meth:`DataStats.image_ranges`)."""
@@ -248,7 +264,9 @@ class DataStats:
     distinct strings} of every string leaf, an action's path prefixed with ``gato.codec.ACTION_TEXT`` (at
     most ``MAX_STRINGS``: past that the longest are kept and ``strings_capped`` is set, and a text budget may
     then be short of the longest tokenisation);
-    ``episodes`` / ``steps``: episodes with at least one step and their timesteps.
+    ``episodes`` / ``steps``: episodes with at least one step and their timesteps; ``varying``: the dotted
+    paths of the observation string leaves whose value changes within some episode (the others can be read
+    once per window: :meth:`constant_text`).
     """
 
     top: dict = field(default_factory=dict)
@@ -256,6 +274,7 @@ class DataStats:
     episodes: int = 0
     steps: int = 0
     strings_capped: bool = False
+    varying: set = field(default_factory=set)
 
     @classmethod
     def of(cls, raw: RawEpisodes, leaves) -> DataStats:
@@ -296,7 +315,10 @@ class DataStats:
             if kind in ("text", "action_text"):
                 seen = self.strings.setdefault(key, set())
                 values = raw.actions if kind == "action_text" else raw.observations
-                seen.update(as_str(s) for o in values for s in _get(o, path))
+                episodes = [{as_str(s) for s in _get(o, path)} for o in values]
+                seen.update(*episodes)
+                if kind == "text" and any(len(e) > 1 for e in episodes):
+                    self.varying.add(key)
                 if len(seen) > MAX_STRINGS:
                     self.strings_capped = True
                     self.strings[key] = set(sorted(seen, key=lambda s: (-len(s.encode("utf-8")), s))[:MAX_STRINGS])
@@ -313,6 +335,12 @@ class DataStats:
                 seen = self._seen(self.strings, f, prefix)
                 budget[dotted(f.path)] = max(1, max(len(tokenizer.encode(s)) for s in seen))
         return budget
+
+    def constant_text(self, codec_fields) -> dict:
+        """{dotted path: FieldSpec dict} reading once per window each string field whose value never changes
+        within an episode (BabyAI's mission): repeating it at every timestep would only take context."""
+        return {dotted(f.path): {"kind": "text", "once": True} for f in codec_fields
+                if isinstance(f, TextField) and dotted(f.path) in self.strings and dotted(f.path) not in self.varying}
 
     def image_ranges(self, codec_fields) -> dict:
         """{dotted path: FieldSpec dict} for integer images whose values stay far below their
@@ -338,13 +366,14 @@ class DataStats:
     def to_dict(self) -> dict:
         """JSON-able form (:meth:`from_dict` reads it)."""
         return {"top": self.top, "strings": {k: sorted(v) for k, v in self.strings.items()},
-                "episodes": self.episodes, "steps": self.steps, "strings_capped": self.strings_capped}
+                "episodes": self.episodes, "steps": self.steps, "strings_capped": self.strings_capped,
+                "varying": sorted(self.varying)}
 
     @classmethod
     def from_dict(cls, data: dict) -> DataStats:
         """The statistics :meth:`to_dict` wrote."""
         return cls(dict(data["top"]), {k: set(v) for k, v in data["strings"].items()}, int(data["episodes"]),
-                   int(data["steps"]), bool(data["strings_capped"]))
+                   int(data["steps"]), bool(data["strings_capped"]), set(data["varying"]))
 
 
 def _nbytes(x) -> int:

@@ -58,9 +58,10 @@ def token_meanings(field, ids: np.ndarray, codec: SpaceCodec) -> list[str]:
 def describe_steps(codec: SpaceCodec, observations, actions, rewards=None, n_steps: int = 3) -> list[dict]:
     """The first ``n_steps`` timesteps of one episode (its observations, actions and rewards as Minari
     stores them) as they reach the model. One dict per timestep: ``step``, ``reward``, ``tokens`` (the
-    timestep's whole row of ids: what ``EncodedEpisodes.encode`` writes), ``fields`` (one dict per token
-    group: field, value, ids, meanings; the task token, the separator and each action field included) and
-    ``action`` (what the action tokens decode to, as the env would be given it)."""
+    timestep's whole row of ids: what ``EncodedEpisodes.encode`` writes), ``fed`` (the ids the model reads of
+    it in a window that starts at timestep 0: a later timestep leaves out the fields read once per window),
+    ``fields`` (one dict per token group: field, value, ids, meanings, once; the task token, the separator and
+    each action field included) and ``action`` (what the action tokens decode to, as the env would be given it)."""
     vocab = codec.vocab
     n_steps = min(n_steps, len(actions))
     out = []
@@ -74,7 +75,7 @@ def describe_steps(codec: SpaceCodec, observations, actions, rewards=None, n_ste
             values = _get(obs, f.path)
             ids = f.encode(values, vocab)[0]
             groups.append({"field": f.name, "value": abbreviate(values[0]), "ids": ids.tolist(),
-                           "meanings": token_meanings(f, ids, codec)})
+                           "meanings": token_meanings(f, ids, codec), "once": f.once})
         groups.append({"field": "separator", "value": "", "ids": [vocab.separator], "meanings": ["separator"]})
         action_ids = []
         for f in codec.action_fields:
@@ -85,7 +86,8 @@ def describe_steps(codec: SpaceCodec, observations, actions, rewards=None, n_ste
                            "meanings": token_meanings(f, ids, codec)})
         decoded = codec.decode_actions(np.asarray([action_ids]))
         out.append({"step": t, "reward": None if rewards is None else float(rewards[t]),
-                    "tokens": [i for g in groups for i in g["ids"]], "fields": groups,
+                    "tokens": [i for g in groups for i in g["ids"]],
+                    "fed": [i for g in groups if not (t and g.get("once")) for i in g["ids"]], "fields": groups,
                     "action": _first_of(decoded)})
     return out
 

@@ -59,6 +59,8 @@ class PolicyConfig:
                                                "over the whole image: what is there, wherever it is (see ImageSummary)")
     text_film: bool = _field(True, "condition each image's patch encoder on its timestep's text (FiLM, as BabyAI's "
                                    "baselines read the grid given the mission)")
+    film_carry: bool = _field(True, "with text_film, a timestep whose observation holds no text (a later timestep "
+                                    "of a window that reads its mission once) takes the latest text of its window")
     positions: str = _field("rope", "order across the context: rope (rotary, relative; slides with the KV cache "
                                     "for free) or learned (absolute table added at the input, as GPT-2's; set by "
                                     "pretrained_lm)")

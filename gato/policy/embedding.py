@@ -49,8 +49,9 @@ class PatchEncoder(nn.Module):
     """
 
     def __init__(self, channels: int, patch_size: int, mid: int, dim: int, film: bool = False,
-                 channel_pad: float = -1.0):
+                 channel_pad: float = -1.0, film_carry: bool = False):
         super().__init__()
+        self.film_carry = film_carry
         self.channels, self.channel_pad = channels, channel_pad
         self.patch_size = patch_size
         groups = 8 if mid % 8 == 0 else 1
@@ -173,14 +174,16 @@ class GatoEmbedding(nn.Module):
     ``image_summary``: None, or "grid" / "pooled" for an :class:`ImageSummary` without / with its pooled read;
     ``channel_pad`` fills the channels an image lacks (see PolicyConfig.image_channel_pad).
     ``text_film`` = (end of the text ids, text pad id, separator id) conditions each patch on
-    the text of its timestep's observation (see :meth:`timestep_text`); None: patches alone.
+    the text of its timestep's observation (see :meth:`timestep_text`); None: patches alone. With
+    ``film_carry``, a timestep without observation text takes the latest text of its window.
     """
 
     def __init__(self, vocab_size, dim, context_len, patch_size, image_channels, mid_channels,
                  use_pos_encoding=True, use_patch_pos_encoding=True, continuous_range: tuple[int, int] | None = None,
                  image_summary: str | None = None, text_film: tuple[int, int, int] | None = None,
-                 channel_pad: float = -1.0):
+                 channel_pad: float = -1.0, film_carry: bool = False):
         super().__init__()
+        self.film_carry = film_carry
         self.tokens = nn.Embedding(vocab_size, dim)
         self.continuous_range = continuous_range
         self.values = ValueEmbedding(continuous_range[1] - continuous_range[0], dim) if continuous_range else None
@@ -207,13 +210,22 @@ class GatoEmbedding(nn.Module):
         which the policy exempts from weight decay."""
         return [table for table in (self.in_step, self.patch_row, self.patch_col) if table is not None]
 
-    def forward(self, tokens, in_step_pos, patch_mask, patches, patch_rowcol):
+    def forward(self, tokens, in_step_pos, patch_mask, patches, patch_rowcol, segment_ids=None):
         """tokens, in_step_pos (B, T) int; patch_mask (B, T) bool; patches (N, C, P, P) float
-        for the N True places of patch_mask in row-major order; patch_rowcol (N, 2)."""
+        for the N True places of patch_mask in row-major order; patch_rowcol (N, 2); segment_ids (B, T) or
+        None (packed units, see ``gato.batch.Batch``). Returns (B, T, D)."""
+        return self.embed(tokens, in_step_pos, patch_mask, patches, patch_rowcol, segment_ids)[0]
+
+    def embed(self, tokens, in_step_pos, patch_mask, patches, patch_rowcol, segment_ids=None, text=None):
+        """:meth:`forward`'s embedding, and the text condition to carry into the next chunk of the same
+        streams: ``text`` (B, D) is the one carried from the chunks before (a key/value cache keeps it);
+        None when nothing is carried (no FiLM carry, or a stream fed whole)."""
         x = F.embedding(tokens, self.table())
         if patches.shape[0]:
             patches = self.patches.fit_channels(patches.to(x.dtype))
-            condition = self.timestep_text(x, tokens, in_step_pos, patch_mask) if self.text_film else None
+            condition = None
+            if self.text_film:
+                condition, text = self.timestep_text(x, tokens, in_step_pos, patch_mask, segment_ids, text)
             p = self.patches(patches, condition)
             if self.summary is not None:
                 p = p + self.summary(patches, patch_rowcol)
@@ -221,18 +233,24 @@ class GatoEmbedding(nn.Module):
                 rc = patch_rowcol.clamp(max=MAX_PATCH_GRID - 1)
                 p = p + self.patch_row(rc[:, 0]) + self.patch_col(rc[:, 1])
             x = x.masked_scatter(patch_mask.unsqueeze(-1), p.to(x.dtype))
+        elif self.text_film and self.film_carry:  # no patches, but the chunk's text may be a later image's
+            text = self.timestep_text(x, tokens, in_step_pos, patch_mask, segment_ids, text)[1]
         if self.in_step is not None:
             x = x + self.in_step(in_step_pos.clamp(max=self.context_len - 1))
-        return x
+        return x, text
 
-    def timestep_text(self, x, tokens, in_step_pos, patch_mask) -> torch.Tensor:
+    def timestep_text(self, x, tokens, in_step_pos, patch_mask, segment_ids=None, carried=None):
         """(N, D): for each patch, the mean embedding of the text tokens of its timestep's
-        observation (zero where there are none), the condition of the text FiLM.
+        observation (zero where there are none), the condition of the text FiLM; and (B, D) the condition to
+        carry into the next chunk (None without ``film_carry``).
 
         A timestep starts where ``in_step_pos`` is 0; its observation ends at the separator, so
         a text *action* never conditions the image it answers. The observation's text may come
         after its image (BabyAI's mission does): observations are always fed whole and hold no
-        training target, so no prediction sees what it predicts.
+        training target, so no prediction sees what it predicts. With ``film_carry``, a timestep whose
+        observation holds no text takes that of the latest timestep with text in its packed unit
+        (``segment_ids``), or ``carried`` (B, D) from earlier chunks: a window laid out with its mission
+        in the first timestep only (``FieldSpec.once``) conditions every image on it.
         """
         text_end, text_pad, separator = self.text_film
         B, T = tokens.shape
@@ -246,7 +264,24 @@ class GatoEmbedding(nn.Module):
         is_text = (tokens < text_end) & (tokens != text_pad) & ~patch_mask & in_observation
         sums = x.new_zeros(B * (T + 1), x.shape[-1]).index_add_(0, slot[is_text], x[is_text])
         counts = x.new_zeros(B * (T + 1)).index_add_(0, slot[is_text], x.new_ones(int(is_text.sum())))
-        return (sums / counts.clamp(min=1)[:, None])[slot[patch_mask]]
+        means = sums / counts.clamp(min=1)[:, None]
+        if not self.film_carry:
+            return means[slot[patch_mask]], None
+        # forward-fill each row's slots from the latest slot with text of the same unit
+        means, has = means.view(B, T + 1, -1), (counts > 0).view(B, T + 1)
+        if carried is not None:  # slot 0 continues the last timestep of the chunks before
+            means[:, 0] = torch.where(has[:, :1], means[:, 0], carried.to(means.dtype))
+            has = has.clone()
+            has[:, 0] = True
+        index = torch.arange(T + 1, device=tokens.device).expand(B, -1)
+        latest = torch.where(has, index, torch.full_like(index, -1)).cummax(dim=1).values
+        valid = latest >= 0
+        if segment_ids is not None:
+            unit = segment_ids.new_zeros(B * (T + 1)).index_put_((slot[starts],), segment_ids[starts]).view(B, T + 1)
+            unit[:, 0] = segment_ids[:, 0]
+            valid &= unit.gather(1, latest.clamp(min=0)) == unit
+        filled = means.gather(1, latest.clamp(min=0)[..., None].expand_as(means)) * valid[..., None]
+        return filled.reshape(B * (T + 1), -1)[slot[patch_mask]], filled[:, -1]
 
     def table(self) -> torch.Tensor:
         """(vocab, dim) embedding of every id (the output head uses it too)."""

@@ -47,8 +47,8 @@ class GatoPolicy(nn.Module):
       ``use_patch_pos_encoding``, ``use_pos_encoding``, ``activation_fn``, ``pretrained_lm``, ``flash``,
       ``tokenizer_model_name``, ``pad_seq``;
     - our own: ``image_channels``, ``image_channel_pad``, ``value_embedding``, ``image_summary``,
-      ``image_summary_pooled``, ``text_film``, ``positions``, ``max_positions``, ``layer_norm_eps``, ``lora_r``,
-      ``lora_alpha``, ``lora_dropout``, ``task_tokens``.
+      ``image_summary_pooled``, ``text_film``, ``film_carry``, ``positions``, ``max_positions``, ``layer_norm_eps``,
+      ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``task_tokens``.
 
     Any other keyword raises TypeError. Each one's meaning and default is documented on PolicyConfig; unlike
     NEKO's, the dropout default is 0.0. ``pretrained_lm`` names a local Hugging Face GPT-2 directory (with its
@@ -86,7 +86,8 @@ class GatoPolicy(nn.Module):
                                        config.use_patch_pos_encoding, continuous if config.value_embedding else None,
                                        summary,
                                        (self.vocab.text_tokens, self.vocab.tokenizer.pad_id, self.vocab.separator)
-                                       if config.text_film else None, config.image_channel_pad)
+                                       if config.text_film else None, config.image_channel_pad,
+                                       config.film_carry)
         self.transformer = Transformer(config.embed_dim, config.layers, config.heads, config.dropout,
                                        config.activation_fn, config.flash, config.positions, config.position_rows,
                                        config.layer_norm_eps)
@@ -140,8 +141,11 @@ class GatoPolicy(nn.Module):
         """(B, T, D) final hidden states of a stream (continuing ``cache`` if given). The ids
         embedded are ``input_tokens`` when the stream has them (training with a corrupted
         action history), else ``tokens``."""
-        x = self.embedding(stream.get("input_tokens", stream["tokens"]), stream["in_step_pos"], stream["patch_mask"],
-                           stream["patches"], stream["patch_rowcol"])
+        x, text = self.embedding.embed(stream.get("input_tokens", stream["tokens"]), stream["in_step_pos"],
+                                       stream["patch_mask"], stream["patches"], stream["patch_rowcol"],
+                                       stream.get("segment_ids"), None if cache is None else cache.text)
+        if cache is not None:
+            cache.text = text
         return self.transformer(x, cache, stream.get("segment_ids"))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -340,6 +344,7 @@ def _read_config(config_path: Path) -> PolicyConfig:
         raise CheckpointError(f"{config_path} has unknown fields {sorted(unknown)}; "
                               "it is not a neko-gato checkpoint")
     config.setdefault("text_film", False)  # written before the FiLM existed
+    config.setdefault("film_carry", False)  # written before windows read their mission once
     default = PolicyConfig()
     for name, value in config.items():
         expected = getattr(default, name)

@@ -65,6 +65,8 @@ class KVCache:
         self.keep_inputs = keep_inputs
         self._x = None
         self.shifted = False
+        # (B, D) the text FiLM's condition carried to the next chunk (GatoEmbedding.embed), or None
+        self.text = None
 
     @property
     def length(self) -> int:
@@ -96,6 +98,7 @@ class KVCache:
         """Forget every token (the buffers stay allocated for reuse); positions start again at 0."""
         self.start = self.end = self.next_position = 0
         self.shifted = False
+        self.text = None
 
     def _buffers(self) -> list:
         return [b for b in self._k + self._v + [self._x] if b is not None]

@@ -83,6 +83,9 @@ class ControlTask:
             (see ``gato.batch.corrupt_action_inputs``).
         max_image_patches: the most patches each image takes, unless its field override says
             otherwise (a larger one is pooled; None: ``gato.codec.DEFAULT_MAX_PATCHES``).
+        constant_text: "window" (default): a string observation that never changes within an episode
+            (BabyAI's mission) is laid out in the first timestep of each window only, so a context holds
+            more timesteps; "step": in every timestep (see ``gato.data.episodes.fit_codec``).
         store: where the encoded episodes are kept (see ``gato.data.episode_store.store_root``):
             None (default) or True: memory-mapped files on disk, under ``$GATO_STORE_PATH`` if set
             (``off``: in memory), else inside the dataset's folder; a path: under it; False: in memory,
@@ -102,7 +105,8 @@ class ControlTask:
                  share_prompt_episodes=defaults.SHARE_PROMPT_EPISODES, top_k_prompting=defaults.TOP_K_PROMPTING,
                  prompt_ep_proportion=defaults.PROMPT_EP_PROPORTION, prompt_type=defaults.PROMPT_TYPE,
                  field_overrides=None, eval_envs=defaults.EVAL_ENVS,
-                 pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None, store=None):
+                 pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None, store=None,
+                 constant_text="window"):
         if isinstance(dataset, str):
             # the data file is opened only if the episodes must be read (no store yet, or no store at all)
             dataset = load_minari(dataset, open_data=False)
@@ -110,6 +114,7 @@ class ControlTask:
         self.dataset_id = dataset.spec.dataset_id
         self.context_len = int(context_len)
         self.patch_size = int(patch_size if patch_size is not None else getattr(args, "patch_size", 4))
+        self.constant_text = constant_text
         self.windows = WindowSampler(training_prompt_len_proportion, share_prompt_episodes, top_k_prompting,
                                      prompt_ep_proportion, prompt_type, pack_windows, action_history_noise)
         self.eval_envs = eval_envs
@@ -152,7 +157,7 @@ class ControlTask:
                                                                       self._dataset.action_space))
             codec = fit_codec(stats, self.env.observation_space, self.env.action_space, vocab=vocab,
                               patch_size=self.patch_size, overrides=overrides, metadata=metadata, task_id=task_id,
-                              max_patches=max_patches)
+                              max_patches=max_patches, constant_text=self.constant_text)
             if codec.tokens_per_step > self.context_len:
                 raise ContextTooShortError(
                     f"context_len {self.context_len} cannot hold one timestep of {self.name!r}, which takes "
@@ -332,6 +337,7 @@ class ControlTask:
                                 for k, v in self.codec.overrides.items()},
             "eval_envs": self.eval_envs,
             "task_id": self.codec.task_id,
+            "constant_text": self.constant_text,
             "codec": codec_to_dict(self.codec),
             "env_spec": env_spec,
             "reference": {"ref_min_score": self.ref_min_score, "ref_max_score": self.ref_max_score,
@@ -352,6 +358,7 @@ class ControlTask:
         if not with_data:
             return EvaluationTask.from_saved(spec, saved, vocab)
         name, dataset_id, context_len = spec.pop("env_name"), spec.pop("dataset_id"), spec.pop("context_len")
+        spec.setdefault("constant_text", "step")  # saved before a mission was read once per window
         return cls(name, None, dataset_id, context_len, vocab=vocab, **spec)
 
 
@@ -380,6 +387,7 @@ class EvaluationTask(ControlTask):
         task.dataset_id = spec["dataset_id"]
         task.context_len = int(spec["context_len"])
         task.patch_size = int(spec.get("patch_size", 4))
+        task.constant_text = spec.get("constant_text", "step")
         names = {f.name for f in dataclasses.fields(WindowSampler)}
         task.windows = WindowSampler(**{k: v for k, v in spec.items() if k in names})
         task.eval_envs = spec.get("eval_envs", defaults.EVAL_ENVS)

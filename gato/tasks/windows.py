@@ -49,19 +49,19 @@ class WindowSampler:
     def sample_batch(self, episodes: EncodedEpisodes, codec: SpaceCodec, batch_size: int, context_len: int,
                      rng: np.random.Generator) -> Batch:
         """``batch_size`` rows of windows of ``episodes`` (encoded by ``codec``), padded to ``context_len``."""
-        S = codec.tokens_per_step
-        max_steps = context_len // S
-        prompt_steps = min(max_steps - 1, int(context_len * self.training_prompt_len_proportion) // S)
+        # a prompt leaves room for at least one whole timestep of the window
+        prompt_steps = min(codec.timesteps_in(context_len - codec.tokens_per_step),
+                           codec.timesteps_in(int(context_len * self.training_prompt_len_proportion)))
         pool = self._prompt_pool(episodes)
         rows, row, used = [], [], 0
         while len(rows) < batch_size:
-            unit = self._sample_unit(episodes, codec, max_steps, prompt_steps, pool, rng)
-            steps = sum(len(t) for t, _, _ in unit)
-            if row and used + steps > max_steps:  # the packed row is full
+            unit = self._sample_unit(episodes, codec, context_len, prompt_steps, pool, rng)
+            tokens = sum(codec.window_tokens(len(t)) for t, _, _ in unit)
+            if row and used + tokens > context_len:  # the packed row is full
                 rows.append(row)
                 row, used = [], 0
             row.append(unit)
-            used += steps
+            used += tokens
             if not self.pack_windows:  # one window per row: close it now, sample nothing extra
                 rows.append(row)
                 row, used = [], 0
@@ -71,19 +71,20 @@ class WindowSampler:
                                                  self.action_history_noise, rng)
         return batch
 
-    def _sample_unit(self, episodes, codec, max_steps, prompt_steps, pool, rng) -> list:
-        """One window, with a prompt before it or not: a list of segments, each a (steps,
-        normalised patches, inputs) triple of consecutive timesteps (see :func:`timesteps`)."""
+    def _sample_unit(self, episodes, codec, context_len, prompt_steps, pool, rng) -> list:
+        """One window of at most ``context_len`` tokens, with a prompt before it or not: a list of segments,
+        each a (steps, normalised patches, inputs) triple of consecutive timesteps (see :func:`timesteps`),
+        each laid out from a whole first timestep (see ``StepLayout.run``)."""
         lengths = episodes.lengths
         # episode in proportion to its length: rng.choice(E, p=lengths / total)'s draw, without its O(E) CDF
         e = int(episodes.length_cdf.searchsorted(rng.random(), side="right"))
-        segments, room = [], max_steps
+        segments, room = [], context_len
         if prompt_steps > 0 and rng.random() < self.prompt_ep_proportion:
             p = e if self.share_prompt_episodes else int(pool[rng.integers(0, len(pool))])  # rng.choice(pool)
             k = min(prompt_steps, lengths[p])
             segments.append(timesteps(episodes, codec, p, self._prompt_start(lengths[p], k, rng), k))
-            room -= k
-        k = min(lengths[e], room)
+            room -= codec.window_tokens(k)
+        k = min(lengths[e], codec.timesteps_in(room))
         segments.append(timesteps(episodes, codec, e, int(rng.integers(0, lengths[e] - k + 1)), k))
         return segments
 
@@ -103,8 +104,7 @@ class WindowSampler:
                     device="cpu"):
         """A function n -> prompt stream: the last steps of top-k episodes (NEKO's eval prompt),
         ``training_prompt_len_proportion`` of ``context_len``."""
-        S = codec.tokens_per_step
-        steps = max(1, int(context_len * self.training_prompt_len_proportion) // S)
+        steps = max(1, codec.timesteps_in(int(context_len * self.training_prompt_len_proportion)))
         pool = self._prompt_pool(episodes)
         lengths = episodes.lengths
         k = int(min(steps, lengths[pool].max()))
@@ -114,7 +114,7 @@ class WindowSampler:
         def make(n: int) -> dict:
             chosen = rng.choice(pool, size=n)
             samples = [[[timesteps(episodes, codec, e, lengths[e] - k, k)]] for e in chosen]
-            stream = pack(samples, layout, k * S, codec.vocab.pad).to_torch(device)
+            stream = pack(samples, layout, codec.window_tokens(k), codec.vocab.pad).to_torch(device)
             stream.pop("targets")
             # a prompt shows the expert's actions, also where a corrected episode's policy took others
             stream.pop("input_tokens", None)

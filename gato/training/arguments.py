@@ -55,6 +55,9 @@ class TrainingArgs:
                                   'e.g. {"image": "discrete"}')
     max_image_patches: int = _f(0, "the most patches an observation image takes (a larger one is pooled), unless "
                                    "its field override sets pool or max_patches; 0: the default, 64")
+    constant_text: str = _f("window", "window: a text observation that never changes within an episode (BabyAI's "
+                                      "mission) is laid out in the first timestep of each window only; step: in "
+                                      "every timestep (longer timesteps, fewer in a context)")
     # words and pictures: NEKO's flags; each *_prop is that kind's share of the rows of a batch, control gets the rest
     text_datasets: list = _f([], "text corpora for language modelling: text/pydoc (`gato data text` makes it) or "
                                  "local paths (a save_to_disk folder, parquet/jsonl/txt files)")
@@ -111,6 +114,7 @@ class TrainingArgs:
     image_summary: bool = _model("image_summary")
     image_summary_pooled: bool = _model("image_summary_pooled")
     text_film: bool = _model("text_film")
+    film_carry: bool = _model("film_carry")
     pack_sequences: bool = _f(True, "pack several training windows per row (attention kept inside each)")
     # optimisation
     training_steps: int = _f(20000, "optimizer steps (a time budget may stop earlier)")
@@ -225,6 +229,7 @@ class TrainingArgs:
              "--task_weights needs one weight per dataset in --control_datasets"),
             (self.task_sampling in ("uniform", "data", "expert_gap"),
              "--task_sampling must be uniform, data or expert_gap"),
+            (self.constant_text in ("window", "step"), "--constant_text must be window or step"),
             (not self.task_weights or self.task_sampling == "uniform",
              f"--task_weights are explicit weights: drop them or --task_sampling {self.task_sampling}"),
             (len(self.action_history_noise) in (0, 1, len(self.control_datasets)),

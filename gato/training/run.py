@@ -83,6 +83,7 @@ def build_tasks(args: TrainingArgs, vocab=None) -> list:
             task_id=i if multi else None,
             action_history_noise=args.history_noise(i),
             max_image_patches=args.max_image_patches or None,
+            constant_text=args.constant_text,
         ))
     return tasks
 
