@@ -1,7 +1,7 @@
 """ControlTask: one Gymnasium environment and its offline Minari dataset.
 
 It owns the data (episodes encoded by a codec fitted to them, see ``gato.data.episodes.fit_codec``,
-kept memory-mapped on disk and built once per dataset and codec: ``gato.data.episode_store``), the
+kept on disk, read a few rows at a time, and built once per dataset and codec: ``gato.data.episode_store``), the
 sampling of training windows with Gato/NEKO prompting (``gato.tasks.windows``), and evaluation in the
 environment. Usage, as in the user's notebook::
 
@@ -87,14 +87,14 @@ class ControlTask:
             (BabyAI's mission) is laid out in the first timestep of each window only, so a context holds
             more timesteps; "step": in every timestep (see ``gato.data.episodes.fit_codec``).
         store: where the encoded episodes are kept (see ``gato.data.episode_store.store_root``):
-            None (default) or True: memory-mapped files on disk, under ``$GATO_STORE_PATH`` if set
+            None (default) or True: files on disk read with pread, under ``$GATO_STORE_PATH`` if set
             (``off``: in memory), else inside the dataset's folder; a path: under it; False: in memory,
             read and encoded at every start. A store is built once per dataset and codec; later starts
             read neither the dataset's episodes nor re-encode them. A folder that cannot be written
             falls back to memory, with a warning.
 
     Attributes: ``codec`` (the fitted :class:`SpaceCodec`), ``episodes`` (the
-    :class:`EncodedEpisodes` it encoded, memory-mapped when stored), ``stats`` (the
+    :class:`EncodedEpisodes` it encoded, read from disk when stored), ``stats`` (the
     dataset's :class:`DataStats`, which the codec is fitted to with the added episodes'), ``store``
     (the :class:`EpisodeStore`, or None in memory), ``added_episodes`` (DAgger's, in memory beside the
     store), ``raw`` (every episode as read: reads the whole dataset when stored), ``env``.
