@@ -35,6 +35,7 @@ reported.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
@@ -43,12 +44,13 @@ import multiprocessing
 import os
 import re
 import sys
+import time
 import warnings
 from typing import Any
 
 import numpy as np
 
-from gato.data.generation import DEMO, EXPERT, RANDOM, REFERENCE_SEED_OFFSET, Collected
+from gato.data.generation import DEMO, EXPERT, RANDOM, REFERENCE_SEED_OFFSET, Collected, GenerationReport
 from gato.data.recipes import MissingDependencyError, Recipe, RecipeMaker, _RecipeSource
 from gato.seeds import DATA
 
@@ -203,6 +205,9 @@ class TaskReport:
     random_success_rate: float
     demo_success_rate: float
     demo_mean_return: float
+    expert_std_return: float = math.nan
+    random_std_return: float = math.nan
+    seconds: float = math.nan
 
     @property
     def expert_fails(self) -> bool:
@@ -287,6 +292,7 @@ def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: in
         todo.append(task)
     if not todo:
         return []
+    started = time.perf_counter()
     noise = ACTION_NOISE if action_noise is None else float(action_noise)
     sources = {t: _RecipeSource(metaworld_recipe(t), max_episode_steps, noise) for t in todo}
     prepared = {t: s.prepare() for t, s in sources.items()}
@@ -321,13 +327,14 @@ def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: in
                                 f"uniform random {rates[RANDOM]:.3f}, recorded (perturbed) episodes {rates[DEMO]:.3f}.")
         meta["extra_metadata"].update(metaworld_task=task, expert_success_rate=rates[EXPERT],
                                       random_success_rate=rates[RANDOM], demo_success_rate=rates[DEMO])
-        (expert_mean, _), (random_mean, _) = collected.expert_stats, collected.random_stats
+        (expert_mean, expert_std), (random_mean, random_std) = collected.expert_stats, collected.random_stats
         write_dataset(dataset_id_for(task), collected.demos, env_id=env_spec, observation_space=observation_space,
                       action_space=action_space, ref_min_score=random_mean, ref_max_score=expert_mean,
                       num_episodes_average_score=len(collected.random_returns), jpeg_encoding=False,
                       overwrite=overwrite, **meta)
         reports.append(TaskReport(task, dataset_id_for(task), len(collected.demos), expert_mean, random_mean,
-                                  rates[EXPERT], rates[RANDOM], rates[DEMO], float(np.mean(collected.demo_returns))))
+                                  rates[EXPERT], rates[RANDOM], rates[DEMO], float(np.mean(collected.demo_returns)),
+                                  expert_std, random_std, time.perf_counter() - started))
     return reports
 
 
@@ -341,6 +348,28 @@ def summary_rows(reports: list[TaskReport], only_failing: bool = False) -> list[
 
 class _MetaWorldMaker(RecipeMaker):
     """Meta-World's tasks in the catalogue: ``metaworld/<task>-scripted-v0``, written by ``gato data metaworld``."""
+
+    reference_episodes: int = REFERENCE_EPISODES
+    """Clean-expert and random reference episodes of a dataset made on the spot."""
+    max_episode_steps: int | None = None
+    """Horizon of a dataset made on the spot (None: Meta-World's 500)."""
+
+    def describe(self, dataset_id: str) -> str:
+        return f"Meta-World {METAWORLD_DATASET_ID.match(dataset_id)['task']} scripted-policy"
+
+    def make(self, dataset_id: str, episodes: int, progress: bool = True) -> GenerationReport:
+        """``gato data metaworld``'s own path (not the generic recipe driver's), so a dataset made on the spot by
+        ``gato train`` carries the clean-expert, random and demonstration success rates as one made by the
+        command does. Spawns worker processes: the caller needs an ``if __name__ == "__main__":`` guard."""
+        (report,) = generate_metaworld([METAWORLD_DATASET_ID.match(dataset_id)["task"]], episodes, progress=progress,
+                                       reference_episodes=self.reference_episodes,
+                                       max_episode_steps=self.max_episode_steps)
+        if report.expert_fails:
+            print(f"warning: {report.task}'s scripted policy succeeded on only {report.expert_success_rate:.0%} of "
+                  "its clean reference episodes")
+        return GenerationReport(report.dataset_id, report.episodes_written, 0, collections.Counter(),
+                                report.expert_mean_return, report.expert_std_return, report.random_mean_return,
+                                report.random_std_return, report.seconds, ENV_ID, report.episodes_written)
 
     def command(self, dataset_id: str) -> str:
         return f"`gato data metaworld --tasks {METAWORLD_DATASET_ID.match(dataset_id)['task']} --overwrite`"
