@@ -56,6 +56,11 @@ def main() -> None:
                         help="where the JSON goes, written as the run goes (default: <out>/metaworld-<tag>.json)")
     parser.add_argument("--workers", type=int, default=2, help="processes making the data")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--action_history_noise", type=float, default=1.0,
+                        help="share of the action tokens of a training input replaced by random ones (`gato train "
+                             "--action_history_noise`). The scripted policies act on the current observation alone; "
+                             "with a clean history (0) a 45-minute MT10 model copied its own first action for the "
+                             "whole episode")
     parser.add_argument("--train_args", default="", help="extra `gato train` flags, e.g. '--embed_dim 192'")
     parser.add_argument("--quick", action="store_true",
                         help="4 short episodes a task, 0.5 minute, 2 evaluation episodes: checks the script works")
@@ -149,7 +154,8 @@ def run(tasks: list[str], args, result: dict, out_json: Path) -> None:
     ns = build_parser().parse_args([
         "train", "--control_datasets", *[dataset_id_for(t) for t in tasks], "--max_minutes", str(args.minutes),
         "--eval_every_minutes", str(args.eval_every), "--eval_episodes", "2" if args.quick else "10",
-        "--save_dir", args.out, "--exp_name", f"metaworld-{len(tasks)}tasks", *shlex.split(args.train_args)])
+        "--save_dir", args.out, "--exp_name", f"metaworld-{len(tasks)}tasks",
+        "--action_history_noise", str(args.action_history_noise), *shlex.split(args.train_args)])
     train_args = TrainingArgs.from_namespace(ns)
     with C.stdout_to_stderr():
         trainer = build_trainer(train_args)
