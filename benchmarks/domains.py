@@ -160,7 +160,11 @@ def train_run(run: str, args, record: dict, out: Path) -> None:
         "train", "--control_datasets", *datasets, "--training_steps", str(args.steps), "--max_minutes",
         str(args.minutes), "--sequence_length", str(args.sequence_length), "--eval_episodes", str(args.eval_episodes),
         "--task_sampling", args.task_sampling, "--seed", str(args.seed), "--save_dir", str(out.parent),
-        "--exp_name", f"{out.stem}-{run}", "--report_to", "none", *shlex.split(args.train_args)])
+        "--exp_name", f"{out.stem}-{run}", "--report_to", "none",
+        # Meta-World's scripted policies act on the observation alone: a clean action history is copied instead
+        # (benchmarks/metaworld.py); BabyAI's bot remembers what it saw, so its history stays clean.
+        "--action_history_noise", *["1" if member_of(d) and member_of(d)[0] == "metaworld" else "0" for d in datasets],
+        *shlex.split(args.train_args)])
     train_args = TrainingArgs.from_namespace(ns)
     entry = record["runs"][run] = {"domains": list(RUNS[run]), "datasets": datasets, "points": [],
                                    "train_args": train_args.to_dict()}

@@ -12,7 +12,7 @@ a uniform-random policy's.
     python benchmarks/metaworld.py --tasks mt50 --data_dir runs/mw-data    # 120 min: normalised, success >= 0.8
     python benchmarks/metaworld.py --tasks reach-v3 push-v3 --quick     # checks the script (~2 min)
 
-Writes ``<out>/metaworld-<tag>.json`` as it goes (data, then training, then each task's final
+Writes ``<out>/metaworld-<tag>.json`` (or ``--json``) as it goes (data, then training, then each task's final
 evaluation), the per-task chart (success and normalised score) and the learning curves, and
 prints the final JSON on stdout. Beside the plain means (``summary``, what the targets read), ``domain`` holds
 ``gato eval``'s Meta-World report: mean, median and IQM of the normalised score and of the success rate with 95%
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100, help="demonstrations per task (when data is made)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="training budget, evaluation excluded (default: the target's, mt10 60, mt50 120; else 60)")
+    parser.add_argument("--reference_episodes", type=int, default=50,
+                        help="clean-expert and random reference episodes per task (when data is made; 4 with --quick)")
     parser.add_argument("--eval_episodes", type=int, default=50, help="final evaluation episodes per task")
     parser.add_argument("--eval_every", type=float, default=0.0,
                         help="minutes between intermediate evaluations (10 episodes a task; 0: each fifth)")
@@ -50,8 +52,15 @@ def main() -> None:
                         help="shorter episodes than Meta-World's 500 (data and evaluation; only for new data)")
     parser.add_argument("--data_dir", default=None, help="Minari folder to use/keep (default: a temporary one)")
     parser.add_argument("--out", default="runs/benchmarks", help="folder for the JSON, charts and the run")
+    parser.add_argument("--json", default=None,
+                        help="where the JSON goes, written as the run goes (default: <out>/metaworld-<tag>.json)")
     parser.add_argument("--workers", type=int, default=2, help="processes making the data")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--action_history_noise", type=float, default=1.0,
+                        help="share of the action tokens of a training input replaced by random ones (`gato train "
+                             "--action_history_noise`). The scripted policies act on the current observation alone; "
+                             "with a clean history (0) a 45-minute MT10 model copied its own first action for the "
+                             "whole episode")
     parser.add_argument("--train_args", default="", help="extra `gato train` flags, e.g. '--embed_dim 192'")
     parser.add_argument("--quick", action="store_true",
                         help="4 short episodes a task, 0.5 minute, 2 evaluation episodes: checks the script works")
@@ -64,16 +73,16 @@ def main() -> None:
     args.minutes = args.minutes or (target["minutes"] if target else 60.0)
     tag = "-".join(args.tasks) if len(args.tasks) <= 2 else f"{len(tasks)}tasks"
     if args.quick:
-        args.episodes, args.minutes, args.eval_episodes = min(args.episodes, 4), 0.5, 2
+        args.episodes, args.minutes, args.eval_episodes, args.reference_episodes = min(args.episodes, 4), 0.5, 2, 4
         args.max_episode_steps = args.max_episode_steps or 100
         tag += "-quick"
-    out_json = Path(args.out) / f"metaworld-{tag}.json"
+    out_json = Path(args.json) if args.json else Path(args.out) / f"metaworld-{tag}.json"
     folder, created = C.use_data_dir(args.data_dir)
     C.set_threads(args.threads)
     result = {"tasks": tasks, "command": " ".join(sys.argv), "machine": C.machine_info("cpu"),
               "target": dict(target) if target else None}
     try:
-        result["data"] = make_data(tasks, args, quick=args.quick)
+        result["data"] = make_data(tasks, args, quick=args.quick, reference_episodes=args.reference_episodes)
         save(out_json, result)
         run(tasks, args, result, out_json)
     finally:
@@ -87,8 +96,16 @@ def main() -> None:
 
 
 def save(path: Path, result: dict) -> None:
-    """The JSON so far, written atomically (a killed run keeps what it had measured)."""
+    """The JSON so far, written atomically (a killed run keeps what it had measured), with the load average now
+    (the machine may be shared: a slow phase shows why)."""
+    import os
+    import time
+
     from gato.atomic import write_json
+
+    if hasattr(os, "getloadavg"):
+        result.setdefault("load_avg_at_saves", []).append(
+            {"utc": time.strftime("%H:%M:%S", time.gmtime()), "load_1_5_15": [round(x, 2) for x in os.getloadavg()]})
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
@@ -137,7 +154,8 @@ def run(tasks: list[str], args, result: dict, out_json: Path) -> None:
     ns = build_parser().parse_args([
         "train", "--control_datasets", *[dataset_id_for(t) for t in tasks], "--max_minutes", str(args.minutes),
         "--eval_every_minutes", str(args.eval_every), "--eval_episodes", "2" if args.quick else "10",
-        "--save_dir", args.out, "--exp_name", f"metaworld-{len(tasks)}tasks", *shlex.split(args.train_args)])
+        "--save_dir", args.out, "--exp_name", f"metaworld-{len(tasks)}tasks",
+        "--action_history_noise", str(args.action_history_noise), *shlex.split(args.train_args)])
     train_args = TrainingArgs.from_namespace(ns)
     with C.stdout_to_stderr():
         trainer = build_trainer(train_args)

@@ -142,3 +142,24 @@ def test_two_task_datasets_train_evaluate_with_success_and_reload(tmp_path, caps
         assert metrics["mean_episode_len"] == STEPS
         again = task.evaluate(policy, 2, promptless_eval=True)  # reproducible: the seed fixes the goal
         assert again["mean_return"] == pytest.approx(metrics["mean_return"])
+
+
+@pytest.mark.slow
+def test_a_dataset_gato_train_makes_on_the_spot_has_the_success_rates(monkeypatch):
+    """``gato train`` makes a missing dataset through the catalogue; for Meta-World that must be
+    ``gato data metaworld``'s path, which records the success rates (the generic recipe driver did not)."""
+    from gato.data.catalogue import ensure_dataset
+    from gato.data.experts.metaworld import MAKER
+
+    monkeypatch.setattr(MAKER, "reference_episodes", 2)  # the size of the test, not the code path
+    monkeypatch.setattr(MAKER, "max_episode_steps", STEPS)
+    dataset_id = dataset_id_for("reach-v3")
+    report = ensure_dataset(dataset_id, babyai_episodes=7, recipe_episodes=2, progress=False)
+    assert report.dataset_id == dataset_id and report.episodes_written == 2
+    assert report.expert_mean_return > report.random_mean_return and report.seconds > 0
+    meta = minari.load_dataset(dataset_id).storage.metadata
+    assert meta["total_episodes"] == 2 and meta["total_steps"] == 2 * STEPS
+    assert meta["expert_success_rate"] == 1.0 and meta["random_success_rate"] == 0.0
+    assert 0.0 <= meta["demo_success_rate"] <= 1.0 and meta["metaworld_task"] == "reach-v3"
+    assert meta["ref_max_score"] == pytest.approx(report.expert_mean_return)
+    assert ensure_dataset(dataset_id, babyai_episodes=7, recipe_episodes=2, progress=False) is None  # exists

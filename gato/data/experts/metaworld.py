@@ -36,6 +36,7 @@ reported.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import re
@@ -198,6 +199,9 @@ class TaskReport:
     random_success_rate: float
     demo_success_rate: float
     demo_mean_return: float
+    expert_std_return: float
+    random_std_return: float
+    seconds: float
 
     @property
     def expert_fails(self) -> bool:
@@ -230,7 +234,8 @@ def _task_report(task: str, report: GenerationReport) -> TaskReport:
     """A task's row of what the driver reports."""
     return TaskReport(task, report.dataset_id, report.episodes_written, report.expert_mean_return,
                       report.random_mean_return, report.expert_success_rate, report.random_success_rate,
-                      report.demo_success_rate, report.demo_mean_return)
+                      report.demo_success_rate, report.demo_mean_return, report.expert_std_return,
+                      report.random_std_return, report.seconds)
 
 
 def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: int = 2,
@@ -297,6 +302,28 @@ def summary_rows(reports: list[TaskReport], only_failing: bool = False) -> list[
 
 class _MetaWorldMaker(RecipeMaker):
     """Meta-World's tasks in the catalogue: ``metaworld/<task>-scripted-v0``, written by ``gato data metaworld``."""
+
+    reference_episodes: int = REFERENCE_EPISODES
+    """Clean-expert and random reference episodes of a dataset made on the spot."""
+    max_episode_steps: int | None = None
+    """Horizon of a dataset made on the spot (None: Meta-World's 500)."""
+
+    def describe(self, dataset_id: str) -> str:
+        return f"Meta-World {METAWORLD_DATASET_ID.match(dataset_id)['task']} scripted-policy"
+
+    def make(self, dataset_id: str, episodes: int, progress: bool = True) -> GenerationReport:
+        """``gato data metaworld``'s own path (not the generic recipe driver's), so a dataset made on the spot by
+        ``gato train`` carries the clean-expert, random and demonstration success rates as one made by the
+        command does. Spawns worker processes: the caller needs an ``if __name__ == "__main__":`` guard."""
+        (report,) = generate_metaworld([METAWORLD_DATASET_ID.match(dataset_id)["task"]], episodes, progress=progress,
+                                       reference_episodes=self.reference_episodes,
+                                       max_episode_steps=self.max_episode_steps)
+        if report.expert_fails:
+            print(f"warning: {report.task}'s scripted policy succeeded on only {report.expert_success_rate:.0%} of "
+                  "its clean reference episodes")
+        return GenerationReport(report.dataset_id, report.episodes_written, 0, collections.Counter(),
+                                report.expert_mean_return, report.expert_std_return, report.random_mean_return,
+                                report.random_std_return, report.seconds, ENV_ID, report.episodes_written)
 
     def command(self, dataset_id: str) -> str:
         return f"`gato data metaworld --tasks {METAWORLD_DATASET_ID.match(dataset_id)['task']} --overwrite`"
