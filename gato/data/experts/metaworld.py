@@ -36,7 +36,6 @@ reported.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import re
@@ -199,9 +198,8 @@ class TaskReport:
     random_success_rate: float
     demo_success_rate: float
     demo_mean_return: float
-    expert_std_return: float
-    random_std_return: float
-    seconds: float
+    generation: GenerationReport
+    """The driver's report of the dataset (skips, spreads, time), as ``gato train`` reports a dataset it makes."""
 
     @property
     def expert_fails(self) -> bool:
@@ -234,8 +232,7 @@ def _task_report(task: str, report: GenerationReport) -> TaskReport:
     """A task's row of what the driver reports."""
     return TaskReport(task, report.dataset_id, report.episodes_written, report.expert_mean_return,
                       report.random_mean_return, report.expert_success_rate, report.random_success_rate,
-                      report.demo_success_rate, report.demo_mean_return, report.expert_std_return,
-                      report.random_std_return, report.seconds)
+                      report.demo_success_rate, report.demo_mean_return, report)
 
 
 def generate_metaworld(tasks, episodes: int = 100, *, seed: int = 0, workers: int = 2,
@@ -321,9 +318,7 @@ class _MetaWorldMaker(RecipeMaker):
         if report.expert_fails:
             print(f"warning: {report.task}'s scripted policy succeeded on only {report.expert_success_rate:.0%} of "
                   "its clean reference episodes")
-        return GenerationReport(report.dataset_id, report.episodes_written, 0, collections.Counter(),
-                                report.expert_mean_return, report.expert_std_return, report.random_mean_return,
-                                report.random_std_return, report.seconds, ENV_ID, report.episodes_written)
+        return report.generation
 
     def command(self, dataset_id: str) -> str:
         return f"`gato data metaworld --tasks {METAWORLD_DATASET_ID.match(dataset_id)['task']} --overwrite`"
