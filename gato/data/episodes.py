@@ -152,6 +152,9 @@ def fit_codec(raw: RawEpisodes | DataStats, observation_space, action_space, *, 
     probe = SpaceCodec(observation_space, action_space, vocab, patch_size, chosen)
     if constant_text not in CONSTANT_TEXT:
         raise ValueError(f"constant_text must be one of {CONSTANT_TEXT}, got {constant_text!r}")
+    if isinstance(raw, RawEpisodes):  # one pass over the episodes gives every statistic read below
+        raw = DataStats.of(raw, DataStats.leaves_of_fields(probe.obs_fields)
+                           + DataStats.leaves_of_fields(probe.action_fields, actions=True))
     once = raw.constant_text(probe.obs_fields) if constant_text == "window" else {}
     fitted = {**raw.image_ranges(probe.obs_fields), **once, **chosen}
     if max_patches:
@@ -238,11 +241,6 @@ class RawEpisodes:
         :meth:`DataStats.text_budget`)."""
         leaves = DataStats.leaves_of_fields(codec_fields, actions)
         return DataStats.of(self, leaves).text_budget(codec_fields, tokenizer, actions)
-
-    def constant_text(self, codec_fields) -> dict:
-        """{dotted path: FieldSpec dict} reading the string fields that never change within an episode once
-        per window (see :meth:`DataStats.constant_text`)."""
-        return DataStats.of(self, DataStats.leaves_of_fields(codec_fields)).constant_text(codec_fields)
 
     def image_ranges(self, codec_fields) -> dict:
         """{dotted path: FieldSpec dict} for integer images read over the values seen (see
