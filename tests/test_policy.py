@@ -738,6 +738,36 @@ def test_the_film_carry_stays_inside_its_packed_unit(tiny_policy):
     torch.testing.assert_close(x[2], alone)  # unit 1 has no text: as an image with none
 
 
+def test_the_film_carry_through_the_cache_ignores_a_text_action(tiny_policy):
+    """Fed as the agent feeds it (an observation with its separator, then the action's tokens one by one, then the
+    next observation), a text action never becomes the condition a later image without text carries: the
+    cache gives the full pass's embeddings."""
+    from gato.policy.gato_policy import single_token_stream
+
+    model = tiny_policy(text_film=True).double()
+    torch.nn.init.normal_(model.embedding.patches.film[1].weight, 0.0, 0.5)
+    vocab, P = model.vocab, model.patch_size
+    word, other = vocab.tokenizer.encode(" red")[0], vocab.tokenizer.encode(" ball")[0]
+    # [patch, word, separator, text action], then the next timestep's [patch, separator] without text
+    tokens = torch.tensor([[vocab.pad, word, vocab.separator, other, vocab.pad, vocab.separator]])
+    in_step = torch.tensor([[0, 1, 2, 3, 0, 2]])
+    patch_mask = torch.tensor([[True, False, False, False, True, False]])
+    patches = torch.rand(2, 3, P, P, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    rowcol = torch.zeros(2, 2, dtype=torch.long)
+
+    def part(a, b, first_patch, n_patches):
+        return {"tokens": tokens[:, a:b], "in_step_pos": in_step[:, a:b], "patch_mask": patch_mask[:, a:b],
+                "patches": patches[first_patch:first_patch + n_patches], "patch_rowcol": rowcol[:n_patches]}
+
+    with torch.no_grad():
+        full = model.hidden_states(part(0, 6, 0, 2))
+        cache = model.new_cache()
+        chunks = [model.hidden_states(part(0, 3, 0, 1), cache),
+                  model.hidden_states(single_token_stream(tokens[:, 3], 3, "cpu"), cache),
+                  model.hidden_states(part(4, 6, 1, 1), cache)]
+    torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-9, rtol=1e-9)
+
+
 def test_text_film_ignores_text_after_the_separator(tiny_policy):
     """A text action follows the separator; it must never condition the image it answers."""
     model = tiny_policy(text_film=True).double()

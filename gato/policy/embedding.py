@@ -219,7 +219,9 @@ class GatoEmbedding(nn.Module):
     def embed(self, tokens, in_step_pos, patch_mask, patches, patch_rowcol, segment_ids=None, text=None):
         """:meth:`forward`'s embedding, and the text condition to carry into the next chunk of the same
         streams: ``text`` (B, D) is the one carried from the chunks before (a key/value cache keeps it);
-        None when nothing is carried (no FiLM carry, or a stream fed whole)."""
+        None when nothing is carried (no FiLM carry, or a stream fed whole). Only a chunk with images changes
+        it: every timestep of a codec with images holds them, and a chunk without (an action's tokens) holds
+        no observation text."""
         x = F.embedding(tokens, self.table())
         if patches.shape[0]:
             patches = self.patches.fit_channels(patches.to(x.dtype))
@@ -233,8 +235,6 @@ class GatoEmbedding(nn.Module):
                 rc = patch_rowcol.clamp(max=MAX_PATCH_GRID - 1)
                 p = p + self.patch_row(rc[:, 0]) + self.patch_col(rc[:, 1])
             x = x.masked_scatter(patch_mask.unsqueeze(-1), p.to(x.dtype))
-        elif self.text_film and self.film_carry:  # no patches, but the chunk's text may be a later image's
-            text = self.timestep_text(x, tokens, in_step_pos, patch_mask, segment_ids, text)[1]
         if self.in_step is not None:
             x = x + self.in_step(in_step_pos.clamp(max=self.context_len - 1))
         return x, text
@@ -255,12 +255,15 @@ class GatoEmbedding(nn.Module):
         text_end, text_pad, separator = self.text_film
         B, T = tokens.shape
         starts = in_step_pos == 0
-        slot = torch.arange(B, device=tokens.device)[:, None] * (T + 1) + torch.cumsum(starts, dim=1)
+        begun = torch.cumsum(starts, dim=1)  # timesteps begun in this chunk, up to each token
+        slot = torch.arange(B, device=tokens.device)[:, None] * (T + 1) + begun
         # separators seen before each token, minus those seen before its timestep began
         sep = (tokens == separator).long()
         before = torch.cumsum(sep, dim=1) - sep
         at_start = before.new_zeros(B * (T + 1)).index_put_((slot[starts],), before[starts])
-        in_observation = before == at_start[slot]
+        # Tokens before a chunk's first timestep start (slot 0) end a timestep fed earlier: its action, whose
+        # separator that chunk held. They are never observation text (in a whole stream slot 0 is empty).
+        in_observation = (before == at_start[slot]) & (begun > 0)
         is_text = (tokens < text_end) & (tokens != text_pad) & ~patch_mask & in_observation
         sums = x.new_zeros(B * (T + 1), x.shape[-1]).index_add_(0, slot[is_text], x[is_text])
         counts = x.new_zeros(B * (T + 1)).index_add_(0, slot[is_text], x.new_ones(int(is_text.sum())))
