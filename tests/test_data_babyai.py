@@ -71,6 +71,25 @@ def test_unknown_level_and_bad_counts_raise():
     assert "GoToLocal" in levels and "GoToRedBall" in levels
 
 
+def test_data_block_end_caps_the_spare_attempts():
+    # 3 episodes from 3 seeds before the data block ends: no spare attempts (they would replay evaluation
+    # seeds), but the request itself fits, as a million episodes from seed 0 must.
+    from gato.data.babyai import babyai_job
+    from gato.seeds import DATA, EVALUATION
+
+    assert babyai_job("GoToLocal", 3, seed=DATA.stop - 3).max_attempts == 3
+    assert babyai_job("GoToLocal", 3, seed=DATA.stop - 7).max_attempts == 7
+    assert babyai_job("GoToLocal", 3).max_attempts == 9
+    assert babyai_job("GoToLocal", DATA.stop).max_attempts == DATA.stop
+    report = generate_babyai("GoToLocal", 3, seed=DATA.stop - 3, reference_episodes=0, progress=False)
+    assert report.episodes_written + sum(report.skip_reasons.values()) == 3
+    dataset = minari.load_dataset(report.dataset_id)
+    seeds = [m["seed"] for m in dataset.storage.get_episode_metadata(range(dataset.total_episodes))]
+    assert all(seed < EVALUATION.start for seed in seeds)
+    with pytest.raises(ValueError, match="leave the data block"):
+        generate_babyai("GoToLocal", 4, seed=DATA.stop - 3, progress=False)
+
+
 def test_bot_errors_and_timeouts_are_skipped(minari_root):
     # The bot raises on KeyInBox: every attempt is skipped, nothing written, no crash. (A budget far above an
     # episode's time: on a loaded machine a 1 s one turned some of these errors into timeouts.)

@@ -55,6 +55,7 @@ from gato.data.generation import (
     generate,
 )
 from gato.envs import Episode, make_env, play_episode
+from gato.seeds import DATA
 
 __all__ = [
     "BOT_NAME",
@@ -319,7 +320,8 @@ def generate_babyai(
         reference_episodes: uniform-random-policy episodes for ``ref_min_score``
             (seeds ``seed + 10**9 + j``, disjoint from the data seeds). 0 skips the
             reference scores entirely (no ``ref_*_score`` is stored).
-        max_attempts: cap on attempted bot episodes; default ``3 * episodes``.
+        max_attempts: cap on attempted bot episodes; default ``3 * episodes``, fewer where the data seed
+            block (:data:`gato.seeds.DATA`) ends sooner (never fewer than ``episodes``).
         overwrite: replace an existing local dataset with the same id.
         progress: show a tqdm progress bar (episodes played) on stderr.
         max_steps: step bound of every episode (bot and random); None: the level's own (minigrid's
@@ -359,7 +361,8 @@ def babyai_job(level: str, episodes: int, *, dataset_id: str | None = None, seed
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"max_steps must be a positive int (steps per episode) or None, got {max_steps!r}")
     if max_attempts is None and isinstance(episodes, int):
-        max_attempts = 3 * episodes
+        # Attempts past the data block would replay evaluation episodes: near its end, fewer spares.
+        max_attempts = max(episodes, min(3 * episodes, DATA.stop - seed))
     return DatasetJob(_BotSource(env_id, name, episode_timeout_s, noise, max_steps), episodes,
                       dataset_id or babyai_dataset_id(name), seed, reference_episodes, max_attempts)
 
