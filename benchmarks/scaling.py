@@ -26,7 +26,8 @@ What is measured
       pages and pages of mapped files, which the page cache shares between processes; and the peak),
       ``sample_batch(16)`` milliseconds (median of 50 after 5 untimed), and seconds from the process's start to the
       end of its first training step. The JSON gives each store figure against the in-memory one, and each size's
-      against the first size's. ``--baseline_src DIR`` adds a fourth process first, "before": the same
+      against the first size's; ``--data_modes`` picks the processes (at 1M episodes the in-memory one would need
+      about 22 GB). ``--baseline_src DIR`` adds a fourth process first, "before": the same
       measurements with the ``gato`` package of DIR (e.g. ``git archive main | tar -x -C DIR``: the code before
       the store, whose sampling also recomputed per batch what grows with the data); with ``--baseline_store`` that
       code reads its own warm store (built first by an untimed process). ``--batches B`` starts every process's
@@ -42,6 +43,7 @@ Usage
     python benchmarks/scaling.py --train_throughput --processes 1 2 --modes ddp fsdp   # 1 process, 2 DDP, 2 FSDP
 
     python benchmarks/scaling.py --data_sizes 10000 100000 --data_root .bench/data   # data larger than memory
+    python benchmarks/scaling.py --data_sizes 10000 100000 1000000 --data_modes store_cold store_warm
     python benchmarks/scaling.py --data_sizes 10000 --batches 5000 --store_patches \
         --baseline_src DIR --baseline_store            # resident memory over a long run, store against store
 
@@ -64,6 +66,8 @@ from pathlib import Path
 import _common
 
 MODEL = {"embed_dim": 128, "layers": 4, "heads": 4, "sequence_length": 256}
+DATA_MODES = ("in_memory", "store_cold", "store_warm")
+"""The data-size part's processes, in the order they run (store_cold builds the store store_warm opens)."""
 
 
 def worker(flags: dict, steps: int, warmup: int, out: str) -> None:
@@ -400,7 +404,8 @@ def data_size_run(episodes: int, args) -> dict:
     stores = Path(args.data_root).resolve() / f"stores-{episodes}"
     env = {**os.environ, "MINARI_DATASETS_PATH": str(folder), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, __file__, "--make_data", str(episodes)], env=env, check=True)
-    modes = (["before"] if args.baseline_src else []) + ["in_memory", "store_cold", "store_warm"]
+    modes = (["before"] if args.baseline_src else []) + [m for m in DATA_MODES
+                                                          if m in args.data_modes or m == "store_warm"]
     if args.store_patches:
         modes.append("store_patches")
     runs = {}
@@ -421,7 +426,7 @@ def data_size_run(episodes: int, args) -> dict:
         _common.log(f"{episodes} episodes: {mode} ...")
         runs[mode] = _data_process(args, {**env, "GATO_STORE_PATH": where, **extra}, mode, episodes, args.batches)
         _common.log(f"  {runs[mode]}")
-    if not runs["store_cold"]["store_built"] or runs["store_warm"]["store_built"]:
+    if ("store_cold" in runs and not runs["store_cold"]["store_built"]) or runs["store_warm"]["store_built"]:
         raise SystemExit("the cold run did not build the store, or the warm run built it again")
     interleaved = None
     if args.store_patches and args.batches:
@@ -436,13 +441,15 @@ def data_size_run(episodes: int, args) -> dict:
             interleaved = json.loads(out.read_text())
         _common.log(f"  {interleaved}")
     store_files = sum(f.stat().st_size for f in stores.rglob("*") if f.is_file())
-    steps = runs["in_memory"]["timesteps"]
+    steps = runs["store_warm"]["timesteps"]
     stored = {mode: {"store_mb": run["store_mb"], "bytes_per_timestep": run["store_mb"] * 2**20 / steps,
                      "images": run["store_images"], "reads": run["store_reads"]}
               for mode, run in runs.items() if run["stored"]}
     return {"episodes": episodes, "timesteps": steps, "store_mb_on_disk": store_files / 2**20, "stores": stored,
             **({"interleaved_sampling": interleaved} if interleaved else {}),
-            "runs": runs, "store_warm_vs_in_memory": _ratios(runs["store_warm"], runs["in_memory"], with_task=True),
+            "runs": runs,
+            **({"store_warm_vs_in_memory": _ratios(runs["store_warm"], runs["in_memory"], with_task=True)}
+               if "in_memory" in runs else {}),
             **({"store_warm_vs_before": _ratios(runs["store_warm"], runs["before"], with_task=True)}
                if "before" in runs else {})}
 
@@ -478,7 +485,8 @@ def data_sizes(args) -> dict:
     for size in sizes:
         row = {"episodes": size["episodes"]}
         for mode, run in size["runs"].items():
-            row[mode] = _ratios(run, base[mode])
+            if mode in base:
+                row[mode] = _ratios(run, base[mode])
         ratios.append(row)
     return {"sizes": sizes, "ratios_vs_first_size": ratios}
 
@@ -512,6 +520,9 @@ def main() -> None:
                              "not episodes in memory")
     parser.add_argument("--batches", type=int, default=0,
                         help="data-size part: each process also samples this many batches, resident memory read along")
+    parser.add_argument("--data_modes", nargs="+", default=list(DATA_MODES), choices=DATA_MODES,
+                        help="data-size part: which processes run (store_warm always; in_memory holds every episode "
+                             "in memory, about 22 GB at 1M GoToLocal episodes: leave it out there)")
     parser.add_argument("--store_patches", action="store_true",
                         help="data-size part: also a warm store that keeps one-hot patches as bytes (not bits)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
