@@ -52,6 +52,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help=f"{', '.join(QUICK_LEVELS)}, 200 episodes each, "
                         "1 training minute: checks the script")
+    parser.add_argument("--compare_compaction", action="store_true",
+                        help="the final evaluation also without compaction (every env of a round acted for until "
+                             "its last episode ends), level by level in alternating order: seconds of each and "
+                             "whether the episodes are the same (the JSON's final_eval_compaction)")
     parser.add_argument("--train_args", default="", help="extra `gato train` flags, e.g. '--embed_dim 192'")
     args = parser.parse_args()
     if args.quick:
@@ -140,8 +144,11 @@ def train(args, record: dict, out: Path) -> None:
         record["train_minutes"], record["steps"] = round(trainer.train_seconds / 60, 2), trainer.step
         record["wall_minutes_training"] = wall
         t0 = time.monotonic()
-        final = {task.name: task.evaluate(trainer.policy, args.final_episodes, n_envs=train_args.eval_envs,
-                                          promptless_eval=True, progress=True) for task in trainer.tasks}
+        if args.compare_compaction:
+            final, record["final_eval_compaction"] = compare_compaction(trainer, args.final_episodes)
+        else:
+            final = {task.name: task.evaluate(trainer.policy, args.final_episodes, n_envs=train_args.eval_envs,
+                                              promptless_eval=True, progress=True) for task in trainer.tasks}
         record["final_eval_seconds"] = round(time.monotonic() - t0, 1)
         report = point(final, trainer, reps=REPS)
     record["final"] = {"episodes_per_level": args.final_episodes, **babyai_suite_view(report),
@@ -151,6 +158,29 @@ def train(args, record: dict, out: Path) -> None:
     record["png"] = [str(bars), str(curves)]
     write(out, record)
     C.log("\n" + format_domain(report))
+
+
+def compare_compaction(trainer, episodes: int) -> tuple[dict, dict]:
+    """Every level evaluated compacted (the default) and not, in alternating order (so that a drift in the
+    machine's load favours neither): the compacted results, and the seconds of each with the levels whose
+    episodes differ (argmax actions: none, up to float round-off at near ties)."""
+    seconds, final, differ = {True: {}, False: {}}, {}, []
+    for i, task in enumerate(trainer.tasks):
+        results = {}
+        for compact in ((True, False) if i % 2 == 0 else (False, True)):
+            t0 = time.monotonic()
+            results[compact] = task.evaluate(trainer.policy, episodes, n_envs=trainer.args.eval_envs,
+                                             promptless_eval=True, compact=compact)
+            seconds[compact][task.name] = round(time.monotonic() - t0, 2)
+        final[task.name] = results[True]
+        if results[True] != results[False]:
+            differ.append(task.name)
+        C.log(f"{task.name}: compacted {seconds[True][task.name]:.1f} s, "
+              f"whole rounds {seconds[False][task.name]:.1f} s")
+    total = {k: sum(v.values()) for k, v in seconds.items()}
+    return final, {"seconds_compacted": total[True], "seconds_whole_rounds": total[False],
+                   "speedup": total[False] / total[True], "levels_differing": differ,
+                   "per_level_seconds": {"compacted": seconds[True], "whole_rounds": seconds[False]}}
 
 
 def targets(report: dict) -> dict:

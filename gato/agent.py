@@ -85,6 +85,20 @@ class Agent:
             self.policy.extend(self._cache, prompt)
             self._fed = prompt["tokens"].shape[1]
 
+    @torch.inference_mode()
+    def keep_envs(self, rows) -> None:
+        """Act from now on for the envs ``rows`` only (indices into the current ones, in order; the others'
+        episodes have ended): their rows of the context are kept, the rest no longer cost a forward pass."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or (len(rows) and not (0 <= rows.min() and rows.max() < self.n_envs)):
+            raise ValueError(f"keep_envs takes indices of the agent's {self.n_envs} envs, got {rows.tolist()}")
+        index = torch.from_numpy(rows)
+        self._cache.keep_rows(index)
+        if self._pending is not None:
+            self._pending = self._pending[index.to(self._pending.device)]
+        self._recent = [(step[rows], patches[rows]) for step, patches in self._recent]
+        self.n_envs = len(rows)
+
     def act(self, obs):
         """One env's action (as ``env.step`` takes it) for its observation (as the env returns it)."""
         if self.n_envs != 1:

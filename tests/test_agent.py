@@ -222,6 +222,57 @@ def test_a_windowed_rollout_through_the_cache_matches_the_uncached_one(babyai_ta
     assert max(runs[0].lengths) * codec.tokens_per_later_step > model.context_len  # the context filled
 
 
+class LiveActions:
+    """A rollout observer that keeps, per env, the actions given while its counted episode runs."""
+
+    def reset(self, envs):
+        self.actions = [[] for _ in range(envs.num_envs)]
+        self.rounds = getattr(self, "rounds", []) + [self.actions]
+
+    def before_step(self, obs, actions, live):
+        for i in np.flatnonzero(live):
+            self.actions[i].append(np.asarray(actions[i]).tolist())
+
+    def after_step(self, rewards, finished):
+        pass
+
+
+def staggered(make_env):
+    """``make_env`` whose k-th env (of one vector env) ends its episodes after 3 + 4k steps at most, so that the
+    envs of a round finish one by one."""
+    made = iter(range(10**6))
+    return lambda: gym.wrappers.TimeLimit(make_env(), 3 + 4 * next(made))
+
+
+@pytest.mark.parametrize("name", [SLOW_BABYAI, "cartpole_task", "pendulum"])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_envs_whose_episodes_ended_leave_the_batch_and_the_others_play_on_unchanged(name, use_cache, request,
+                                                                                   tiny_policy, monkeypatch):
+    """Compacted (the default), the agent acts only for the envs whose counted episode runs, and every episode
+    is the one the whole round's batch plays: same actions, returns and lengths. 5 episodes on 3 envs: the second
+    round's spare env is never acted for. The context fills (BabyAI: refilled with its mission)."""
+    model = tiny_policy(context_len=40)
+    source, make_env = source_and_env(name, request, model)
+    codec = Agent(model, source).codec
+    rows = []
+    original = Agent.act_batch
+    monkeypatch.setattr(Agent, "act_batch", lambda self, obs: (rows.append(self.n_envs), original(self, obs))[1])
+    runs, observers = [], []
+    for compact in (False, True):
+        rows.clear()
+        observers.append(LiveActions())
+        runs.append(rollout(model, codec, staggered(make_env), 5, n_envs=3, seed=11, use_cache=use_cache,
+                            observer=observers[-1], compact=compact))
+        runs[-1].rows = list(rows)
+    whole, compacted = runs
+    assert (compacted.returns, compacted.lengths, compacted.seeds) == (whole.returns, whole.lengths, whole.seeds)
+    counted = [observers[0].rounds[0], observers[0].rounds[1][:2]]
+    assert observers[1].rounds == [counted[0], counted[1] + [[]]]  # the spare env is stepped, never acted for
+    assert len(set(whole.lengths[:3])) == 3 and max(whole.lengths) * codec.tokens_per_later_step > 40
+    assert set(whole.rows) == {3}
+    assert sum(compacted.rows) == sum(whole.lengths)  # one row per step of a counted episode, no more
+
+
 def test_agent_accepts_spaces_and_envs(tiny_policy):
     model = tiny_policy()
     env = pendulum()

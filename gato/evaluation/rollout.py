@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from gato import seeds
 from gato.agent import Agent
@@ -32,7 +33,7 @@ class RolloutResult:
 def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int = 8,
             deterministic: bool = True, prompt=None, seed: int = seeds.EVALUATION.start, use_cache: bool = True,
             progress: bool = False, frames: list | None = None, observer=None,
-            part: tuple[int, int] = (0, 1)) -> RolloutResult:
+            part: tuple[int, int] = (0, 1), compact: bool = True) -> RolloutResult:
     """Run ``n_episodes`` episodes of ``make_env()`` envs with ``policy``.
 
     ``prompt(n)`` returns a stream dict (n rows, one length) fed before each round, or None.
@@ -45,6 +46,10 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
     ``observer.before_step(obs, actions, live)`` before each env step (the envs still in the
     observed state) and ``observer.after_step(rewards, finished)`` after it. An env whose step
     info has "success" gets each episode's success counted (``RolloutResult.successes``).
+    ``compact`` (default): the agent acts only for the envs whose counted episode is still running (an env
+    whose episode ended, or a short last round's spare env, repeats an action, uncounted, without a forward
+    pass); False: every env of the round is acted for until the round's last episode ends (kept to measure
+    against; with argmax actions the episodes are the same, up to float round-off).
     """
     was_training = policy.training
     index, parts = part
@@ -63,7 +68,8 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
             round_seeds += [episode_seeds[-1] + 1 + i for i in range(n_envs - take)]
             obs, _ = envs.reset(seed=round_seeds)
             agent.reset(n_envs, None if prompt is None else prompt(n_envs))
-            returns, lengths, successes = _play_round(agent, envs, obs, frames if first == 0 else None, observer)
+            returns, lengths, successes = _play_round(agent, envs, obs, frames if first == 0 else None, observer,
+                                                      take if compact else None)
             result.returns += returns[:take].tolist()
             result.lengths += lengths[:take].tolist()
             result.successes += successes[:take]
@@ -78,21 +84,35 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
     return result
 
 
-def _play_round(agent: Agent, envs: gym.vector.SyncVectorEnv, obs, frames: list | None, observer):
+def _play_round(agent: Agent, envs: gym.vector.SyncVectorEnv, obs, frames: list | None, observer,
+                counted: int | None = None):
     """Step all envs with the agent's actions until each has ended one episode (an env whose
-    episode ended keeps stepping, uncounted, until the others end). Returns the episodes'
+    episode ended keeps stepping, uncounted, until the others end). ``counted``: the first
+    ``counted`` envs play the counted episodes and the agent acts for those still running only
+    (see :func:`rollout`'s ``compact``); None: for every env. Returns the episodes'
     returns (n_envs,), lengths (n_envs,) and successes (a list: True/False where the env reports
     ``info["success"]``, else None)."""
     n = envs.num_envs
     returns, lengths, done = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     reported, succeeded = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    if counted is not None:
+        done[counted:] = True  # a short last round's spare envs: not played
+    acting = np.arange(n)  # the envs the agent acts for, in its rows' order
+    actions = None
     if frames is not None:
         frames.append(envs.envs[0].render())
     if observer is not None:
         observer.reset(envs)
     while not done.all():
-        actions = agent.act_batch(obs)
         live = ~done
+        if counted is None:
+            actions = agent.act_batch(obs)
+        else:
+            if len(acting) > live.sum():
+                keep = np.flatnonzero(live[acting])
+                agent.keep_envs(keep)
+                acting = acting[keep]
+            actions = _with_rows(envs, actions, acting, agent.act_batch(_rows(envs, obs, acting)))
         if observer is not None:
             observer.before_step(obs, actions, live)
         obs, reward, terminated, truncated, info = envs.step(actions)
@@ -109,6 +129,28 @@ def _play_round(agent: Agent, envs: gym.vector.SyncVectorEnv, obs, frames: list 
         if frames is not None and live[0]:
             frames.append(envs.envs[0].render())
     return returns, lengths, [bool(s) if r else None for r, s in zip(reported, succeeded)]
+
+
+def _rows(envs: gym.vector.VectorEnv, obs, rows: np.ndarray):
+    """The observations of envs ``rows``, batched as the vector env batches them."""
+    if len(rows) == envs.num_envs:
+        return obs
+    space = envs.single_observation_space
+    items = list(iterate(envs.observation_space, obs))
+    return concatenate(space, [items[i] for i in rows], create_empty_array(space, len(rows)))
+
+
+def _with_rows(envs: gym.vector.VectorEnv, last, rows: np.ndarray, actions):
+    """Every env's action: ``actions`` for envs ``rows``; each other env repeats its ``last`` action (the first
+    acting env's where it has none), which nothing counts but the env must be given."""
+    if len(rows) == envs.num_envs:
+        return actions
+    space = envs.single_action_space
+    new = list(iterate(batch_space(space, len(rows)), actions))
+    items = [new[0]] * envs.num_envs if last is None else list(iterate(envs.action_space, last))
+    for row, action in zip(rows, new):
+        items[row] = action
+    return concatenate(space, items, create_empty_array(space, envs.num_envs))
 
 
 def _progress(total: int, enabled: bool):

@@ -400,6 +400,25 @@ class FullContext:
     def __init__(self):
         self.chunks: list[dict] = []
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (indices, in the order given) of every chunk fed."""
+        self.chunks = [keep_stream_rows(c, rows) for c in self.chunks]
+
+
+def keep_stream_rows(stream: dict, rows: torch.Tensor) -> dict:
+    """The rows ``rows`` of a stream chunk; its patches, ordered row-major over (B, T), regrouped by row first."""
+    B = stream["tokens"].shape[0]
+    rows = rows.to(stream["tokens"].device)
+    out = {}
+    for k, v in stream.items():
+        if k not in ("patches", "patch_rowcol"):
+            out[k] = v.index_select(0, rows)
+        elif v.shape[0]:
+            out[k] = v.reshape((B, -1) + v.shape[1:]).index_select(0, rows).reshape((-1,) + v.shape[1:])
+        else:
+            out[k] = v
+    return out
+
 
 def concat_streams(chunks: list[dict], context_len: int) -> dict:
     """One stream of the last ``context_len`` tokens of ``chunks``. Every row has the same

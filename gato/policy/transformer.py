@@ -100,6 +100,12 @@ class KVCache:
         self.shifted = False
         self.text = None
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (indices, in the order given): the others' episodes have ended."""
+        select = lambda b: None if b is None else b.index_select(0, rows.to(b.device))  # noqa: E731
+        self._k, self._v, self._x = [select(b) for b in self._k], [select(b) for b in self._v], select(self._x)
+        self.text = select(self.text)
+
     def _buffers(self) -> list:
         return [b for b in self._k + self._v + [self._x] if b is not None]
 

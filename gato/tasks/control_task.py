@@ -254,20 +254,21 @@ class ControlTask:
 
     def evaluate(self, model, n_iterations: int, deterministic: bool = True, promptless_eval: bool = False,
                  n_envs: int | None = None, seed: int = seeds.EVALUATION.start, use_cache: bool = True,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, compact: bool = True) -> dict:
         """Run ``model`` (a bare GatoPolicy; an Accelerate-wrapped one is unwrapped) for
         ``n_iterations`` episodes (episode i: seed ``seed + i``, all in ``gato.seeds.EVALUATION``)
         and return mean_return, std_return, mean_episode_len, success_rate (share of episodes
         whose env reported ``info["success"]`` at some step, for envs that report it; else of episodes
         with positive return) and, when the dataset has reference returns,
-        normalized_score = (return - random) / (expert - random)."""
+        normalized_score = (return - random) / (expert - random). ``use_cache`` and ``compact``: see
+        :func:`gato.evaluation.rollout.rollout`."""
         return self.summarize(self.evaluate_part(model, n_iterations, 0, 1, deterministic=deterministic,
                                                  promptless_eval=promptless_eval, n_envs=n_envs, seed=seed,
-                                                 use_cache=use_cache, progress=progress))
+                                                 use_cache=use_cache, progress=progress, compact=compact))
 
     def evaluate_part(self, model, n_iterations: int, part: int, parts: int, deterministic: bool = True,
                       promptless_eval: bool = False, n_envs: int | None = None, seed: int = seeds.EVALUATION.start,
-                      use_cache: bool = True, progress: bool = False) -> list[dict]:
+                      use_cache: bool = True, progress: bool = False, compact: bool = True) -> list[dict]:
         """Process ``part`` of ``parts``' share of :meth:`evaluate`: episodes part, part + parts, ... of the
         ``n_iterations``; one record (seed, return, length) per episode, for :meth:`summarize`."""
         model = getattr(model, "module", model)
@@ -277,7 +278,7 @@ class ControlTask:
                                                                model.device)
         result = rollout(model, codec, self.make_env, n_iterations, n_envs=n_envs or self.eval_envs,
                          deterministic=deterministic, prompt=prompt, seed=seed, use_cache=use_cache,
-                         progress=progress, part=(part, parts))
+                         progress=progress, part=(part, parts), compact=compact)
         records = [{"seed": s, "return": r, "length": n}
                    for s, r, n in zip(result.seeds, result.returns, result.lengths)]
         for record, success in zip(records, result.successes):
