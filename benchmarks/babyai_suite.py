@@ -10,6 +10,7 @@ per-level bar chart (``*_levels.png``) and the aggregate against training minute
     python benchmarks/babyai_suite.py --minutes 120                 # JAT's 39 levels, 5,000 episodes each
     python benchmarks/babyai_suite.py --episodes BossLevel=12000 GoToImpUnlock=10000 4500
     python benchmarks/babyai_suite.py --quick                        # 3 small levels, ~2 minutes: checks the script
+    python benchmarks/babyai_suite.py --compare_compaction           # final evaluation also timed without compaction
 
 Targets (issue 27): mean normalised score >= 0.95 over the 39 levels, none below 0.75, BossLevel >= 0.75,
 GoToImpUnlock >= 0.6, with at most 200,000 demonstrations in all. Prints the final JSON on stdout.
