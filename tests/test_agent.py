@@ -309,6 +309,10 @@ def test_act_is_for_one_env_and_act_batch_for_the_envs_it_was_reset_for(cartpole
     agent.reset(n_envs=3)
     with pytest.raises(ValueError, match="n_envs=2"):
         agent.act_batch(obs)
+    with pytest.raises(ValueError, match="indices of the agent's 3 envs"):
+        agent.keep_envs([0, 3])
+    agent.keep_envs([0, 2])
+    assert agent.act_batch(obs).shape == (2,)
     envs.close()
 
 
