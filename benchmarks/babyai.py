@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0,
                         help="also stop at this many optimizer steps (two runs side by side on a busy machine then "
                              "compare at equal steps; give a large --minutes)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (a repeat on another seed)")
     parser.add_argument("--quick", action="store_true", help="1 minute, small evaluations: checks the script works")
     args = parser.parse_args()
 
@@ -61,7 +62,7 @@ def main() -> None:
             control_datasets=[dataset_id], max_minutes=minutes, eval_every_minutes=args.eval_every,
             eval_episodes=args.eval_episodes, save_dir=args.out, exp_name=f"babyai-{args.level}",
             save_model=False, dagger_rounds=args.dagger_rounds, dagger_episodes=args.dagger_episodes,
-            constant_text=args.constant_text, **({"training_steps": args.steps} if args.steps else {}),
+            constant_text=args.constant_text, seed=args.seed, **({"training_steps": args.steps} if args.steps else {}),
             **({"data_episodes": args.episodes} if args.episodes else {}),
         )
         result = run(train_args, args.final_episodes)
