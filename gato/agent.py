@@ -113,20 +113,17 @@ class Agent:
         """Actions of ``n_envs`` envs, batched as a Gymnasium vector env takes them (e.g. an
         (n_envs,) array for Discrete, (n_envs, d) for a Box of shape (d,)), for their
         observations batched as a vector env returns them."""
-        if not self._windowed:
-            chunk = observation_stream(self.codec, obs, self.n_envs, self._pending, self.policy.device)
-            tokens = self._generate(chunk)  # (n_envs, K)
-        else:
-            tok, raw = self.codec.encode_observations(obs, self.n_envs)
-            patches = self.codec.normalize_patches(raw)
-            # this step feeds the pending token, a later timestep's observation and separator, and K - 1 actions
-            if self._fed and self._fed + self.codec.tokens_per_later_step - 1 + int(
-                    self._pending is not None) > self.policy.context_len:
-                self._refill()
-            chunk = step_stream(self.codec, tok, patches, self._pending, self.policy.device, whole=self._opening)
+        tok, patches = encoded_observations(self.codec, obs, self.n_envs)
+        # this step feeds the pending token, a later timestep's observation and separator, and K - 1 actions
+        if self._windowed and self._fed and self._fed + self.codec.tokens_per_later_step - 1 + int(
+                self._pending is not None) > self.policy.context_len:
+            self._refill()
+        chunk = step_stream(self.codec, tok, patches, self._pending, self.policy.device,
+                            whole=self._opening or not self._windowed)
+        tokens = self._generate(chunk)  # (n_envs, K)
+        if self._windowed:
             self._opening = False
             self._fed += chunk["tokens"].shape[1] + len(self._ranges) - 1
-            tokens = self._generate(chunk)
             step = np.concatenate([tok, np.full((self.n_envs, 1), self.codec.vocab.separator),
                                    tokens.cpu().numpy()], axis=1)
             self._recent = (self._recent + [(step, patches)])[-self.codec.timesteps_in(self.policy.context_len):]
@@ -185,10 +182,16 @@ def observation_stream(codec: SpaceCodec, obs, n: int, pending: torch.Tensor | N
     ``tokens``, ``in_step_pos``, ``patch_mask`` (n, T), ``patches`` (n * patches_per_step, C, P, P)
     and ``patch_rowcol`` (n * patches_per_step, 2) on ``device``.
     """
+    return step_stream(codec, *encoded_observations(codec, obs, n), pending, device)
+
+
+def encoded_observations(codec: SpaceCodec, obs, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens (n, obs_tokens) and normalised patches (n, patches_per_step, C, P, P) of ``n`` envs' observations,
+    batched as a Gymnasium vector env returns them."""
     tok, raw_patches = codec.encode_observations(obs, n)
     if len(tok) != n:
         raise ValueError(f"got {len(tok)} observations for {n} envs; reset the agent with n_envs={len(tok)}")
-    return step_stream(codec, tok, codec.normalize_patches(raw_patches), pending, device)
+    return tok, codec.normalize_patches(raw_patches)
 
 
 def step_stream(codec: SpaceCodec, tok: np.ndarray, patches: np.ndarray, pending: torch.Tensor | None, device,

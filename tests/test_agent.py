@@ -316,6 +316,18 @@ def test_act_is_for_one_env_and_act_batch_for_the_envs_it_was_reset_for(cartpole
     envs.close()
 
 
+def test_a_windowed_agent_names_a_wrong_count_of_observations(babyai_task, tiny_policy):
+    model = tiny_policy()
+    agent = Agent(model, babyai_task.encode_for(model.vocab))
+    assert agent._windowed
+    envs = gym.vector.SyncVectorEnv([babyai_task.make_env for _ in range(2)])
+    obs, _ = envs.reset(seed=[0, 1])
+    agent.reset(n_envs=3)
+    with pytest.raises(ValueError, match="n_envs=2"):
+        agent.act_batch(obs)
+    envs.close()
+
+
 def test_the_readme_loop_runs(cartpole_task, tiny_policy, tmp_path, monkeypatch, session_minari_root):
     """The README's loop, word for word, on a tiny untrained checkpoint of the CartPole fixture."""
     tiny_policy().save_pretrained(tmp_path / "checkpoint", extra={"tasks.json": [cartpole_task.spec()]})
