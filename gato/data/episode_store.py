@@ -77,7 +77,7 @@ from gato.codec import (
     batch_length,
     dotted,
 )
-from gato.data.episodes import DataStats, EncodedEpisodes, RawEpisodes
+from gato.data.episodes import DataStats, EncodedEpisodes, LazyRows, RawEpisodes
 
 STORE_PATH_ENV = "GATO_STORE_PATH"
 """Environment variable: the folder stores are kept under (``off``: keep episodes in memory)."""
@@ -404,7 +404,7 @@ def field_patches(codec: SpaceCodec, f: ImageField, values: np.ndarray) -> np.nd
     return p
 
 
-class FileRows:
+class FileRows(LazyRows):
     """The rows of a ``.npy`` file, read from it when sliced (``os.pread``): ``rows[lo:hi]`` is a new array, as
     the in-memory array's slice would read (read-only, as a view of it might be); nothing of the file stays in
     the process's memory.
@@ -429,25 +429,6 @@ class FileRows:
             self.close()
             raise ValueError(f"{self.path} is shorter than its header says")
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def ndim(self) -> int:
-        """As the array's."""
-        return len(self.shape)
-
-    def __getitem__(self, key):
-        if isinstance(key, slice) and key.step in (None, 1):
-            lo, hi, _ = key.indices(len(self))
-            return self.read(lo, max(lo, hi))
-        if isinstance(key, (int, np.integer)):
-            i = int(key) + (len(self) if key < 0 else 0)
-            if not 0 <= i < len(self):
-                raise IndexError(f"row {key} of {len(self)}")
-            return self.read(i, i + 1)[0]
-        return np.asarray(self)[key]
-
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo .. hi - 1`` as a new read-only array (over the bytes read: one copy, from the page cache)."""
         size, at = (hi - lo) * self.row_bytes, self.offset + lo * self.row_bytes
@@ -459,10 +440,6 @@ class FileRows:
                               "folder and start again to rebuild the store")
             data += more
         return np.frombuffer(data, self.dtype).reshape((hi - lo,) + self.shape[1:])
-
-    def __array__(self, dtype=None, copy=None):
-        whole = self.read(0, len(self))
-        return whole if dtype is None else whole.astype(dtype, copy=False)
 
     def close(self) -> None:
         """Close the file (a later read fails)."""
@@ -480,7 +457,7 @@ class FileRows:
         self.__init__(state["path"])
 
 
-class StoredPatches:
+class StoredPatches(LazyRows):
     """A store's image patches, read as the in-memory array ``EncodedEpisodes.patches`` is: ``patches[lo:hi]`` is
     (hi - lo, patches_per_step, C, P, P) exactly as ``codec.encode_observations`` gives for those rows.
 
@@ -496,9 +473,6 @@ class StoredPatches:
         self._parts = [(rows, form["form"] == "bits", (f.n_patches, codec.image_channels, P, P),
                         np.dtype(form["dtype"])) for (f, _), (form, rows) in zip(image_fields(codec), images)]
 
-    def __len__(self) -> int:
-        return self.rows
-
     @property
     def shape(self) -> tuple:
         """As the in-memory array's."""
@@ -509,17 +483,6 @@ class StoredPatches:
     def dtype(self):
         """As the in-memory array's."""
         return self.read(0, min(1, self.rows)).dtype
-
-    @property
-    def ndim(self) -> int:
-        """As the array's."""
-        return 5
-
-    def __getitem__(self, key):
-        if isinstance(key, slice) and key.step in (None, 1):
-            lo, hi, _ = key.indices(len(self))
-            return self.read(lo, max(lo, hi))
-        return np.asarray(self)[key]
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         """The patches of rows ``lo .. hi - 1``."""
@@ -540,10 +503,6 @@ class StoredPatches:
             bits = np.unpackbits(rows, axis=1, count=count)
         patches = bits.reshape((len(rows),) + shape)
         return patches if patches.dtype == dtype else patches.astype(dtype)
-
-    def __array__(self, dtype=None, copy=None):
-        whole = self.read(0, len(self))
-        return whole if dtype is None else whole.astype(dtype, copy=False)
 
 
 class _RowWriter:

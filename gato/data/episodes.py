@@ -474,40 +474,66 @@ class EncodedEpisodes:
         )
 
 
-class ChainedRows:
+class LazyRows:
+    """Rows read on demand, indexed as the in-memory array they stand for: a slice (step 1) or an index reads only
+    its rows through ``read(lo, hi)``; any other index reads the whole. Subclasses give ``shape`` and ``read``
+    (a store's files: ``gato.data.episode_store``; :class:`ChainedRows`)."""
+
+    shape: tuple
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo .. hi - 1``."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        """As the array's."""
+        return len(self.shape)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            lo, hi, _ = key.indices(len(self))
+            return self.read(lo, max(lo, hi))
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"row {key} of {len(self)}")
+            return self.read(i, i + 1)[0]
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self.read(0, len(self))
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+class ChainedRows(LazyRows):
     """Row arrays back to back, read as one without being copied into one: a store's rows on disk
     followed by the few episodes added in memory (DAgger). A slice within one part is a view of it
-    (sampling never crosses an episode, so never a part); any other index reads the whole."""
+    (sampling never crosses an episode, so never a part); a slice across parts reads the whole."""
 
     def __init__(self, parts):
         self.parts = [p for part in parts for p in (part.parts if isinstance(part, ChainedRows) else [part])]
         self.bounds = np.cumsum([0] + [len(p) for p in self.parts])
 
-    def __len__(self) -> int:
-        return int(self.bounds[-1])
-
     @property
     def shape(self) -> tuple:
         """As the joined array's."""
-        return (len(self),) + tuple(self.parts[0].shape[1:])
+        return (int(self.bounds[-1]),) + tuple(self.parts[0].shape[1:])
 
     @property
     def dtype(self):
         """The dtype every part's values fit."""
         return np.result_type(*(p.dtype for p in self.parts))
 
-    @property
-    def ndim(self) -> int:
-        """As the joined array's."""
-        return len(self.shape)
-
-    def __getitem__(self, key):
-        if isinstance(key, slice) and key.step in (None, 1):
-            lo, hi, _ = key.indices(len(self))
-            i = int(np.searchsorted(self.bounds, lo, side="right")) - 1
-            if i < len(self.parts) and hi <= self.bounds[i + 1]:
-                return self.parts[i][lo - self.bounds[i] : max(lo, hi) - self.bounds[i]]
-        return np.asarray(self)[key]
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo .. hi - 1``: a slice of one part where they lie in one, else read from the whole."""
+        i = int(np.searchsorted(self.bounds, lo, side="right")) - 1
+        if i < len(self.parts) and hi <= self.bounds[i + 1]:
+            return self.parts[i][lo - self.bounds[i] : hi - self.bounds[i]]
+        return np.asarray(self)[lo:hi]
 
     def __array__(self, dtype=None, copy=None):
         joined = np.concatenate([np.asarray(p) for p in self.parts])
