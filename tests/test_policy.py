@@ -947,3 +947,27 @@ def test_weight_decay_groups_are_the_ones_the_trainer_chose_by_name(keywords):
     groups = make_optimizer(model, TrainingArgs(weight_decay=0.05)).param_groups
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
     assert [[names[id(p)] for p in g["params"]] for g in groups] == [decay, no_decay]
+
+
+def test_rope_rotates_each_pair_by_its_position_angle_and_keeps_only_distances():
+    """apply_rope is the rotation of each dimension pair (2j, 2j + 1) by position * base^(-2j/D), and so a query
+    and a key's product depends on their distance only (what lets the cache evict without recomputing)."""
+    from gato.policy.transformer import apply_rope, rope_rotation
+
+    D = 8
+    x = torch.randn(2, 3, 5, D)
+    positions = torch.arange(7, 12)
+    out = apply_rope(x, rope_rotation(positions, D))
+    angles = positions[:, None].double() * 10000.0 ** (-torch.arange(0, D, 2).double() / D)
+    x1, x2 = x[..., 0::2].double(), x[..., 1::2].double()
+    expected = torch.stack((x1 * angles.cos() - x2 * angles.sin(), x1 * angles.sin() + x2 * angles.cos()), -1)
+    torch.testing.assert_close(out.double(), expected.flatten(-2), rtol=0, atol=1e-5)
+    q, k = torch.randn(D), torch.randn(D)
+
+    def product(p_q: int, p_k: int) -> float:
+        qr = apply_rope(q.view(1, 1, 1, D), rope_rotation(torch.tensor([p_q]), D))
+        kr = apply_rope(k.view(1, 1, 1, D), rope_rotation(torch.tensor([p_k]), D))
+        return float((qr * kr).sum())
+
+    assert product(9, 4) == pytest.approx(product(105, 100), abs=1e-4)
+    assert product(9, 4) != pytest.approx(product(9, 5), abs=1e-3)
