@@ -32,6 +32,7 @@ Usage
     python benchmarks/throughput.py                    # both configs, 5 warm-up + 20 timed steps
     python benchmarks/throughput.py --quick            # 1 warm-up + 3 timed steps (< 2 min)
     python benchmarks/throughput.py --device cuda --mixed_precision bf16
+    python benchmarks/throughput.py --configs small --mixed_precision no bf16 --threads 1   # both, side by side
     python benchmarks/throughput.py --configs small --steps 50 --threads 2
     python benchmarks/throughput.py --dropout 0        # no dropout: CPU SDPA keeps its fused kernel
 
@@ -75,7 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=None,
                    help="model dropout (default: PolicyConfig's 0.0). Attention dropout > 0 makes CPU SDPA fall "
                         "back to its math kernel, which materialises every attention matrix")
-    p.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"], help="accelerate mixed precision")
+    p.add_argument("--mixed_precision", nargs="+", default=["no"], choices=["no", "bf16", "fp16"],
+                   help="accelerate mixed precision; several: each config once in each, one after the other, and "
+                        "each one's speed against the first's (precision_speedup)")
     p.add_argument("--data_dir", default=None, help="MINARI_DATASETS_PATH to use (default: a temporary folder)")
     p.add_argument("--data_episodes", type=int, default=None, help="bot episodes to generate if missing (default 200)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
@@ -176,18 +179,27 @@ def child_main(spec_json: str) -> None:
 
 # -- parent: one subprocess per configuration -------------------------------------------
 
-def spawn(config: str, args, save_dir: str) -> dict:
+def spawn(config: str, precision: str, args, save_dir: str) -> dict:
     spec = {"config": config, "device": args.device, "warmup": args.warmup, "steps": args.steps,
-            "prompt_ep_proportion": args.prompt_ep_proportion, "mixed_precision": args.mixed_precision,
+            "prompt_ep_proportion": args.prompt_ep_proportion, "mixed_precision": precision,
             "pack_sequences": args.pack_sequences,
             "threads": args.threads, "seed": args.seed, "save_dir": save_dir, "dropout": args.dropout}
-    C.log(f"running {config} in a fresh process: {CONFIGS[config]}")
+    C.log(f"running {config} ({precision}) in a fresh process: {CONFIGS[config]}")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), CHILD_FLAG, json.dumps(spec)],
                           stdout=subprocess.PIPE, stderr=None, text=True, env=os.environ.copy())
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
-        return {"config": config, "error": f"subprocess exited with {proc.returncode} (see stderr)"}
-    return json.loads(lines[-1])
+        return {"config": config, "mixed_precision": precision,
+                "error": f"subprocess exited with {proc.returncode} (see stderr)"}
+    return {**json.loads(lines[-1]), "mixed_precision": precision}
+
+
+def precision_speedups(rows: list[dict], precisions: list[str]) -> dict:
+    """Per config and precision after the first: positions/s against the first precision's."""
+    ok = {(r["config"], r["mixed_precision"]): r["positions_per_s"] for r in rows if "error" not in r}
+    return {config: {p: round(ok[config, p] / ok[config, precisions[0]], 3) for p in precisions[1:]
+                     if (config, p) in ok and (config, precisions[0]) in ok}
+            for config in dict.fromkeys(r["config"] for r in rows)}
 
 
 def main(argv=None) -> dict:
@@ -200,10 +212,12 @@ def main(argv=None) -> dict:
         with C.stdout_to_stderr():
             data = C.ensure_babyai(args.data_episodes)
             machine = C.machine_info(args.device)
-            rows = [spawn(config, args, os.path.join(folder, "runs")) for config in args.configs]
+            rows = [spawn(config, precision, args, os.path.join(folder, "runs"))
+                    for config in args.configs for precision in args.mixed_precision]
     finally:
         C.cleanup(folder, created)
-    small = next((r for r in rows if r.get("config") == "small" and "error" not in r), None)
+    small = next((r for r in rows if r.get("config") == "small" and "error" not in r
+                  and r["mixed_precision"] == args.mixed_precision[0]), None)
     target = {"config": "small", "real_tokens_per_s_min": 5000, "peak_memory_mb_max": 2048}
     if small is not None:
         peak = small.get("cuda_peak_mem_mb", small["peak_rss_mb"])
@@ -224,6 +238,7 @@ def main(argv=None) -> dict:
                       "(ru_maxrss) of the config's own subprocess",
         },
         "results": rows,
+        "precision_speedup": precision_speedups(rows, args.mixed_precision),
         "target": target,
         "wall_seconds": round(time.time() - started, 1),
     }
