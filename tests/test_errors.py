@@ -181,6 +181,38 @@ def test_write_dataset_refuses_episodes_without_steps(data):
         data.write("tests/empty-v0", "CartPole-v1", [])
 
 
+def test_write_dataset_in_chunks_keeps_order_and_indexes_links_by_creation_order(data, minari_root, monkeypatch):
+    """Episodes are written WRITE_CHUNK at a time into a root group that stores its number of links (Minari
+    counts them once per episode written: walking a symbol table each time made writing quadratic)."""
+    import h5py
+
+    from gato.data import writer
+
+    monkeypatch.setattr(writer, "WRITE_CHUNK", 3)
+    episodes = data.rollout("CartPole-v1", 7, 6)
+    dataset = data.write("tests/chunks-v0", "CartPole-v1", iter(episodes))  # a generator is enough
+    assert dataset.total_episodes == 7 and dataset.total_steps == sum(len(e["rewards"]) for e in episodes)
+    for i, stored in enumerate(dataset.iterate_episodes()):
+        assert stored.id == i
+        np.testing.assert_array_equal(stored.observations, np.stack(episodes[i]["observations"]))
+        np.testing.assert_array_equal(stored.actions, episodes[i]["actions"])
+    with h5py.File(dataset.storage.data_path / "main_data.hdf5", "r") as file:
+        assert file["/"].id.get_create_plist().get_link_creation_order()
+        assert list(file) == [f"episode_{i}" for i in range(7)]
+
+
+def test_a_malformed_episode_after_the_first_chunk_leaves_nothing_on_disk(data, minari_root, monkeypatch):
+    from gato.data import writer
+
+    monkeypatch.setattr(writer, "WRITE_CHUNK", 2)
+    episodes = data.rollout("CartPole-v1", 5, 4)
+    episodes[4] = dict(episodes[4], actions=episodes[4]["actions"][:-1])
+    with pytest.raises(ValueError, match=r"episode 4: len\(actions\)"):
+        data.write("tests/late-error-v0", "CartPole-v1", episodes)
+    assert not writer.local_dataset_exists("tests/late-error-v0")
+    assert not [p for p in minari_root.rglob("*") if p.name.startswith(".writing-")]
+
+
 def test_dataset_with_no_episodes():
     # minari itself writes a dataset of zero episodes from an empty list of buffers
     env = gym.make("CartPole-v1")

@@ -13,6 +13,10 @@ Where things are stored:
   which minari's listings skip), then renamed into place (over a previous one:
   swapped with it atomically, see ``gato.atomic.replace_dir``): a killed write
   never leaves a half-written dataset under its id, nor none where one existed.
+* Episodes are converted and written ``WRITE_CHUNK`` at a time (memory for one chunk's copies, not the
+  dataset's), into an HDF5 file whose root group indexes its links by creation order: Minari counts the
+  root's groups once per episode it writes, which in the default (symbol-table) root walks every group
+  written so far, so n episodes took time growing as n^2; here the count is stored.
 * ``ref_min_score`` / ``ref_max_score`` (read by ``minari.get_normalized_score``)
   are passed to ``create_dataset_from_buffers`` when an ``env_id`` is given.
   Minari silently drops them when the dataset has no env spec, so without an
@@ -28,6 +32,7 @@ Where things are stored:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import h5py
 import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
@@ -53,6 +59,9 @@ __all__ = ["write_dataset", "validate_dataset_id", "local_dataset_exists"]
 _DATASET_ID_RE = re.compile(
     r"^(?:(?P<namespace>[-_\w][-_\w/]*[-_\w]+)/)?(?P<dataset>[-_\w]+?)-v(?P<version>\d+)$"
 )
+
+WRITE_CHUNK = 1000
+"""Episodes converted to Minari buffers and written at a time."""
 
 # Keys minari itself writes into metadata.json; extra_metadata must not shadow them.
 _RESERVED_METADATA_KEYS = frozenset(
@@ -256,7 +265,8 @@ def write_dataset(
     Raises:
         FileExistsError: the id exists locally and ``overwrite`` is False.
         ValueError: malformed id, malformed episodes, no episodes, or bad ``extra_metadata``.
-            Nothing is left on disk when writing fails.
+            Nothing is left on disk when writing fails (a malformed episode after the first
+            ``WRITE_CHUNK`` is found while writing, and the partial dataset is removed).
     """
     validate_dataset_id(dataset_id)
     extra = _check_extra_metadata(extra_metadata)
@@ -264,15 +274,20 @@ def write_dataset(
         gym.spec(env_id)  # fail fast (gymnasium's NameNotFound) before touching the disk
     if local_dataset_exists(dataset_id) and not overwrite:
         raise _taken(dataset_id)
-    buffers = _to_buffers(dataset_id, episodes, observation_space, action_space, validate)
+    chunks = _buffer_chunks(episodes, observation_space, action_space, validate)
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError(f"No episodes to write for dataset {dataset_id!r}.")
     metadata = dict(algorithm_name=algorithm_name, author=author, author_email=author_email,
                     code_permalink=code_permalink, description=description, requirements=requirements,
                     observation_space=observation_space, action_space=action_space, jpeg_encoding=jpeg_encoding)
     staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=get_dataset_path()))
     try:
         with _datasets_root(staging):
-            _create(dataset_id, buffers, env_id, metadata, (ref_min_score, ref_max_score),
-                    num_episodes_average_score, extra)
+            dataset = _create(dataset_id, env_id, metadata, (ref_min_score, ref_max_score),
+                              num_episodes_average_score, extra)
+            for buffers in itertools.chain([first], chunks):
+                dataset.storage.update_episodes(buffers)
         _move_into_place(staging, dataset_id, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -287,12 +302,12 @@ def _taken(dataset_id: str) -> FileExistsError:
     )
 
 
-def _to_buffers(dataset_id: str, episodes, observation_space, action_space, validate: bool) -> list[EpisodeBuffer]:
-    """Convert every episode first, so that malformed input is reported before anything is written."""
-    buffers = [_to_buffer(i, ep, observation_space, action_space, validate) for i, ep in enumerate(episodes)]
-    if not buffers:
-        raise ValueError(f"No episodes to write for dataset {dataset_id!r}.")
-    return buffers
+def _buffer_chunks(episodes, observation_space, action_space, validate: bool):
+    """The episodes as lists of ``WRITE_CHUNK`` EpisodeBuffers, each converted (and checked) when it is asked for."""
+    numbered = enumerate(episodes)
+    while chunk := [_to_buffer(i, ep, observation_space, action_space, validate)
+                    for i, ep in itertools.islice(numbered, WRITE_CHUNK)]:
+        yield chunk
 
 
 @contextlib.contextmanager
@@ -310,10 +325,10 @@ def _datasets_root(root: Path):
             os.environ["MINARI_DATASETS_PATH"] = before
 
 
-def _create(dataset_id: str, buffers: list[EpisodeBuffer], env_id, metadata: dict[str, Any],
-            ref_scores: tuple[float | None, float | None], num_episodes_average_score: int | None,
-            extra: dict[str, Any]) -> None:
-    """``minari.create_dataset_from_buffers``, then the metadata it takes no argument for."""
+def _create(dataset_id: str, env_id, metadata: dict[str, Any], ref_scores: tuple[float | None, float | None],
+            num_episodes_average_score: int | None, extra: dict[str, Any]) -> minari.MinariDataset:
+    """An empty dataset (``minari.create_dataset_from_buffers`` with no episodes) with the metadata it takes no
+    argument for, its HDF5 file's root group indexing its links by creation order."""
     ref_min_score, ref_max_score = ref_scores
     # Minari only records ref scores when the dataset has an env spec; otherwise we add them.
     refs_via_minari = env_id is not None and ref_max_score is not None
@@ -323,7 +338,8 @@ def _create(dataset_id: str, buffers: list[EpisodeBuffer], env_id, metadata: dic
             metadata["num_episodes_average_score"] = int(num_episodes_average_score)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NOISY_WARNINGS, category=UserWarning)
-        dataset = minari.create_dataset_from_buffers(dataset_id, buffers, env=env_id, **metadata)
+        dataset = minari.create_dataset_from_buffers(dataset_id, [], env=env_id, **metadata)
+    _index_links_by_creation_order(dataset)
     late: dict[str, Any] = dict(extra)
     if not refs_via_minari:
         for key, value in (("ref_min_score", ref_min_score), ("ref_max_score", ref_max_score)):
@@ -333,6 +349,18 @@ def _create(dataset_id: str, buffers: list[EpisodeBuffer], env_id, metadata: dic
             late["num_episodes_average_score"] = int(num_episodes_average_score or 100)
     if late:
         dataset.storage.update_metadata(late)
+    return dataset
+
+
+def _index_links_by_creation_order(dataset: minari.MinariDataset) -> None:
+    """Make the empty dataset's HDF5 file anew with a root group that tracks link creation order (a new-style
+    group, which stores its number of links: counting them no longer walks them all)."""
+    path = Path(dataset.storage.data_path) / "main_data.hdf5"
+    with h5py.File(path, "r") as file:
+        if len(file):  # written by a Minari that adds episodes on creation: keep what it wrote
+            return
+    with h5py.File(path, "w", track_order=True):
+        pass
 
 
 def _move_into_place(staging: Path, dataset_id: str, overwrite: bool) -> None:
