@@ -201,6 +201,16 @@ def test_write_dataset_in_chunks_keeps_order_and_indexes_links_by_creation_order
         assert list(file) == [f"episode_{i}" for i in range(7)]
 
 
+def test_write_dataset_shows_the_episodes_written(data, capsys):
+    from gato.data.writer import write_dataset
+
+    env = gym.make("CartPole-v1")
+    write_dataset("tests/bar-v0", data.rollout("CartPole-v1", 4, 3), env_id="CartPole-v1",
+                  observation_space=env.observation_space, action_space=env.action_space, progress=True)
+    err = capsys.readouterr().err
+    assert "writing tests/bar-v0" in err and "4/4" in err
+
+
 def test_a_malformed_episode_after_the_first_chunk_leaves_nothing_on_disk(data, minari_root, monkeypatch):
     from gato.data import writer
 

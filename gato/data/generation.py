@@ -459,7 +459,12 @@ def _start_pool(workers: int, sources: list[Source]):
     return multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(sources,))
 
 
-def _write(making: _Making, prepared: tuple[Any, gym.Space, gym.Space], overwrite: bool) -> GenerationReport:
+WRITE_BAR_EPISODES = 20_000
+"""A dataset of at least this many episodes gets a bar of its own while it is written (a minute or more)."""
+
+
+def _write(making: _Making, prepared: tuple[Any, gym.Space, gym.Space], overwrite: bool,
+           progress: bool = False) -> GenerationReport:
     """Write a finished dataset (nothing when no demonstration was kept) and report it."""
     from gato.data.writer import write_dataset
 
@@ -485,7 +490,8 @@ def _write(making: _Making, prepared: tuple[Any, gym.Space, gym.Space], overwrit
                       action_space=action_space, ref_min_score=report.random_mean_return if have_refs else None,
                       ref_max_score=report.expert_mean_return if have_refs else None,
                       num_episodes_average_score=len(collected.random_returns) if have_refs else None,
-                      jpeg_encoding=False, overwrite=overwrite, **source.metadata(collected, action_space))
+                      jpeg_encoding=False, overwrite=overwrite, progress=progress and len(collected.demos) >=
+                      WRITE_BAR_EPISODES, **source.metadata(collected, action_space))
     report.seconds = time.perf_counter() - (making.started or time.perf_counter())
     return report
 
@@ -564,7 +570,7 @@ def generate_many(jobs: list[DatasetJob], *, workers: int = 2, overwrite: bool =
                 for making, ready in zip(makings, prepared):
                     if making.report is None:
                         making.unresponsive = True
-                        making.report = _write(making, ready, overwrite)
+                        making.report = _write(making, ready, overwrite, progress)
                 break
             if isinstance(item, BaseException):
                 raise item
@@ -581,7 +587,7 @@ def generate_many(jobs: list[DatasetJob], *, workers: int = 2, overwrite: bool =
                 bar.update(step)
             bar.set_postfix(dropped=sum(m.dropped for m in makings), refresh=False)
             if making.done:
-                making.report = _write(making, prepared[index], overwrite)
+                making.report = _write(making, prepared[index], overwrite, progress)
                 making.release()
                 bar.update(making.bar_total - making.advanced)  # the episodes it did not need count as done
                 making.advanced = making.bar_total

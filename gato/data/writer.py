@@ -51,6 +51,7 @@ from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.dataset.minari_dataset import parse_dataset_id
 from minari.namespace import create_namespace, list_local_namespaces
 from minari.storage.datasets_root_dir import get_dataset_path
+from tqdm.auto import tqdm
 
 __all__ = ["write_dataset", "validate_dataset_id", "local_dataset_exists"]
 
@@ -231,7 +232,7 @@ def write_dataset(
     algorithm_name: str | None = None, author: str | None = None, author_email: str | None = None,
     code_permalink: str | None = None, requirements: list[str] | None = None,
     num_episodes_average_score: int | None = None, extra_metadata: Mapping[str, Any] | None = None,
-    jpeg_encoding: bool = False, overwrite: bool = False, validate: bool = True,
+    jpeg_encoding: bool = False, overwrite: bool = False, validate: bool = True, progress: bool = False,
 ) -> minari.MinariDataset:
     """Write whole episodes as a local Minari dataset (hdf5 backend) in one atomic step; return it.
 
@@ -261,6 +262,7 @@ def write_dataset(
         overwrite: replace a dataset with this id instead of raising.
         validate: check every observation and action against its space before writing (e.g. a
             mission with characters outside a Text charset, which minari would store anyway).
+        progress: a progress bar of the episodes written (of ``len(episodes)`` where it has one).
 
     Raises:
         FileExistsError: the id exists locally and ``overwrite`` is False.
@@ -286,8 +288,11 @@ def write_dataset(
         with _datasets_root(staging):
             dataset = _create(dataset_id, env_id, metadata, (ref_min_score, ref_max_score),
                               num_episodes_average_score, extra)
-            for buffers in itertools.chain([first], chunks):
-                dataset.storage.update_episodes(buffers)
+            with tqdm(total=len(episodes) if hasattr(episodes, "__len__") else None, desc=f"writing {dataset_id}",
+                      unit="ep", disable=not progress) as bar:
+                for buffers in itertools.chain([first], chunks):
+                    dataset.storage.update_episodes(buffers)
+                    bar.update(len(buffers))
         _move_into_place(staging, dataset_id, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

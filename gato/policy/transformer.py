@@ -40,7 +40,7 @@ def rope_rotation(positions: torch.Tensor, head_dim: int, base: float = 10000.0)
 
 def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """Rotate (B, H, T, D) queries or keys by their positions: each pair of dimensions (2j, 2j + 1), read as
-    one complex number, times ``rotation`` (one complex product: a third of the time of slicing the pairs
+    one complex number, times ``rotation`` (one complex product: under half the time of slicing the pairs
     apart and stacking them back, forward and backward)."""
     pairs = torch.view_as_complex(x.float().contiguous().unflatten(-1, (-1, 2)))
     return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
