@@ -16,6 +16,8 @@ Box image (H,W) (H,W,C) (C,H,W)        patches             observations only; po
                                                            size, embedded from pixels
 Text, or any space sampling strings    a text budget       the vocabulary's text tokenizer;
                                                            actions are generated in the charset
+Box read as ``"vector"`` (override)    1                   observations only: the raw values as one
+                                                           patch, embedded like an image's
 =====================================  ==================  ====================================
 
 ``FieldSpec`` overrides how one field is read, e.g. ``{"image": "image"}`` or
@@ -81,6 +83,7 @@ class FieldSpec:
     costs a bounded number of tokens (Gato's 80x64 frames take 20 patches of 16x16); ``once`` marks
     a field whose value never changes within an episode (a BabyAI mission): it is laid out in the first
     timestep of a window only, so every later timestep is that many tokens shorter (not for images).
+    Kind ``"vector"`` reads an observation Box as one position embedded from its values (``VectorField``).
     """
 
     kind: str
@@ -105,9 +108,9 @@ class FieldSpec:
             spec = cls(**value)
         else:
             raise TypeError(f"a field override must be a kind name, dict or FieldSpec, got {value!r}")
-        if spec.kind not in ("discrete", "continuous", "image", "text"):
+        if spec.kind not in ("discrete", "continuous", "image", "text", "vector"):
             raise ValueError(
-                f"unknown field kind {spec.kind!r}; use 'discrete', 'continuous', 'image' or 'text'"
+                f"unknown field kind {spec.kind!r}; use 'discrete', 'continuous', 'image', 'text' or 'vector'"
             )
         return spec
 
@@ -369,7 +372,65 @@ class ContinuousField(Field):
         return f"continuous x{self.n_tokens} ({how})"
 
 
-class ImageField(Field):
+class PatchField(Field):
+    """A field embedded from its values, cut into C x P x P patches (one position each), not looked up as ids:
+    its tokens are pads that the patches replace. ``patches`` gives them raw, ``low``..``high`` scales them to
+    [-1, 1]; ``levels`` (one-hot values) and ``pool`` are an image's."""
+
+    levels = 0
+    pool = 1
+    pool_mode = "mean"
+
+    def patches(self, values) -> np.ndarray:
+        """(N, n_patches, C, P, P) raw patches of a batch of N values."""
+        raise NotImplementedError
+
+    def encode(self, values, vocab):
+        return np.full((batch_length(values), self.n_tokens), vocab.pad, dtype=np.int64)
+
+    def check(self, values):
+        x = np.asarray(values)
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            return f"{self.name} holds NaN or inf"
+        return None
+
+
+class VectorField(PatchField):
+    """A Box of values read as one position (JAT's way), not one token a value: the values, scaled by
+    ``low``..``high`` and zero-padded, are laid out as one C x P x P patch (C = ceil(size / P^2)) that the patch
+    encoder embeds. A Meta-World observation of 39 numbers then takes 1 position instead of 39, and the model
+    reads the numbers themselves instead of 1,024 bins of them. Without finite bounds (or ``low``/``high``
+    overrides) the values go in as they are."""
+
+    kind = "vector"
+
+    def __init__(self, path, space: spaces.Box, root, patch_size: int, spec: FieldSpec | None):
+        super().__init__(path, space, root)
+        self.size = int(np.prod(space.shape))
+        if not self.size:
+            raise UnsupportedSpaceError(f"{self.name}: a vector field needs at least one value, got {space}")
+        self.patch_size = patch_size
+        self.channels = -(-self.size // patch_size**2)
+        self.rows = self.cols = self.n_tokens = self.n_patches = 1
+        low = space.low if spec is None or spec.low is None else spec.low
+        high = space.high if spec is None or spec.high is None else spec.high
+        self.low, self.high = float(np.min(low)), float(np.max(high))
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low):
+            self.low, self.high = -1.0, 1.0  # the identity of normalize_patches
+
+    def patches(self, values) -> np.ndarray:
+        x = np.asarray(values, dtype=np.float32).reshape(-1, self.size)
+        P = self.patch_size
+        fill = (self.low + self.high) / 2.0  # reads as 0 once scaled
+        x = np.pad(x, ((0, 0), (0, self.channels * P * P - self.size)), constant_values=fill)
+        return x.reshape(len(x), 1, self.channels, P, P)
+
+    def describe(self):
+        return (f"vector of {self.size} values -> 1 patch ({self.channels}x{self.patch_size}x{self.patch_size}), "
+                f"values {self.low:g}..{self.high:g}")
+
+
+class ImageField(PatchField):
     """A Box image cut into patch_size x patch_size patches after padding to a multiple."""
 
     kind = "image"
@@ -405,7 +466,6 @@ class ImageField(Field):
             # Unbounded float images: assume they are already roughly in [0, 1].
             self.low, self.high = 0.0, 1.0
         self.source_channels = self.channels
-        self.levels = 0
         if spec is not None and spec.one_hot:
             # Symbolic values (object ids, colours) are categories, not intensities: one
             # 0/1 channel per value, so no layer has to decode an id from a brightness.
@@ -464,15 +524,6 @@ class ImageField(Field):
             return blocks.max(axis=(3, 5))
         means = blocks.mean(axis=(3, 5), dtype=np.float32)
         return np.rint(means).astype(x.dtype) if x.dtype.kind in "iu" else means.astype(x.dtype)
-
-    def encode(self, values, vocab):
-        return np.full((len(values), self.n_tokens), vocab.pad, dtype=np.int64)
-
-    def check(self, values):
-        x = np.asarray(values)
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            return f"{self.name} holds NaN or inf"
-        return None
 
     def describe(self):
         if self.levels:
@@ -625,6 +676,8 @@ def _make_field(path, space, root, vocab, patch_size, spec, is_action, text_budg
     if isinstance(space, spaces.Box):
         if spec is not None and spec.kind == "discrete":
             return DiscreteField(path, space, root, vocab, spec)
+        if spec is not None and spec.kind == "vector":  # overrides reach observations only
+            return VectorField(path, space, root, patch_size, spec)
         # Only an observation is a picture: an action Box of any shape is values to predict.
         layout = None if (is_action or spec is not None and spec.kind == "continuous") else _image_layout(space, spec)
         if layout is not None:
@@ -644,8 +697,8 @@ def _build_fields(space, root, vocab, patch_size, overrides, is_action, text_bud
         spec = overrides.pop(dotted(path), None)
         field = _make_field(path, leaf, root, vocab, patch_size, spec, is_action, text_budget)
         if spec is not None and spec.once:
-            if isinstance(field, ImageField) or is_action:
-                raise UnsupportedSpaceError(f"{field.name}: only an observation field that is not an image can "
+            if isinstance(field, PatchField) or is_action:
+                raise UnsupportedSpaceError(f"{field.name}: only an observation field read as tokens can "
                                             "be read once per window (once=True)")
             field.once = True
         fields.append(field)
@@ -696,7 +749,7 @@ class SpaceCodec:
         self.obs_once = np.concatenate([np.zeros(int(task_id is not None), bool)]
                                        + [np.full(f.n_tokens, f.once) for f in self.obs_fields])
         self.tokens_per_later_step = self.tokens_per_step - int(self.obs_once.sum())
-        images = [f for f in self.obs_fields if isinstance(f, ImageField)]
+        images = [f for f in self.obs_fields if isinstance(f, PatchField)]
         self.patches_per_step = sum(f.n_patches for f in images)
         self.image_channels = max((f.channels for f in images), default=0)
         # Per patch slot of a timestep: its scaling and its (row, col) in its image.
@@ -706,7 +759,7 @@ class SpaceCodec:
         self.patch_rowcol = np.concatenate(rowcol) if rowcol else np.zeros((0, 2), np.int64)
         # Which of a timestep's observation tokens are patches.
         is_patch = [np.zeros(int(task_id is not None), bool)]
-        is_patch += [np.full(f.n_tokens, isinstance(f, ImageField)) for f in self.obs_fields]
+        is_patch += [np.full(f.n_tokens, isinstance(f, PatchField)) for f in self.obs_fields]
         self.obs_is_patch = np.concatenate(is_patch) if is_patch else np.zeros(0, bool)
         self.action_ranges = np.array(
             [r for f in self.action_fields for r in f.token_ranges(self.vocab)], dtype=np.int64
@@ -727,7 +780,7 @@ class SpaceCodec:
         for f in self.obs_fields:
             values = _get(obs, f.path)
             tokens.append(f.encode(values, self.vocab))
-            if isinstance(f, ImageField):
+            if isinstance(f, PatchField):
                 p = f.patches(values)
                 if p.shape[2] < self.image_channels:  # pad channels so all images stack
                     pad = self.image_channels - p.shape[2]

@@ -153,6 +153,32 @@ def test_box_vector_observation_mu_law():
     assert (np.diff(tok[:, 0]) >= 0).all()
 
 
+def test_a_vector_override_reads_a_box_as_one_patch_of_its_values():
+    """JAT's reading: 39 Meta-World numbers take one position, and the model gets the numbers themselves."""
+    unbounded = spaces.Box(-np.inf, np.inf, (39,), np.float64)
+    codec = SpaceCodec(unbounded, spaces.Box(-1, 1, (4,), np.float32), VOCAB, overrides={"": "vector"}, task_id=0)
+    assert codec.tokens_per_step == 1 + 1 + 1 + 4 and codec.obs_is_patch.tolist() == [False, True]
+    assert codec.layout()[1]["read as"] == "vector of 39 values -> 1 patch (3x4x4), values -1..1"
+    x = np.random.default_rng(0).normal(0, 3, (5, 39))
+    tokens, patches = codec.encode_observations(x, 5)
+    assert (tokens[:, 1] == VOCAB.pad).all() and patches.shape == (5, 1, 3, 4, 4)
+    unit = codec.normalize_patches(patches).reshape(5, -1)
+    np.testing.assert_allclose(unit[:, :39], x, rtol=1e-6)  # no bounds: the values as they are
+    assert (unit[:, 39:] == 0).all()  # the padding reads as zero
+    assert tokens_per_space(unbounded, overrides={"": "vector"}) == 1
+
+    # scaled by the widest bounds, -4..4
+    bounded = spaces.Box(np.array([0.0, -4.0], np.float32), np.array([2.0, 4.0], np.float32))
+    codec = SpaceCodec(bounded, spaces.Discrete(2), VOCAB, overrides={"": {"kind": "vector"}}, patch_size=2)
+    _, patches = codec.encode_observations(np.array([[2.0, -4.0]]), 1)
+    np.testing.assert_allclose(codec.normalize_patches(patches).ravel(), [0.5, -1.0, 0.0, 0.0])
+
+    with pytest.raises(UnsupportedSpaceError, match="can only be read as discrete values"):
+        SpaceCodec(spaces.Discrete(3), spaces.Discrete(2), VOCAB, overrides={"": "vector"})
+    with pytest.raises(UnsupportedSpaceError, match="only an observation field read as tokens"):
+        SpaceCodec(bounded, spaces.Discrete(2), VOCAB, overrides={"": {"kind": "vector", "once": True}})
+
+
 def test_box_action_finite_nonsymmetric_bounds():
     space = spaces.Box(low=np.array([-2.0, 0.0], np.float32), high=np.array([2.0, 10.0], np.float32))
     codec, actions, tokens, decoded = action_round_trip(space, n=64)
@@ -609,6 +635,6 @@ def test_only_text_that_never_changes_within_an_episode_is_read_once():
     assert not any(f.once for f in fit_codec(stats, space, spaces.Discrete(2), constant_text="step").obs_fields)
     with pytest.raises(ValueError, match="constant_text must be one of"):
         fit_codec(stats, space, spaces.Discrete(2), constant_text="episode")
-    with pytest.raises(UnsupportedSpaceError, match="only an observation field that is not an image"):
+    with pytest.raises(UnsupportedSpaceError, match="only an observation field read as tokens"):
         SpaceCodec(spaces.Box(0, 255, (8, 8, 3), np.uint8), spaces.Discrete(2), overrides={"": {"kind": "image",
                                                                                                  "once": True}})

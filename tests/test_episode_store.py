@@ -156,6 +156,19 @@ def test_changed_codec_or_dataset_makes_a_new_store(babyai_id, data):
     assert_same_batch(batches(rewritten, n=1)[0], batches(memory, n=1)[0])
 
 
+def test_a_vector_read_observation_is_stored_sampled_and_acted_on_as_in_memory(data, minari_root, tiny_policy):
+    data.write("test/cart-v0", "CartPole-v1", data.rollout("CartPole-v1", 4, 20, seed=0))
+    kwargs = dict(context_len=64, vocab=Vocab(**VOCAB), field_overrides={"": "vector"}, eval_envs=2)
+    stored = ControlTask("cart", None, "test/cart-v0", **kwargs)
+    memory = ControlTask("cart", None, "test/cart-v0", store=False, **kwargs)
+    assert stored.store.built and stored.codec.tokens_per_step == 1 + 1 + 1  # obs, separator, action
+    batch = batches(stored, n=1)[0]
+    assert_same_batch(batch, batches(memory, n=1)[0])
+    assert batch.patches.shape[1:] == (1, 4, 4) and batch.patch_mask.sum() == len(batch.patches)
+    result = stored.evaluate(tiny_policy(context_len=64), 2)  # the agent encodes env observations the same way
+    assert result["episodes"] == 2
+
+
 def test_codec_fitted_to_the_first_chunks_is_replaced_when_later_episodes_change_it(data, monkeypatch):
     """The first build fits its codec to the first chunks; later episodes with a longer mission and a new
     image value change the codec, and the store must then be the complete statistics' codec's."""

@@ -14,7 +14,7 @@ import pytest
 from gymnasium import spaces
 
 from gato.data import episode_store
-from gato.data.episode_store import FileRows, StoredPatches, image_fields
+from gato.data.episode_store import FileRows, StoredPatches, patch_fields
 from gato.data.writer import write_dataset
 from gato.tasks.control_task import ControlTask
 from gato.vocab import Vocab
@@ -88,9 +88,9 @@ def test_store_reads_back_exactly_the_in_memory_rows(grid_id, monkeypatch, pack)
     monkeypatch.setattr(episode_store, "PACK_BITS", pack)
     memory, stored = grid_task(grid_id, store=False), grid_task(grid_id)
     assert stored.store.built and memory.store is None
-    fields = [f.path[0] for f, _ in image_fields(stored.codec)]
+    fields = [f.path[0] for f, _ in patch_fields(stored.codec)]
     assert fields == ["depth", "frame", "grid"] and stored.codec.image_channels == 33  # 3 channels x 11 ids
-    assert "one-hot" in dict(zip(fields, (f.describe() for f, _ in image_fields(stored.codec))))["grid"]
+    assert "one-hot" in dict(zip(fields, (f.describe() for f, _ in patch_fields(stored.codec))))["grid"]
     forms = json.loads((stored.store.path / "meta.json").read_text())["images"]
     assert [f["form"] for f in forms] == ["patches", "patches", "bits" if pack else "patches"]
     assert [f["dtype"] for f in forms] == ["<f4", "|u1", "|u1"]  # each field's own, joined as float32 when read

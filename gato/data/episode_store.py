@@ -71,7 +71,7 @@ from gato.codec import (
     ACTION_TEXT,
     DatasetValueError,
     FieldSpec,
-    ImageField,
+    PatchField,
     SpaceCodec,
     TextField,
     batch_length,
@@ -273,7 +273,7 @@ class EpisodeStore:
             returns = np.load(target / "returns.npy")
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if (steps.shape != (meta["steps"], codec.tokens_per_step) or len(images) != len(image_fields(codec))
+        if (steps.shape != (meta["steps"], codec.tokens_per_step) or len(images) != len(patch_fields(codec))
                 or any(len(rows) != meta["steps"] for _, rows in images)
                 or len(starts) != meta["episodes"] + 1 or len(returns) != meta["episodes"] or starts[-1] != len(steps)):
             return None
@@ -288,7 +288,7 @@ class EpisodeStore:
         dtype = np.uint16 if codec.vocab.size <= np.iinfo(np.uint16).max + 1 else np.int32
         starts, returns = [np.zeros(1, np.int64)], []
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}.writing-", dir=self.dir))
-        fields = image_fields(codec)
+        fields = patch_fields(codec)
         files = [_RowWriter(tmp / "steps.npy", total, dtype)]
         try:
             forms, row, overflow = None, 0, False
@@ -368,18 +368,19 @@ class EpisodeStore:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def image_fields(codec: SpaceCodec) -> list:
-    """(field, (first, end)) for each image field of ``codec``'s observations: the patches it takes in a row of
-    ``codec.encode_observations``'s patches (the fields' patches follow each other in field order)."""
+def patch_fields(codec: SpaceCodec) -> list:
+    """(field, (first, end)) for each patch field (image or vector) of ``codec``'s observations: the patches it
+    takes in a row of ``codec.encode_observations``'s patches (the fields' patches follow each other in field
+    order)."""
     out, first = [], 0
     for f in codec.obs_fields:
-        if isinstance(f, ImageField):
+        if isinstance(f, PatchField):
             out.append((f, (first, first + f.n_patches)))
             first += f.n_patches
     return out
 
 
-def zeros_and_ones(f: ImageField) -> bool:
+def zeros_and_ones(f: PatchField) -> bool:
     """Whether a field's patches hold only 0 and 1: read one-hot, unpooled or max-pooled (a mean-pooled one-hot
     field holds each value's share of a block)."""
     return bool(f.levels) and (f.pool == 1 or f.pool_mode == "max")
@@ -393,9 +394,9 @@ def pack_bits(patches: np.ndarray) -> np.ndarray:
     return np.packbits(flat != 0, axis=1)
 
 
-def field_patches(codec: SpaceCodec, f: ImageField, values: np.ndarray) -> np.ndarray:
+def field_patches(codec: SpaceCodec, f: PatchField, values: np.ndarray) -> np.ndarray:
     """The patches of one image field's values, as ``codec.encode_observations`` makes them before it joins the
-    fields' (``ImageField.patches``, channels padded to the codec's; tests/test_episode_store_images.py holds
+    fields' (``PatchField.patches``, channels padded to the codec's; tests/test_episode_store_images.py holds
     the store's rows to the in-memory path's bytes)."""
     p = f.patches(values)
     if p.shape[2] < codec.image_channels:
@@ -461,7 +462,7 @@ class StoredPatches(LazyRows):
     """A store's image patches, read as the in-memory array ``EncodedEpisodes.patches`` is: ``patches[lo:hi]`` is
     (hi - lo, patches_per_step, C, P, P) exactly as ``codec.encode_observations`` gives for those rows.
 
-    ``images``: one (form, :class:`FileRows`) per image field of ``codec`` (see :func:`image_fields`), form being
+    ``images``: one (form, :class:`FileRows`) per image field of ``codec`` (see :func:`patch_fields`), form being
     {"form": "patches" (the field's patches as encoded) or "bits" (its 0/1 patches packed 8 to a byte, see
     :func:`pack_bits`), "dtype": the patches' dtype}; ``rows``: the number of rows."""
 
@@ -471,7 +472,7 @@ class StoredPatches(LazyRows):
         # per field: its rows' file, and for bits the shape and dtype of a row's patches (computed once: a
         # read is a few rows, and sampling makes dozens of reads a batch)
         self._parts = [(rows, form["form"] == "bits", (f.n_patches, codec.image_channels, P, P),
-                        np.dtype(form["dtype"])) for (f, _), (form, rows) in zip(image_fields(codec), images)]
+                        np.dtype(form["dtype"])) for (f, _), (form, rows) in zip(patch_fields(codec), images)]
 
     @property
     def shape(self) -> tuple:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gato.codec import ContinuousField, DiscreteField, ImageField, SpaceCodec, TextField, _get, as_str
+from gato.codec import ContinuousField, DiscreteField, ImageField, PatchField, SpaceCodec, TextField, _get, as_str
 
 
 def _at(obs, t: int):
@@ -47,7 +47,7 @@ def token_meanings(field, ids: np.ndarray, codec: SpaceCodec) -> list[str]:
         if field.is_action:
             values = np.clip(values, field.low, field.high)
         return [f"bin {int(b)} -> {v:.4g}" for b, v in zip(bins, values)]
-    if isinstance(field, ImageField):
+    if isinstance(field, PatchField):
         return [f"patch {r},{c}" for r, c in np.stack(np.divmod(np.arange(field.n_patches), field.cols), -1)]
     if isinstance(field, TextField):
         tok = vocab.tokenizer
