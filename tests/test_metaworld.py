@@ -20,6 +20,7 @@ from gato.data.experts.metaworld import (  # noqa: E402
     generate_metaworld,
     resolve_tasks,
 )
+from gato.data.episodes import recommended_overrides  # noqa: E402
 from gato.envs import play_episode  # noqa: E402
 from gato.evaluation.rollout import _play_round  # noqa: E402
 
@@ -56,6 +57,10 @@ def test_the_reset_seed_alone_fixes_the_goal_and_the_spec_remakes_the_env():
     assert not np.allclose(first[36:], env.reset(seed=6)[0][36:])  # another seed, another goal
     assert first[36:].any() and env.observation_space.contains(first)  # the goal is observed, inside its bounds
     assert json.loads(env.spec.to_json())["entry_point"] == "gato.data.experts.metaworld:make_metaworld_env"
+
+
+def meta_of(task: str) -> dict:
+    return minari.load_dataset(dataset_id_for(task)).storage.metadata
 
 
 class _Acting:
@@ -126,6 +131,10 @@ def test_two_task_datasets_train_evaluate_with_success_and_reload(tmp_path, caps
                         warmup_steps=1, eval_episodes=2, eval_envs=2, save_dir=str(tmp_path), exp_name="mw",
                         save_model=True, device="cpu")
     trainer = build_trainer(args)
+    # the dataset's recommended reading: the observation as one position (task token, observation, separator,
+    # 4 action tokens)
+    assert all(recommended_overrides(meta_of(t)) == {"": "vector"} for t in TASKS)
+    assert [task.tokens_per_timestep for task in trainer.tasks] == [7, 7]
     trainer.train()
     final = trainer.history[-1]["eval"]  # the trainer's own evaluation, per task
     assert set(final) == {task.name for task in trainer.tasks}
@@ -133,6 +142,7 @@ def test_two_task_datasets_train_evaluate_with_success_and_reload(tmp_path, caps
     policy = GatoPolicy.from_pretrained(tmp_path / "mw" / "checkpoint")
     tasks = load_tasks(tmp_path / "mw" / "checkpoint", policy.vocab)
     assert [t.dataset_id for t in tasks] == [dataset_id_for(t) for t in TASKS]
+    assert [task.tokens_per_timestep for task in tasks] == [7, 7]  # reloaded, read the same way
     for task in tasks:
         records = task.evaluate_part(policy, 2, 0, 1, promptless_eval=True)
         assert all(isinstance(r["success"], bool) for r in records)  # from info["success"], not the return

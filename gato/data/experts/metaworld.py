@@ -179,7 +179,10 @@ def metaworld_recipe(task: str) -> Recipe:
     return Recipe(f"metaworld-{task}", ENV_ID, "gato.data.experts.metaworld:MetaWorldExpert",
                   f"Meta-World {task} (goal observable, drawn from the reset seed), Meta-World's scripted policy",
                   env_kwargs={"task": task}, requires=("metaworld",), extra="metaworld",
-                  reference_episodes=REFERENCE_EPISODES, action_noise=ACTION_NOISE, dataset=dataset_id_for(task))
+                  reference_episodes=REFERENCE_EPISODES, action_noise=ACTION_NOISE, dataset=dataset_id_for(task),
+                  # the 39 numbers as one position, not 39 tokens: MT10 learnt faster per step and per minute
+                  # (docs/EXPERIMENTS.md, 2026-12-07); --field_overrides '{"": "continuous"}' reads them as tokens
+                  field_overrides={"": "vector"})
 
 
 # --------------------------------------------------------------------------- generation
