@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("metaworld")
 
+from gato.data.episodes import recommended_overrides  # noqa: E402
 from gato.data.experts.metaworld import (  # noqa: E402
     ENV_ID,
     MetaWorldExpert,
@@ -20,7 +21,6 @@ from gato.data.experts.metaworld import (  # noqa: E402
     generate_metaworld,
     resolve_tasks,
 )
-from gato.data.episodes import recommended_overrides  # noqa: E402
 from gato.envs import play_episode  # noqa: E402
 from gato.evaluation.rollout import _play_round  # noqa: E402
 
