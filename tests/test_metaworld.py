@@ -60,6 +60,7 @@ def test_the_reset_seed_alone_fixes_the_goal_and_the_spec_remakes_the_env():
 
 
 def meta_of(task: str) -> dict:
+    """The metadata of a task's dataset, as written."""
     return minari.load_dataset(dataset_id_for(task)).storage.metadata
 
 
