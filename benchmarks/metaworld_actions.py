@@ -5,8 +5,9 @@ Meta-World tasks (argmax actions, seeds 1,000,000+, goals no dataset showed) and
 policy, at every state the model visits, what it would have done. Per task it reports the mean
 ``|model action - scripted action|`` of each action dimension (x, y, z, gripper) over the episode and over its
 first 50 steps (the reach towards the object), the closest the hand comes to the object and where it ends, how
-far the object is lifted and how far from its goal it ends, and the success rate. Meta-World's observation holds
-the hand's position at 0:3, the first object's at 4:7 and the goal at 36:39 (reach-v3's goal is the hand's).
+far the object is lifted, how far from the goal the object and the hand end, and the success rate. Meta-World's
+observation holds the hand's position at 0:3, the first object's at 4:7 and the goal at 36:39 (reach-v3's goal is
+the hand's).
 
     python benchmarks/metaworld_actions.py runs/mw/metaworld-10tasks/checkpoint
     python benchmarks/metaworld_actions.py CHECKPOINT --tasks pick-place-v3 push-v3 --episodes 5 --json out.json
@@ -51,7 +52,8 @@ def follow(agent, env, expert, seed: int) -> dict:
     gaps = np.asarray(gaps)
     return {"gap": gaps.mean(0), "gap_reach": gaps[:REACH_STEPS].mean(0), "closest": min(hand_to_object),
             "final": hand_to_object[-1], "lift": height - start_height,
-            "object_to_goal": float(np.linalg.norm(obs[4:7] - obs[36:39])), "success": success}
+            "object_to_goal": float(np.linalg.norm(obs[4:7] - obs[36:39])),
+            "hand_to_goal": float(np.linalg.norm(obs[0:3] - obs[36:39])), "success": success}
 
 
 def summarize(episodes: list[dict]) -> dict:
@@ -70,6 +72,7 @@ def summarize(episodes: list[dict]) -> dict:
         "final_hand_to_object_m": float(mean("final")),
         "object_lift_m": float(mean("lift")),
         "final_object_to_goal_m": float(mean("object_to_goal")),
+        "final_hand_to_goal_m": float(mean("hand_to_goal")),
     }
 
 
@@ -112,7 +115,8 @@ def main() -> None:
         C.log(f"{name:26s} success {r['success_rate']:.2f}  |a - scripted| "
               + " ".join(f"{d} {v:.2f}" for d, v in r["action_gap"].items())
               + f"  hand-object closest {r['closest_hand_to_object_m']:.3f} m, last {r['final_hand_to_object_m']:.3f}"
-                f" m  lift {r['object_lift_m']:.3f} m  object-goal last {r['final_object_to_goal_m']:.3f} m")
+                f" m  lift {r['object_lift_m']:.3f} m  object-goal last {r['final_object_to_goal_m']:.3f} m"
+                f"  hand-goal last {r['final_hand_to_goal_m']:.3f} m")
     result = {"benchmark": "metaworld-actions", "machine": C.machine_info("cpu"), "checkpoint": args.checkpoint,
               "tasks": rows}
     if args.json:
