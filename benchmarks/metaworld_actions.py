@@ -84,16 +84,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", default=None, help="also write the JSON here (atomically)")
     args = parser.parse_args()
+    if args.episodes < 1:
+        parser.error("--episodes must be at least 1")
     C.set_threads(args.threads)
 
 
     from gato.agent import Agent
     from gato.atomic import write_json
     from gato.data.experts.metaworld import ENV_ID, MetaWorldExpert
-    from gato.policy.gato_policy import GatoPolicy
+    from gato.policy.gato_policy import CheckpointError, GatoPolicy
     from gato.tasks.registry import load_tasks
 
-    policy = GatoPolicy.from_pretrained(args.checkpoint)
+    try:
+        policy = GatoPolicy.from_pretrained(args.checkpoint)
+    except CheckpointError as e:
+        raise SystemExit(str(e)) from None
     tasks = {}  # Meta-World task name: (task, env)
     for task in load_tasks(args.checkpoint, policy.vocab):
         env = task.make_env() if hasattr(task, "make_env") else None
