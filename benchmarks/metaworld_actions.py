@@ -33,27 +33,22 @@ REACH_STEPS = 50
 
 
 def follow(agent, env, expert, seed: int) -> dict:
-    """One episode acted by ``agent``, the scripted policy's action asked at every state it visits."""
+    """One episode acted by ``agent`` (``play_episode``), and the (stateless) scripted policy's action for every
+    state it visited."""
     import numpy as np
 
+    from gato.envs import play_episode
+
     agent.reset()
-    obs, _ = env.reset(seed=seed)
-    gaps, hand_to_object, success = [], [], False
-    start_height = height = float(obs[6])
-    done = False
-    while not done:
-        action, wanted = agent.act(obs), expert(obs)
-        gaps.append(np.abs(action - wanted))
-        hand_to_object.append(float(np.linalg.norm(obs[0:3] - obs[4:7])))
-        obs, _, terminated, truncated, info = env.step(action)
-        height = max(height, float(obs[6]))
-        success = success or bool(info.get("success"))
-        done = terminated or truncated
-    gaps = np.asarray(gaps)
-    return {"gap": gaps.mean(0), "gap_reach": gaps[:REACH_STEPS].mean(0), "closest": min(hand_to_object),
-            "final": hand_to_object[-1], "lift": height - start_height,
-            "object_to_goal": float(np.linalg.norm(obs[4:7] - obs[36:39])),
-            "hand_to_goal": float(np.linalg.norm(obs[0:3] - obs[36:39])), "success": success}
+    episode = play_episode(env, agent.act, seed, record=True)
+    obs = np.asarray(episode.observations)  # the T states acted in, then the last
+    gaps = np.abs(np.asarray(episode.actions) - np.stack([expert(o) for o in obs[:-1]]))
+    hand_to_object = np.linalg.norm(obs[:-1, 0:3] - obs[:-1, 4:7], axis=1)
+    last = obs[-1]
+    return {"gap": gaps.mean(0), "gap_reach": gaps[:REACH_STEPS].mean(0), "closest": float(hand_to_object.min()),
+            "final": float(hand_to_object[-1]), "lift": float(obs[:, 6].max() - obs[0, 6]),
+            "object_to_goal": float(np.linalg.norm(last[4:7] - last[36:39])),
+            "hand_to_goal": float(np.linalg.norm(last[0:3] - last[36:39])), "success": bool(episode.success)}
 
 
 def summarize(episodes: list[dict]) -> dict:
@@ -87,7 +82,6 @@ def main() -> None:
     if args.episodes < 1:
         parser.error("--episodes must be at least 1")
     C.set_threads(args.threads)
-
 
     from gato.agent import Agent
     from gato.atomic import write_json
