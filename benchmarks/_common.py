@@ -142,9 +142,34 @@ def emit(result: dict) -> None:
     print(json.dumps(result, indent=2), flush=True)
 
 
-def train_recording(trainer, point) -> float:
-    """``trainer.train()``, with ``point(results, trainer)`` called on the main process after every evaluation
-    of the run (so each becomes a point of the curves, on disk at once); returns the wall-clock minutes."""
+def resume_from(train_args, resume: bool):
+    """The run directory to continue when ``resume`` (``--resume`` of a long benchmark whose session was killed),
+    else None. The benchmark's command must be the one that started the run: every training argument is compared
+    with the saved ones, and a difference or a run with no saved state is an error that says which."""
+    if not resume:
+        return None
+    from pathlib import Path
+
+    from gato.training.state import ResumeError, saved_args
+
+    run = Path(train_args.save_dir) / train_args.exp_name
+    try:
+        saved = saved_args(run)
+    except (ResumeError, FileNotFoundError) as error:
+        sys.exit(f"--resume: {error}; without --resume the run starts afresh")
+    now = train_args.to_dict()
+    differing = sorted(k for k in now if k in saved and saved[k] != now[k])
+    if differing:
+        sys.exit(f"--resume: {run} was started with other training arguments ("
+                 + ", ".join(f"{k}: {saved[k]!r} then, {now[k]!r} now" for k in differing)
+                 + "); repeat the command that started it, with --resume")
+    return run
+
+
+def train_recording(trainer, point, resume_from=None) -> float:
+    """``trainer.train(resume_from)``, with ``point(results, trainer)`` called on the main process after every
+    evaluation of the run (so each becomes a point of the curves, on disk at once); returns the wall-clock
+    minutes."""
     evaluate = trainer.evaluate
 
     def evaluate_and_record():
@@ -155,5 +180,5 @@ def train_recording(trainer, point) -> float:
 
     trainer.evaluate = evaluate_and_record
     start = time.monotonic()
-    trainer.train()
+    trainer.train(resume_from=resume_from)
     return round((time.monotonic() - start) / 60, 2)

@@ -19,6 +19,7 @@ GoToImpUnlock >= 0.6, with at most 200,000 demonstrations in all. Prints the fin
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -58,6 +59,9 @@ def main() -> None:
                              "its last episode ends), level by level in alternating order: seconds of each and "
                              "whether the episodes are the same (the JSON's final_eval_compaction)")
     parser.add_argument("--train_args", default="", help="extra `gato train` flags, e.g. '--embed_dim 192'")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run of --out from its last saved state (a killed session): the same "
+                             "command, with --resume added; the points already in --out's JSON are kept")
     args = parser.parse_args()
     if args.quick:
         args.levels, args.episodes, args.minutes, args.eval_every = QUICK_LEVELS, ["200"], 1.0, 0.5
@@ -68,6 +72,10 @@ def main() -> None:
     out = Path(args.out)
     record = {"args": vars(args), "machine": C.machine_info("cpu"), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "babyai_1_0_demonstrations_for_99pct": BABYAI_1_0_DEMOS, "points": []}
+    if args.resume and out.is_file():  # the evaluations made before the kill stay points of the curves
+        before = json.loads(out.read_text())
+        record.update(points=before.get("points", []), started=before.get("started"),
+                      resumed=[*before.get("resumed", []), time.strftime("%Y-%m-%d %H:%M:%S")])
     try:
         record["data"] = make_data(args)
         write(out, record)
@@ -118,6 +126,7 @@ def train(args, record: dict, out: Path) -> None:
                                     str(args.seed), "--save_dir", str(out.parent), "--exp_name", out.stem,
                                     "--report_to", "none", *shlex.split(args.train_args)])
     train_args = TrainingArgs.from_namespace(ns)
+    resume = C.resume_from(train_args, args.resume)
     record["train_args"] = train_args.to_dict()
     curves, bars = out.with_name(out.stem + "_curves.png"), out.with_name(out.stem + "_levels.png")
 
@@ -141,7 +150,7 @@ def train(args, record: dict, out: Path) -> None:
         record["tokens_per_later_timestep"] = {t.name: t.codec.tokens_per_later_step for t in trainer.tasks}
         record["timesteps_in_context"] = {t.name: t.codec.timesteps_in(trainer.args.sequence_length)
                                           for t in trainer.tasks}
-        wall = C.train_recording(trainer, lambda results, trainer: point(results, trainer, reps=2000))
+        wall = C.train_recording(trainer, lambda results, trainer: point(results, trainer, reps=2000), resume)
         record["train_minutes"], record["steps"] = round(trainer.train_seconds / 60, 2), trainer.step
         record["wall_minutes_training"] = wall
         t0 = time.monotonic()

@@ -62,6 +62,9 @@ def main() -> None:
                              "with a clean history (0) a 45-minute MT10 model copied its own first action for the "
                              "whole episode")
     parser.add_argument("--train_args", default="", help="extra `gato train` flags, e.g. '--embed_dim 192'")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last saved state (a killed session): the same "
+                             "command, with --resume added")
     parser.add_argument("--quick", action="store_true",
                         help="4 short episodes a task, 0.5 minute, 2 evaluation episodes: checks the script works")
     args = parser.parse_args()
@@ -142,6 +145,7 @@ def make_data(tasks: list[str], args, quick: bool, reference_episodes: int | Non
 def run(tasks: list[str], args, result: dict, out_json: Path) -> None:
     """Train one model on every task, then evaluate each (JSON saved after each task)."""
     import shlex
+    import time
 
     import numpy as np
 
@@ -157,13 +161,16 @@ def run(tasks: list[str], args, result: dict, out_json: Path) -> None:
         "--save_dir", args.out, "--exp_name", f"metaworld-{len(tasks)}tasks",
         "--action_history_noise", str(args.action_history_noise), *shlex.split(args.train_args)])
     train_args = TrainingArgs.from_namespace(ns)
+    resume = C.resume_from(train_args, args.resume)
     with C.stdout_to_stderr():
         trainer = build_trainer(train_args)
         lengths = {t.name: float(np.mean(t.episodes.lengths)) for t in trainer.tasks}
         result["tokens_per_timestep"] = {t.name: t.tokens_per_timestep for t in trainer.tasks}
         result["mean_episode_steps"] = lengths
         result["train_args"] = train_args.to_dict()
-        trainer.train()
+        if resume:
+            result.setdefault("resumed", []).append(time.strftime("%Y-%m-%d %H:%M:%S"))
+        trainer.train(resume_from=resume)
         result.update(train_minutes=round(trainer.train_seconds / 60, 2), steps=trainer.step,
                       curve=[{"minutes": round(h["minutes"], 2), "step": h["step"], **{
                           n: {k: m.get(k) for k in ("success_rate", "normalized_score")} for n, m in h["eval"].items()}}
