@@ -16,8 +16,9 @@ Box image (H,W) (H,W,C) (C,H,W)        patches             observations only; po
                                                            size, embedded from pixels
 Text, or any space sampling strings    a text budget       the vocabulary's text tokenizer;
                                                            actions are generated in the charset
-Box read as ``"vector"`` (override)    1                   observations only: the raw values as one
-                                                           patch, embedded like an image's
+Box read as ``"vector"`` (override)    1                   observations only: the values, each scaled
+                                                           to [-1, 1] by its own range, as one patch
+                                                           embedded like an image's
 =====================================  ==================  ====================================
 
 ``FieldSpec`` overrides how one field is read, e.g. ``{"image": "image"}`` or
@@ -71,24 +72,23 @@ def not_encoded_for(what: str, encoded, vocab) -> VocabMismatchError:
 class FieldSpec:
     """How to read one leaf field. ``kind`` is "discrete", "continuous", "image" or "text".
 
-    ``low``/``high`` replace a Box's bounds for scaling (e.g. a symbolic grid whose values
-    stop far below its declared 255); ``channels_first`` forces the image layout; ``tokens``
-    sets a text budget; ``one_hot`` reads an integer image's values as categories (one 0/1
-    channel per value between low and high); ``pool`` reduces pool x pool pixel blocks before
-    cutting patches, so a large frame takes fewer tokens (an 84x84 Atari frame pooled by 3 is
-    28x28: 49 patches of 4x4 instead of 441); ``pool_mode`` is "mean" (default) or "max", which
-    keeps a small bright sprite (Breakout's ball) at full brightness instead of a ninth of it;
-    ``max_patches`` bounds an image's patches when ``pool`` is not given (default
-    ``DEFAULT_MAX_PATCHES``): the image is pooled by the smallest factor that fits, so a large frame
-    costs a bounded number of tokens (Gato's 80x64 frames take 20 patches of 16x16); ``once`` marks
-    a field whose value never changes within an episode (a BabyAI mission): it is laid out in the first
-    timestep of a window only, so every later timestep is that many tokens shorter (not for images).
+    ``low``/``high`` replace a Box's bounds for scaling (e.g. a symbolic grid whose values stop far below its
+    declared 255; a vector field takes lists, one bound per value); ``channels_first`` forces the image layout;
+    ``tokens`` sets a text budget; ``one_hot`` reads an integer image's values as categories (one 0/1 channel per
+    value between low and high); ``pool`` reduces pool x pool pixel blocks before cutting patches, so a large frame
+    takes fewer tokens (an 84x84 Atari frame pooled by 3 is 28x28: 49 patches of 4x4 instead of 441); ``pool_mode``
+    is "mean" (default) or "max", which keeps a small bright sprite (Breakout's ball) at full brightness instead of
+    a ninth of it; ``max_patches`` bounds an image's patches when ``pool`` is not given (default
+    ``DEFAULT_MAX_PATCHES``): the image is pooled by the smallest factor that fits, so a large frame costs a bounded
+    number of tokens (Gato's 80x64 frames take 20 patches of 16x16); ``once`` marks a field whose value never
+    changes within an episode (a BabyAI mission): it is laid out in the first timestep of a window only, so every
+    later timestep is that many tokens shorter (not for images).
     Kind ``"vector"`` reads an observation Box as one position embedded from its values (``VectorField``).
     """
 
     kind: str
-    low: float | None = None
-    high: float | None = None
+    low: float | list | None = None
+    high: float | list | None = None
     channels_first: bool | None = None
     tokens: int | None = None
     one_hot: bool | None = None
@@ -396,11 +396,13 @@ class PatchField(Field):
 
 
 class VectorField(PatchField):
-    """A Box of values read as one position (JAT's way), not one token a value: the values, scaled by
-    ``low``..``high`` and zero-padded, are laid out as one C x P x P patch (C = ceil(size / P^2)) that the patch
-    encoder embeds. A Meta-World observation of 39 numbers then takes 1 position instead of 39, and the model
-    reads the numbers themselves instead of 1,024 bins of them. Without finite bounds (or ``low``/``high``
-    overrides) the values go in as they are."""
+    """A Box of values read as one position (JAT's way), not one token a value: the values, each scaled to
+    [-1, 1] by its own ``low``..``high`` and zero-padded, are laid out as one C x P x P patch (C = ceil(size /
+    P^2)) that the patch encoder embeds. A Meta-World observation of 39 numbers then takes 1 position instead
+    of 39, and the model reads the numbers themselves instead of 1,024 bins of them. ``low``/``high`` are the
+    override's (``fit_codec`` fits them per value from the data), else the Box's widest bounds; a value without a
+    finite, non-empty range goes in as it is. Scaling per value matters: positions that vary by centimetres would
+    otherwise reach the model as differences of 0.01."""
 
     kind = "vector"
 
@@ -412,22 +414,26 @@ class VectorField(PatchField):
         self.patch_size = patch_size
         self.channels = -(-self.size // patch_size**2)
         self.rows = self.cols = self.n_tokens = self.n_patches = 1
-        low = space.low if spec is None or spec.low is None else spec.low
-        high = space.high if spec is None or spec.high is None else spec.high
-        self.low, self.high = float(np.min(low)), float(np.max(high))
-        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low):
-            self.low, self.high = -1.0, 1.0  # the identity of normalize_patches
+        # the override's bounds (lists: one per value), else the Box's widest, alike for every value
+        low = np.min(space.low) if spec is None or spec.low is None else spec.low
+        high = np.max(space.high) if spec is None or spec.high is None else spec.high
+        lows, highs = (np.broadcast_to(np.asarray(b, np.float64).reshape(-1), (self.size,)) for b in (low, high))
+        ranged = np.isfinite(lows) & np.isfinite(highs) & (highs > lows)
+        self.scaled = int(ranged.sum())
+        lows, highs = np.where(ranged, lows, -1.0), np.where(ranged, highs, 1.0)  # the identity where unranged
+        self.centre = ((lows + highs) / 2.0).astype(np.float32)
+        self.half_span = ((highs - lows) / 2.0).astype(np.float32)
+        self.low, self.high = -1.0, 1.0  # patches() scales each value, so normalize_patches is the identity
 
     def patches(self, values) -> np.ndarray:
-        x = np.asarray(values, dtype=np.float32).reshape(-1, self.size)
+        x = (np.asarray(values, dtype=np.float32).reshape(-1, self.size) - self.centre) / self.half_span
         P = self.patch_size
-        fill = (self.low + self.high) / 2.0  # reads as 0 once scaled
-        x = np.pad(x, ((0, 0), (0, self.channels * P * P - self.size)), constant_values=fill)
+        x = np.pad(x, ((0, 0), (0, self.channels * P * P - self.size)))  # the padding reads as zero
         return x.reshape(len(x), 1, self.channels, P, P)
 
     def describe(self):
         return (f"vector of {self.size} values -> 1 patch ({self.channels}x{self.patch_size}x{self.patch_size}), "
-                f"values {self.low:g}..{self.high:g}")
+                f"{self.scaled} of {self.size} scaled by their range")
 
 
 class ImageField(PatchField):

@@ -158,7 +158,7 @@ def test_a_vector_override_reads_a_box_as_one_patch_of_its_values():
     unbounded = spaces.Box(-np.inf, np.inf, (39,), np.float64)
     codec = SpaceCodec(unbounded, spaces.Box(-1, 1, (4,), np.float32), VOCAB, overrides={"": "vector"}, task_id=0)
     assert codec.tokens_per_step == 1 + 1 + 1 + 4 and codec.obs_is_patch.tolist() == [False, True]
-    assert codec.layout()[1]["read as"] == "vector of 39 values -> 1 patch (3x4x4), values -1..1"
+    assert codec.layout()[1]["read as"] == "vector of 39 values -> 1 patch (3x4x4), 0 of 39 scaled by their range"
     x = np.random.default_rng(0).normal(0, 3, (5, 39))
     tokens, patches = codec.encode_observations(x, 5)
     assert (tokens[:, 1] == VOCAB.pad).all() and patches.shape == (5, 1, 3, 4, 4)
@@ -167,11 +167,16 @@ def test_a_vector_override_reads_a_box_as_one_patch_of_its_values():
     assert (unit[:, 39:] == 0).all()  # the padding reads as zero
     assert tokens_per_space(unbounded, overrides={"": "vector"}) == 1
 
-    # scaled by the widest bounds, -4..4
+    # without bounds of its own, scaled by the Box's widest, -4..4
     bounded = spaces.Box(np.array([0.0, -4.0], np.float32), np.array([2.0, 4.0], np.float32))
     codec = SpaceCodec(bounded, spaces.Discrete(2), VOCAB, overrides={"": {"kind": "vector"}}, patch_size=2)
     _, patches = codec.encode_observations(np.array([[2.0, -4.0]]), 1)
     np.testing.assert_allclose(codec.normalize_patches(patches).ravel(), [0.5, -1.0, 0.0, 0.0])
+    # an override's bounds per value (what fit_codec gives); a value without a finite range goes in as it is
+    spec = {"kind": "vector", "low": [0.0, 1.0, -np.inf], "high": [0.1, 1.0, np.inf]}
+    codec = SpaceCodec(spaces.Box(-np.inf, np.inf, (3,)), spaces.Discrete(2), VOCAB, overrides={"": spec})
+    _, patches = codec.encode_observations(np.array([[0.075, 7.0, -3.0]]), 1)
+    np.testing.assert_allclose(codec.normalize_patches(patches).ravel()[:3], [0.5, 7.0, -3.0], rtol=1e-6)
 
     with pytest.raises(UnsupportedSpaceError, match="can only be read as discrete values"):
         SpaceCodec(spaces.Discrete(3), spaces.Discrete(2), VOCAB, overrides={"": "vector"})

@@ -169,6 +169,28 @@ def test_a_vector_read_observation_is_stored_sampled_and_acted_on_as_in_memory(d
     assert result["episodes"] == 2
 
 
+def test_a_vector_field_is_scaled_by_each_values_range_in_the_data(data, minari_root):
+    """CartPole's velocities are declared unbounded: each of the four values is scaled by the range it takes in
+    the episodes, the same from the store and from memory, and a checkpoint's codec keeps those bounds."""
+    from gato.codec import FieldSpec
+    from gato.codec_io import codec_from_dict, codec_to_dict
+
+    episodes = data.rollout("CartPole-v1", 4, 20, seed=0)
+    data.write("test/cart-v0", "CartPole-v1", episodes)
+    kwargs = dict(context_len=64, vocab=Vocab(**VOCAB), field_overrides={"": "vector"})
+    stored = ControlTask("cart", None, "test/cart-v0", **kwargs)
+    memory = ControlTask("cart", None, "test/cart-v0", store=False, **kwargs)
+    seen = np.concatenate([e["observations"] for e in episodes]).astype(np.float64)
+    for codec in (stored.codec, memory.codec, codec_from_dict(codec_to_dict(stored.codec))):
+        spec = FieldSpec.parse(codec.overrides[""])
+        np.testing.assert_allclose(spec.low, seen.min(0), rtol=1e-6)
+        np.testing.assert_allclose(spec.high, seen.max(0), rtol=1e-6)
+        assert "4 of 4 scaled by their range" in codec.layout()[0]["read as"]
+        _, patches = codec.encode_observations(seen, len(seen))
+        unit = codec.normalize_patches(patches).reshape(len(seen), -1)[:, :4]
+        assert np.allclose(unit.min(0), -1, atol=1e-5) and np.allclose(unit.max(0), 1, atol=1e-5)
+
+
 def test_codec_fitted_to_the_first_chunks_is_replaced_when_later_episodes_change_it(data, monkeypatch):
     """The first build fits its codec to the first chunks; later episodes with a longer mission and a new
     image value change the codec, and the store must then be the complete statistics' codec's."""

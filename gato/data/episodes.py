@@ -17,9 +17,11 @@ from gymnasium import spaces
 from gato.codec import (
     ACTION_TEXT,
     DatasetValueError,
+    FieldSpec,
     ImageField,
     SpaceCodec,
     TextField,
+    VectorField,
     _get,
     _leaves,
     as_str,
@@ -134,15 +136,16 @@ def fit_codec(raw: RawEpisodes | DataStats, observation_space, action_space, *, 
     dataset's), fitted to them. ``raw`` may be the episodes or their :class:`DataStats`, which give
     the same codec (a task whose episodes are stored on disk fits it from the statistics saved there).
 
-    Observations are read with ``overrides`` ({dotted path: FieldSpec | kind | dict}) or, if
-    None, with those the dataset's ``metadata`` recommends; integer images whose values stay
-    far below their bound are read over the values seen (``RawEpisodes.image_ranges``), unless
-    an override names them; string fields take the tokens of their longest string
-    (``RawEpisodes.text_budget``), and so do string actions; ``task_id`` starts every observation with its
-    task token; ``max_patches`` bounds the patches of every image whose override sets neither ``pool`` nor
-    ``max_patches`` (None: ``FieldSpec``'s default, ``gato.codec.DEFAULT_MAX_PATCHES``). With ``constant_text``
-    "window" (the default), a string field that never changes within an episode is read once per window
-    (``FieldSpec.once``; :meth:`DataStats.constant_text`); "step": in every timestep, as before.
+    Observations are read with ``overrides`` ({dotted path: FieldSpec | kind | dict}) or, if None, with those the
+    dataset's ``metadata`` recommends; integer images whose values stay far below their bound are read over the
+    values seen (``RawEpisodes.image_ranges``), unless an override names them; a field read as a vector is scaled
+    per value by the range its values take (``DataStats.vector_ranges``), unless its override gives
+    ``low``/``high``; string fields take the tokens of their longest string (``RawEpisodes.text_budget``), and so do
+    string actions; ``task_id`` starts every observation with its task token; ``max_patches`` bounds the patches of
+    every image whose override sets neither ``pool`` nor ``max_patches`` (None: ``FieldSpec``'s default,
+    ``gato.codec.DEFAULT_MAX_PATCHES``). With ``constant_text`` "window" (the default), a string field that never
+    changes within an episode is read once per window (``FieldSpec.once``; :meth:`DataStats.constant_text`); "step":
+    in every timestep, as before.
     The returned codec's ``overrides`` hold everything fitted but the text budgets, so a codec
     rebuilt from them (another vocabulary, ``gato eval``) reads images the same way.
     """
@@ -157,6 +160,8 @@ def fit_codec(raw: RawEpisodes | DataStats, observation_space, action_space, *, 
                            + DataStats.leaves_of_fields(probe.action_fields, actions=True))
     once = raw.constant_text(probe.obs_fields) if constant_text == "window" else {}
     fitted = {**raw.image_ranges(probe.obs_fields), **once, **chosen}
+    for path, ranged in raw.vector_ranges(probe.obs_fields).items():  # bounds an override gives are kept
+        fitted[path] = {**ranged, **FieldSpec.parse(fitted[path]).to_dict()}
     if max_patches:
         fitted = bound_images(probe.obs_fields, fitted, max_patches)
     budget = raw.text_budget(probe.obs_fields, vocab.tokenizer)
@@ -250,6 +255,9 @@ class RawEpisodes:
 
 MAX_STRINGS = 100_000
 """Distinct strings a :class:`DataStats` keeps per field; beyond it, only the longest (in UTF-8 bytes)."""
+MAX_RANGE_VALUES = 4096
+"""Box leaves of at most this many values get their range per value gathered (what a vector field is scaled by);
+a larger Box read as a vector is scaled by its declared bounds."""
 
 
 @dataclass
@@ -264,7 +272,8 @@ class DataStats:
     then be short of the longest tokenisation);
     ``episodes`` / ``steps``: episodes with at least one step and their timesteps; ``varying``: the dotted
     paths of the observation string leaves whose value changes within some episode (the others can be read
-    once per window: :meth:`constant_text`).
+    once per window: :meth:`constant_text`); ``ranges``: {dotted path: [lowest, highest]} per value of every
+    Box leaf of at most ``MAX_RANGE_VALUES`` values (flattened lists; :meth:`vector_ranges`).
     """
 
     top: dict = field(default_factory=dict)
@@ -273,6 +282,7 @@ class DataStats:
     steps: int = 0
     strings_capped: bool = False
     varying: set = field(default_factory=set)
+    ranges: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, raw: RawEpisodes, leaves) -> DataStats:
@@ -284,25 +294,36 @@ class DataStats:
     @staticmethod
     def leaves_of(observation_space, action_space=None) -> list:
         """(path, kind) for the leaves whose statistics a codec may need: an observation space's strings
-        ("text") and integer Boxes ("int"), and an action space's strings ("action_text")."""
+        ("text"), integer Boxes ("int") and Boxes small enough to be read as a vector ("range"), and an action
+        space's strings ("action_text")."""
         out = []
         for path, leaf in _leaves(observation_space):
             if is_string_space(leaf):
                 out.append((path, "text"))
-            elif isinstance(leaf, spaces.Box) and np.issubdtype(leaf.dtype, np.integer):
-                out.append((path, "int"))
+            elif isinstance(leaf, spaces.Box):
+                if np.issubdtype(leaf.dtype, np.integer):
+                    out.append((path, "int"))
+                if 0 < int(np.prod(leaf.shape)) <= MAX_RANGE_VALUES:
+                    out.append((path, "range"))
         if action_space is not None:
             out += [(path, "action_text") for path, leaf in _leaves(action_space) if is_string_space(leaf)]
         return out
 
     @staticmethod
     def leaves_of_fields(codec_fields, actions: bool = False) -> list:
-        """(path, kind) for the fields that :meth:`text_budget` and :meth:`image_ranges` read (action fields if
-        ``actions``)."""
+        """(path, kind) for the fields that :meth:`text_budget`, :meth:`image_ranges` and :meth:`vector_ranges`
+        read (action fields if ``actions``)."""
         if actions:
             return [(f.path, "action_text") for f in codec_fields if isinstance(f, TextField)]
-        return [(f.path, "text") if isinstance(f, TextField) else (f.path, "int") for f in codec_fields
-                if isinstance(f, TextField) or isinstance(f, ImageField) and np.issubdtype(f.space.dtype, np.integer)]
+        out = []
+        for f in codec_fields:
+            if isinstance(f, TextField):
+                out.append((f.path, "text"))
+            elif isinstance(f, ImageField) and np.issubdtype(f.space.dtype, np.integer):
+                out.append((f.path, "int"))
+            elif isinstance(f, VectorField) and f.size <= MAX_RANGE_VALUES:
+                out.append((f.path, "range"))
+        return out
 
     def update(self, raw: RawEpisodes, leaves) -> None:
         """Add ``raw``'s episodes."""
@@ -320,6 +341,14 @@ class DataStats:
                 if len(seen) > MAX_STRINGS:
                     self.strings_capped = True
                     self.strings[key] = set(sorted(seen, key=lambda s: (-len(s.encode("utf-8")), s))[:MAX_STRINGS])
+            elif kind == "range" and raw.observations:
+                flat = [np.asarray(_get(o, path), np.float64).reshape(batch_length(_get(o, path)), -1)
+                        for o in raw.observations]
+                low = np.min([x.min(0) for x in flat if len(x)], axis=0)
+                high = np.max([x.max(0) for x in flat if len(x)], axis=0)
+                if key in self.ranges:
+                    low, high = np.minimum(low, self.ranges[key][0]), np.maximum(high, self.ranges[key][1])
+                self.ranges[key] = [low.tolist(), high.tolist()]
             elif raw.observations:
                 top = max(int(np.max(_get(o, path))) for o in raw.observations)
                 self.top[key] = max(top, self.top.get(key, top))
@@ -354,6 +383,17 @@ class DataStats:
                                               "one_hot": top - f.low < 16}
         return fitted
 
+    def vector_ranges(self, codec_fields) -> dict:
+        """{dotted path: FieldSpec dict} giving each vector field the range of each of its values in the data:
+        the bounds it is scaled by (a Box's declared bounds are often infinite, as Meta-World's from the object's
+        position on, or far wider than what the values do)."""
+        fitted = {}
+        for f in codec_fields:
+            if isinstance(f, VectorField) and f.size <= MAX_RANGE_VALUES:
+                low, high = self._seen(self.ranges, f)
+                fitted[dotted(f.path)] = {"kind": "vector", "low": low, "high": high}
+        return fitted
+
     def _seen(self, table: dict, f, prefix: str = ""):
         if prefix + dotted(f.path) not in table:
             raise DatasetValueError(
@@ -365,13 +405,14 @@ class DataStats:
         """JSON-able form (:meth:`from_dict` reads it)."""
         return {"top": self.top, "strings": {k: sorted(v) for k, v in self.strings.items()},
                 "episodes": self.episodes, "steps": self.steps, "strings_capped": self.strings_capped,
-                "varying": sorted(self.varying)}
+                "varying": sorted(self.varying), "ranges": self.ranges}
 
     @classmethod
     def from_dict(cls, data: dict) -> DataStats:
-        """The statistics :meth:`to_dict` wrote."""
+        """The statistics :meth:`to_dict` wrote (a KeyError for those written before a statistic existed: the
+        store gathers them again)."""
         return cls(dict(data["top"]), {k: set(v) for k, v in data["strings"].items()}, int(data["episodes"]),
-                   int(data["steps"]), bool(data["strings_capped"]), set(data["varying"]))
+                   int(data["steps"]), bool(data["strings_capped"]), set(data["varying"]), dict(data["ranges"]))
 
 
 def _nbytes(x) -> int:
