@@ -342,10 +342,10 @@ class DataStats:
                     self.strings_capped = True
                     self.strings[key] = set(sorted(seen, key=lambda s: (-len(s.encode("utf-8")), s))[:MAX_STRINGS])
             elif kind == "range" and raw.observations:
-                flat = [np.asarray(_get(o, path), np.float64).reshape(batch_length(_get(o, path)), -1)
-                        for o in raw.observations]
-                low = np.min([x.min(0) for x in flat if len(x)], axis=0)
-                high = np.max([x.max(0) for x in flat if len(x)], axis=0)
+                values = [np.asarray(_get(o, path), np.float64) for o in raw.observations]
+                rows = [x.reshape(len(x), -1) for x in values if len(x)]  # (steps, values) per episode
+                low = np.min([x.min(0) for x in rows], axis=0)
+                high = np.max([x.max(0) for x in rows], axis=0)
                 if key in self.ranges:
                     low, high = np.minimum(low, self.ranges[key][0]), np.maximum(high, self.ranges[key][1])
                 self.ranges[key] = [low.tolist(), high.tolist()]
