@@ -10,10 +10,9 @@ the BabyAI suite in one model, against each alone, at equal steps" is ``cost_of_
 minus alone, per domain; in the together run each domain gets about its share of the rows, by
 ``--task_sampling``).
 
-A Meta-World timestep is 45 tokens (39 observation numbers, separator, 4 action numbers, task token), a BabyAI
-one about 13 (7x7 grid patches, mission text, action): ``--sequence_length`` sets the context (the JSON records
-each domain's tokens per timestep and the timesteps a context holds; gato's default of 256 holds 5 Meta-World
-steps).
+``--sequence_length`` sets the context; the JSON records each domain's tokens per timestep and the timesteps a
+context holds (``gato inspect`` shows a dataset's layout: a Meta-World observation is one position, a BabyAI
+mission is read once per window).
 
     python benchmarks/domains.py --compare --steps 20000             # JAT's 39 levels and MT50, three runs
     python benchmarks/domains.py --levels GoTo Pickup --tasks mt10 --steps 5000
