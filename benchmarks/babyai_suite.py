@@ -5,7 +5,8 @@ trains one GatoPolicy on all of them with the real Trainer for ``--minutes`` of 
 level on unseen seeds at each ``--eval_every`` minutes and at the end. After each evaluation the JSON is
 rewritten (atomically) with everything measured so far, so a killed run keeps it: the data each level got, the
 aggregate (mean, median, IQM with 95% CIs from rliable) at each point, the final per-level table. Beside it: the
-per-level bar chart (``*_levels.png``) and the aggregate against training minutes (``*_curves.png``).
+per-level bar chart (``*_levels.png``), the aggregate against training minutes (``*_curves.png``), and each level's
+final score against its demonstrations' length beside the timesteps a context holds (``*_lengths.png``).
 
     python benchmarks/babyai_suite.py --minutes 120                 # JAT's 39 levels, 5,000 episodes each
     python benchmarks/babyai_suite.py --episodes BossLevel=12000 GoToImpUnlock=10000 4500
@@ -114,7 +115,7 @@ def train(args, record: dict, out: Path) -> None:
     """Train one model on every level that has data; evaluate, record and chart as it goes."""
     from gato.cli import build_parser, format_domain
     from gato.data.babyai_suites import dataset_id
-    from gato.evaluation.plots import plot_learning_curve, plot_suite, plot_suite_curves
+    from gato.evaluation.plots import plot_learning_curve, plot_score_against_length, plot_suite, plot_suite_curves
     from gato.evaluation.suite import REPS, babyai_suite_view, domain_report
     from gato.training.arguments import TrainingArgs
     from gato.training.run import build_trainer
@@ -150,6 +151,8 @@ def train(args, record: dict, out: Path) -> None:
         record["tokens_per_later_timestep"] = {t.name: t.codec.tokens_per_later_step for t in trainer.tasks}
         record["timesteps_in_context"] = {t.name: t.codec.timesteps_in(trainer.args.sequence_length)
                                           for t in trainer.tasks}
+        record["episode_steps"] = {t.name: episode_steps(t.episodes.lengths, record["timesteps_in_context"][t.name])
+                                   for t in trainer.tasks}
         wall = C.train_recording(trainer, lambda results, trainer: point(results, trainer, reps=2000), resume)
         record["train_minutes"], record["steps"] = round(trainer.train_seconds / 60, 2), trainer.step
         record["wall_minutes_training"] = wall
@@ -165,9 +168,24 @@ def train(args, record: dict, out: Path) -> None:
                        "success": report.get("success"), "results": final, "targets": targets(report)}
     trainer.history.append({"step": trainer.step, "minutes": trainer.train_seconds / 60, "eval": final})
     plot_learning_curve(trainer.history, out.with_name(out.stem + "_learning_curve.png"))
-    record["png"] = [str(bars), str(curves)]
+    lengths = plot_score_against_length(
+        {r["level"]: {"normalized": r["normalized"], **record["episode_steps"][r["task"]]}
+         for r in record["final"]["levels"]}, out.with_name(out.stem + "_lengths.png"),
+        title=f"{len(datasets)} BabyAI levels: score against the demonstrations' length")
+    record["png"] = [str(bars), str(curves), str(lengths)]
     write(out, record)
     C.log("\n" + format_domain(report))
+
+
+def episode_steps(lengths, timesteps_in_context: int) -> dict:
+    """A level's demonstration lengths in timesteps: mean, 90th percentile, and the share longer than a context
+    holds (the steps the model acts on without seeing the episode's start)."""
+    import numpy as np
+
+    lengths = np.asarray(lengths)
+    return {"mean_steps": round(float(lengths.mean()), 1), "p90_steps": round(float(np.percentile(lengths, 90)), 1),
+            "beyond_context": round(float((lengths > timesteps_in_context).mean()), 3),
+            "timesteps_in_context": int(timesteps_in_context)}
 
 
 def compare_compaction(trainer, episodes: int) -> tuple[dict, dict]:

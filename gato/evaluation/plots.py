@@ -94,6 +94,36 @@ def plot_suite(report: dict, path: str | Path, title: str = "") -> Path:
     return save_figure(fig, path)
 
 
+def plot_score_against_length(levels: dict[str, dict], path: str | Path, title: str = "") -> Path:
+    """Each level's normalised score against its demonstrations' mean length in timesteps (log scale), with a
+    line to the 90th percentile and the context's reach as a grey band, as a PNG: whether the levels that fail are
+    the ones whose episodes outrun the context. ``levels``: name -> ``{"normalized", "mean_steps", "p90_steps",
+    "timesteps_in_context"}``."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in levels.items():
+        colour = "tab:green" if r["normalized"] >= 0.9 else "tab:orange" if r["normalized"] >= 0.75 else "tab:red"
+        ax.plot([r["mean_steps"], r["p90_steps"]], [r["normalized"]] * 2, color=colour, lw=1, alpha=0.5)
+        ax.scatter([r["mean_steps"]], [r["normalized"]], color=colour, s=18, zorder=3)
+        if r["normalized"] < 0.9:  # only the levels worth a look are named: 39 names would overlap
+            ax.annotate(name, (r["mean_steps"], r["normalized"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    reach = [r["timesteps_in_context"] for r in levels.values()]
+    if reach:
+        span = f"{min(reach)}" if min(reach) == max(reach) else f"{min(reach)}-{max(reach)}"
+        ax.axvspan(min(reach) - 0.5, max(reach) + 0.5, color="grey", alpha=0.2,
+                   label=f"timesteps a context holds ({span})")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xscale("log")
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # 10, 100 rather than 10^1, 10^2
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="demonstration length in timesteps (dot: mean; line: to the 90th percentile)",
+           ylabel="normalised score", title=title or "score against episode length")
+    return save_figure(fig, path)
+
+
 def plot_suite_curves(points: list[dict], path: str | Path, title: str = "") -> Path:
     """The suite's aggregate (mean, median, IQM with their intervals) against training minutes, as a PNG.
     ``points``: ``{"minutes": m, "aggregate": gato.evaluation.suite.aggregate(...)}`` in time order."""
