@@ -8,7 +8,9 @@ success with 95% bootstrap CIs from rliable (``gato eval``'s domain reports). Wi
 runs at the same ``--steps``: BabyAI alone, Meta-World alone, both together: the issue's "cost of adding MT50 to
 the BabyAI suite in one model, against each alone, at equal steps" is ``cost_of_sharing`` in the JSON (together
 minus alone, per domain; in the together run each domain gets about its share of the rows, by
-``--task_sampling``).
+``--task_sampling``). The three runs can also go in three processes side by side (``--runs babyai``, ``--runs
+metaworld``, ``--runs both``, each with its own ``--out``), joined afterwards by ``--merge``; a run killed with its
+session continues from its last saved state with the same command and ``--resume``.
 
 ``--sequence_length`` sets the context; the JSON records each domain's tokens per timestep and the timesteps a
 context holds (``gato inspect`` shows a dataset's layout: a Meta-World observation is one position, a BabyAI
@@ -17,6 +19,8 @@ mission is read once per window).
     python benchmarks/domains.py --compare --steps 20000             # JAT's 39 levels and MT50, three runs
     python benchmarks/domains.py --levels GoTo Pickup --tasks mt10 --steps 5000
     python benchmarks/domains.py --quick --compare                    # 2 levels + 2 tasks, tiny: checks the script
+    python benchmarks/domains.py --runs babyai --out A.json ... &      # the three runs in three processes,
+    python benchmarks/domains.py --merge A.json M.json B.json --out C.json   # then their side-by-side and cost
 
 Writes ``--out`` (JSON, atomically, after the data, after each evaluation and at the end: a killed run keeps what
 it measured), per run and domain the chart ``<out>_<run>_<domain>.png``, and the side-by-side chart
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shlex
 import sys
 import time
@@ -71,6 +76,14 @@ def main() -> None:
                              "comparison is at equal steps")
     parser.add_argument("--compare", action="store_true",
                         help="three runs at --steps: BabyAI alone, Meta-World alone, both in one model")
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=None,
+                        help="the runs to make (default: all three with --compare, else both)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue --out's runs from their last saved state (a killed session): the same "
+                             "command, with --resume added; finished runs are kept, not repeated")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                        help="no training: join the runs of these JSONs (written by --runs in separate processes) "
+                             "into --out, with their side-by-side chart and cost of sharing")
     parser.add_argument("--sequence_length", type=int, default=1024,
                         help="context in tokens (1024: ~22 Meta-World timesteps, ~78 BabyAI ones)")
     parser.add_argument("--task_sampling", default="uniform", help="uniform, data or expert_gap (gato train's)")
@@ -91,25 +104,63 @@ def main() -> None:
     if args.steps <= 0:
         parser.error("--steps must be positive: every run trains that many steps")
 
+    out = Path(args.out)
+    if args.merge:
+        C.emit(merge(args.merge, out))
+        return
+    runs = args.runs or (list(RUNS) if args.compare else ["both"])
     folder, created = C.use_data_dir(args.data_dir)
     C.set_threads(args.threads)
-    out = Path(args.out)
     record = {"command": " ".join(sys.argv), "args": vars(args), "machine": C.machine_info("cpu"),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": {}}
+    if args.resume and out.is_file():  # finished runs and the points of the one killed stay
+        before = json.loads(out.read_text())
+        record.update(runs=before.get("runs", {}), started=before.get("started"),
+                      resumed=[*before.get("resumed", []), time.strftime("%Y-%m-%d %H:%M:%S")])
     try:
         record["data"] = make_data(args)
         write(out, record)
-        for run in (RUNS if args.compare else ["both"]):
-            train_run(run, args, record, out)
-            record["side_by_side"] = side_by_side(record)
-            write(out, record)
-        if args.compare:
-            record["cost_of_sharing"] = cost_of_sharing(record)
-        record["png"] = str(plot_side_by_side(record["side_by_side"], out.with_name(out.stem + "_domains.png")))
-        write(out, record)
+        for run in runs:
+            if "final" not in record["runs"].get(run, {}):
+                train_run(run, args, record, out)
+            finish(record, out)
     finally:
         C.cleanup(folder, created)
     C.emit(record)
+
+
+def finish(record: dict, out: Path) -> None:
+    """The side-by-side rows of the runs finished so far, the cost of sharing where a domain has both its runs,
+    and the chart; written to ``out``."""
+    record["side_by_side"] = side_by_side(record)
+    record["cost_of_sharing"] = cost_of_sharing(record)
+    if record["side_by_side"]:
+        record["png"] = str(plot_side_by_side(record["side_by_side"], out.with_name(out.stem + "_domains.png")))
+    write(out, record)
+
+
+def merge(paths: list[str], out: Path) -> dict:
+    """One record of the runs in ``paths`` (JSONs of this script, one or more runs each, made with the same
+    steps and data): their side by side and cost of sharing, written to ``out``."""
+    record = {"merged": paths, "runs": {}}
+    for path in paths:
+        try:
+            part = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            sys.exit(f"--merge: cannot read {path} ({error}); give the JSONs that --out wrote")
+        for run, entry in part.get("runs", {}).items():
+            if "final" not in entry:
+                sys.exit(f"--merge: run {run!r} in {path} has no final evaluation yet; finish it (--resume) first")
+            if run in record["runs"]:
+                sys.exit(f"--merge: run {run!r} is in two of the JSONs; give each run once")
+            record["runs"][run] = {**entry, "from": path}
+        for key in ("data", "machine", "args"):
+            record.setdefault(key, part.get(key))
+    steps = {entry["steps"] for entry in record["runs"].values()}
+    if len(steps) > 1:
+        C.log(f"--merge: the runs stopped at different steps ({sorted(steps)}): not an equal-steps comparison")
+    finish(record, out)
+    return record
 
 
 def write(out: Path, record: dict) -> None:
@@ -165,7 +216,9 @@ def train_run(run: str, args, record: dict, out: Path) -> None:
         "--action_history_noise", *["1" if member_of(d) and member_of(d)[0] == "metaworld" else "0" for d in datasets],
         *shlex.split(args.train_args)])
     train_args = TrainingArgs.from_namespace(ns)
-    entry = record["runs"][run] = {"domains": list(RUNS[run]), "datasets": datasets, "points": [],
+    resume = C.resume_from(train_args, args.resume and has_saved_state(train_args))  # one never saved: afresh
+    entry = record["runs"][run] = {"domains": list(RUNS[run]), "datasets": datasets,
+                                   "points": record["runs"].get(run, {}).get("points", []) if resume else [],
                                    "train_args": train_args.to_dict()}
 
     def point(results: dict, trainer, reps: int) -> dict:
@@ -183,7 +236,7 @@ def train_run(run: str, args, record: dict, out: Path) -> None:
         per_task = {t.name: t.tokens_per_timestep for t in trainer.tasks}
         entry["tokens_per_timestep"] = tokens_by_domain(per_task, args.sequence_length, member_of)
         record.setdefault("tokens_per_timestep", {}).update(entry["tokens_per_timestep"])
-        wall = C.train_recording(trainer, lambda results, trainer: point(results, trainer, reps=2000))
+        wall = C.train_recording(trainer, lambda results, trainer: point(results, trainer, reps=2000), resume)
         entry.update(steps=trainer.step, reached_steps=trainer.step >= args.steps,
                      train_minutes=round(trainer.train_seconds / 60, 2),
                      wall_minutes_training=wall)
@@ -196,6 +249,17 @@ def train_run(run: str, args, record: dict, out: Path) -> None:
     entry.update(final=reports, results=final, checkpoint=str(trainer.run_dir / "checkpoint"))
     if not entry["reached_steps"]:
         C.log(f"[{run}] stopped by --minutes at step {trainer.step} of {args.steps}: not an equal-steps comparison")
+
+
+def has_saved_state(train_args) -> bool:
+    """Whether the run of ``train_args`` saved a training state to continue from."""
+    from gato.training.state import ResumeError, state_dir
+
+    try:
+        state_dir(Path(train_args.save_dir) / train_args.exp_name)
+    except (ResumeError, OSError):
+        return False
+    return True
 
 
 def tokens_by_domain(per_task: dict, sequence_length: int, member_of) -> dict:
