@@ -142,6 +142,31 @@ def emit(result: dict) -> None:
     print(json.dumps(result, indent=2), flush=True)
 
 
+def carry_over(record: dict, out, resume: bool, key: str) -> None:
+    """On ``--resume``, keep ``key`` (what was measured before the kill) and the start time from the JSON ``out``
+    that the killed run wrote, and add this resumption's time to ``record["resumed"]``."""
+    from pathlib import Path
+
+    out = Path(out)
+    if resume and out.is_file():
+        before = json.loads(out.read_text())
+        record.update({key: before.get(key, record[key])}, started=before.get("started"),
+                      resumed=[*before.get("resumed", []), time.strftime("%Y-%m-%d %H:%M:%S")])
+
+
+def has_saved_state(train_args) -> bool:
+    """Whether the run of ``train_args`` saved a training state to continue from."""
+    from pathlib import Path
+
+    from gato.training.state import ResumeError, state_dir
+
+    try:
+        state_dir(Path(train_args.save_dir) / train_args.exp_name)
+    except (ResumeError, OSError):
+        return False
+    return True
+
+
 def resume_from(train_args, resume: bool):
     """The run directory to continue when ``resume`` (``--resume`` of a long benchmark whose session was killed),
     else None. The benchmark's command must be the one that started the run: every training argument is compared

@@ -20,7 +20,6 @@ GoToImpUnlock >= 0.6, with at most 200,000 demonstrations in all. Prints the fin
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -73,10 +72,7 @@ def main() -> None:
     out = Path(args.out)
     record = {"args": vars(args), "machine": C.machine_info("cpu"), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "babyai_1_0_demonstrations_for_99pct": BABYAI_1_0_DEMOS, "points": []}
-    if args.resume and out.is_file():  # the evaluations made before the kill stay points of the curves
-        before = json.loads(out.read_text())
-        record.update(points=before.get("points", []), started=before.get("started"),
-                      resumed=[*before.get("resumed", []), time.strftime("%Y-%m-%d %H:%M:%S")])
+    C.carry_over(record, out, args.resume, "points")  # the evaluations made before a kill stay points of the curves
     try:
         record["data"] = make_data(args)
         write(out, record)

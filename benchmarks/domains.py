@@ -113,10 +113,7 @@ def main() -> None:
     C.set_threads(args.threads)
     record = {"command": " ".join(sys.argv), "args": vars(args), "machine": C.machine_info("cpu"),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": {}}
-    if args.resume and out.is_file():  # finished runs and the points of the one killed stay
-        before = json.loads(out.read_text())
-        record.update(runs=before.get("runs", {}), started=before.get("started"),
-                      resumed=[*before.get("resumed", []), time.strftime("%Y-%m-%d %H:%M:%S")])
+    C.carry_over(record, out, args.resume, "runs")  # finished runs and the points of the one killed stay
     try:
         record["data"] = make_data(args)
         write(out, record)
@@ -216,7 +213,7 @@ def train_run(run: str, args, record: dict, out: Path) -> None:
         "--action_history_noise", *["1" if member_of(d) and member_of(d)[0] == "metaworld" else "0" for d in datasets],
         *shlex.split(args.train_args)])
     train_args = TrainingArgs.from_namespace(ns)
-    resume = C.resume_from(train_args, args.resume and has_saved_state(train_args))  # one never saved: afresh
+    resume = C.resume_from(train_args, args.resume and C.has_saved_state(train_args))  # one never saved: afresh
     entry = record["runs"][run] = {"domains": list(RUNS[run]), "datasets": datasets,
                                    "points": record["runs"].get(run, {}).get("points", []) if resume else [],
                                    "train_args": train_args.to_dict()}
@@ -249,17 +246,6 @@ def train_run(run: str, args, record: dict, out: Path) -> None:
     entry.update(final=reports, results=final, checkpoint=str(trainer.run_dir / "checkpoint"))
     if not entry["reached_steps"]:
         C.log(f"[{run}] stopped by --minutes at step {trainer.step} of {args.steps}: not an equal-steps comparison")
-
-
-def has_saved_state(train_args) -> bool:
-    """Whether the run of ``train_args`` saved a training state to continue from."""
-    from gato.training.state import ResumeError, state_dir
-
-    try:
-        state_dir(Path(train_args.save_dir) / train_args.exp_name)
-    except (ResumeError, OSError):
-        return False
-    return True
 
 
 def tokens_by_domain(per_task: dict, sequence_length: int, member_of) -> dict:

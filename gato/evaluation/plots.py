@@ -53,6 +53,11 @@ def _score(metrics: dict) -> float:
     return metrics.get("normalized_score", metrics.get("success_rate", float("nan")))
 
 
+def score_colour(score: float) -> str:
+    """Green from 0.9 of the expert, orange from 0.75 (the suites' floor), red below."""
+    return "tab:green" if score >= 0.9 else "tab:orange" if score >= 0.75 else "tab:red"
+
+
 def plot_suite(report: dict, path: str | Path, title: str = "") -> Path:
     """Horizontal bars of each task's normalised score (95% error bars from its episodes) in a domain report
     (``gato.evaluation.suite.domain_report``: BabyAI levels, Meta-World tasks), its success rate as a black mark on
@@ -65,8 +70,7 @@ def plot_suite(report: dict, path: str | Path, title: str = "") -> Path:
     errors = [0.0 if r["error"] != r["error"] else r["error"] for r in rows]  # NaN: no bar
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
     y = list(range(len(rows)))[::-1]  # the suite's first task at the top
-    colours = ["tab:green" if s >= 0.9 else "tab:orange" if s >= 0.75 else "tab:red" for s in scores]
-    ax.barh(y, scores, xerr=errors, color=colours, ecolor="k", capsize=2, height=0.7)
+    ax.barh(y, scores, xerr=errors, color=[score_colour(s) for s in scores], ecolor="k", capsize=2, height=0.7)
     for yi, s, e in zip(y, scores, errors):
         ax.text(max(s, 0) + e + 0.02, yi, f"{s:.2f}", va="center", fontsize=8)  # right of the error bar
     success = report.get("success")
@@ -102,7 +106,7 @@ def plot_score_against_length(levels: dict[str, dict], path: str | Path, title: 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, r in levels.items():
-        colour = "tab:green" if r["normalized"] >= 0.9 else "tab:orange" if r["normalized"] >= 0.75 else "tab:red"
+        colour = score_colour(r["normalized"])
         ax.plot([r["mean_steps"], r["p90_steps"]], [r["normalized"]] * 2, color=colour, lw=1, alpha=0.5)
         ax.scatter([r["mean_steps"]], [r["normalized"]], color=colour, s=18, zorder=3)
         if r["normalized"] < 0.9:  # only the levels worth a look are named: 39 names would overlap
