@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -83,7 +84,9 @@ def main() -> None:
     folder, created = C.use_data_dir(args.data_dir)
     C.set_threads(args.threads)
     result = {"tasks": tasks, "command": " ".join(sys.argv), "machine": C.machine_info("cpu"),
-              "target": dict(target) if target else None}
+              "target": dict(target) if target else None,
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "curve": []}
+    C.carry_over(result, out_json, args.resume, "curve")  # the points the killed run had measured
     try:
         result["data"] = make_data(tasks, args, quick=args.quick, reference_episodes=args.reference_episodes)
         save(out_json, result)
@@ -143,9 +146,8 @@ def make_data(tasks: list[str], args, quick: bool, reference_episodes: int | Non
 
 
 def run(tasks: list[str], args, result: dict, out_json: Path) -> None:
-    """Train one model on every task, then evaluate each (JSON saved after each task)."""
+    """Train one model on every task, then evaluate each (JSON saved at each evaluation and after each task)."""
     import shlex
-    import time
 
     import numpy as np
 
@@ -168,13 +170,8 @@ def run(tasks: list[str], args, result: dict, out_json: Path) -> None:
         result["tokens_per_timestep"] = {t.name: t.tokens_per_timestep for t in trainer.tasks}
         result["mean_episode_steps"] = lengths
         result["train_args"] = train_args.to_dict()
-        if resume:
-            result.setdefault("resumed", []).append(time.strftime("%Y-%m-%d %H:%M:%S"))
-        trainer.train(resume_from=resume)
-        result.update(train_minutes=round(trainer.train_seconds / 60, 2), steps=trainer.step,
-                      curve=[{"minutes": round(h["minutes"], 2), "step": h["step"], **{
-                          n: {k: m.get(k) for k in ("success_rate", "normalized_score")} for n, m in h["eval"].items()}}
-                          for h in trainer.history if "eval" in h])
+        C.train_recording(trainer, lambda results, trainer: point(results, trainer, result, out_json), resume)
+        result.update(train_minutes=round(trainer.train_seconds / 60, 2), steps=trainer.step)
         save(out_json, result)
         final = result["final"] = {}
         for task in trainer.tasks:
@@ -202,6 +199,18 @@ def run(tasks: list[str], args, result: dict, out_json: Path) -> None:
             plot_tasks(final, trainer.run_dir / "metaworld_tasks.png")]
     result["png"] = [str(p) for p in pngs]
     result["checkpoint"] = str(trainer.run_dir / "checkpoint")
+
+
+def point(results: dict, trainer, result: dict, out_json: Path) -> None:
+    """One evaluation during training: a point of the curve, on disk at once (a killed session keeps it)."""
+    import numpy as np
+
+    result["curve"].append({"minutes": round(trainer.train_seconds / 60, 2), "step": trainer.step, **{
+        name: {key: m.get(key) for key in ("success_rate", "normalized_score")} for name, m in results.items()}})
+    save(out_json, result)
+    C.log(f"{trainer.train_seconds / 60:.1f} min, step {trainer.step}: mean success "
+          f"{np.mean([m['success_rate'] for m in results.values()]):.3f}, mean normalised "
+          f"{np.nanmean([m.get('normalized_score', np.nan) for m in results.values()]):.3f}")
 
 
 def plot_tasks(final: dict, path: Path) -> Path:
