@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend."""
@@ -15,10 +17,15 @@ def pyplot():
     return plt
 
 
+LEGEND_TASKS = 10
+"""Most tasks a learning curve names one by one; with more, each is a faint line under their bold mean."""
+
+
 def plot_learning_curve(history: list[dict], path: str | Path, title: str = "", metric: str = "") -> Path:
     """Training loss and each task's evaluation score against training minutes, as a PNG. The
     score is ``metric`` (an evaluation key such as "success_rate") when given, else the
-    normalised score where the task has reference returns, else the success rate."""
+    normalised score where the task has reference returns, else the success rate. More than
+    :data:`LEGEND_TASKS` tasks (a suite) are drawn unnamed, with their mean."""
     plt = pyplot()
     fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
     losses = [(h["minutes"], h["loss"]) for h in history if "loss" in h]
@@ -26,10 +33,19 @@ def plot_learning_curve(history: list[dict], path: str | Path, title: str = "", 
         ax_loss.plot(*zip(*losses), lw=1)
     ax_loss.set(xlabel="training minutes", ylabel="loss (action tokens)", yscale="log", title="training loss")
     evals = [h for h in history if "eval" in h]
-    for name in sorted({n for h in evals for n in h["eval"]}):
+    names = sorted({n for h in evals for n in h["eval"]})
+    many = len(names) > LEGEND_TASKS
+    for name in names:
         pts = [(h["minutes"], h["eval"][name][metric] if metric else _score(h["eval"][name]))
                for h in evals if name in h["eval"]]
-        ax_eval.plot(*zip(*pts), marker="o", label=name)
+        if many:
+            ax_eval.plot(*zip(*pts), color="tab:grey", lw=0.6, alpha=0.4)
+        else:
+            ax_eval.plot(*zip(*pts), marker="o", label=name)
+    if many:
+        means = [(h["minutes"], np.nanmean([h["eval"][n][metric] if metric else _score(h["eval"][n])
+                                            for n in h["eval"]])) for h in evals]
+        ax_eval.plot(*zip(*means), color="tab:blue", lw=2.5, marker="o", label=f"mean of {len(names)} tasks")
     ylabel = metric.replace("_", " ") if metric else "normalised score (else success rate)"
     ax_eval.set(xlabel="training minutes", ylabel=ylabel, title="evaluation")
     ax_eval.axhline(1.0, color="k", lw=0.6, ls="--")
