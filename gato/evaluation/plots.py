@@ -35,16 +35,18 @@ def plot_learning_curve(history: list[dict], path: str | Path, title: str = "", 
     evals = [h for h in history if "eval" in h]
     names = sorted({n for h in evals for n in h["eval"]})
     many = len(names) > LEGEND_TASKS
+
+    def value(metrics: dict) -> float:
+        return metrics[metric] if metric else _score(metrics)
+
     for name in names:
-        pts = [(h["minutes"], h["eval"][name][metric] if metric else _score(h["eval"][name]))
-               for h in evals if name in h["eval"]]
+        pts = [(h["minutes"], value(h["eval"][name])) for h in evals if name in h["eval"]]
         if many:
             ax_eval.plot(*zip(*pts), color="tab:grey", lw=0.6, alpha=0.4)
         else:
             ax_eval.plot(*zip(*pts), marker="o", label=name)
     if many:
-        means = [(h["minutes"], np.nanmean([h["eval"][n][metric] if metric else _score(h["eval"][n])
-                                            for n in h["eval"]])) for h in evals]
+        means = [(h["minutes"], np.nanmean([value(m) for m in h["eval"].values()])) for h in evals]
         ax_eval.plot(*zip(*means), color="tab:blue", lw=2.5, marker="o", label=f"mean of {len(names)} tasks")
     ylabel = metric.replace("_", " ") if metric else "normalised score (else success rate)"
     ax_eval.set(xlabel="training minutes", ylabel=ylabel, title="evaluation")
