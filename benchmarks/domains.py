@@ -115,7 +115,7 @@ def main() -> None:
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": {}}
     C.carry_over(record, out, args.resume, "runs")  # finished runs and the points of the one killed stay
     try:
-        record["data"] = make_data(args)
+        record["data"] = make_data(args, {domain for run in runs for domain in RUNS[run]})
         write(out, record)
         for run in runs:
             if "final" not in record["runs"].get(run, {}):
@@ -151,7 +151,8 @@ def merge(paths: list[str], out: Path) -> dict:
             if run in record["runs"]:
                 sys.exit(f"--merge: run {run!r} is in two of the JSONs; give each run once")
             record["runs"][run] = {**entry, "from": path}
-        for key in ("data", "machine", "args"):
+        record.setdefault("data", {}).update(part.get("data") or {})  # each process made its runs' domains
+        for key in ("machine", "args"):
             record.setdefault(key, part.get(key))
     steps = {entry["steps"] for entry in record["runs"].values()}
     if len(steps) > 1:
@@ -168,19 +169,22 @@ def write(out: Path, record: dict) -> None:
     atomic.write_json(out, record)
 
 
-def make_data(args) -> dict:
-    """Both domains' data (what exists in the folder is kept), through the two domain benchmarks' own code."""
+def make_data(args, domains: set[str]) -> dict:
+    """The data of ``domains`` (what exists in the folder is kept), through the two domain benchmarks' own code:
+    a process making only the BabyAI run does not wait for Meta-World's episodes."""
     from gato.data.experts.metaworld import resolve_tasks
 
-    babyai = babyai_suite.make_data(SimpleNamespace(levels=args.levels, episodes=args.babyai_episodes,
-                                                    workers=args.workers))
-    tasks = resolve_tasks(args.tasks)
-    metaworld = metaworld_benchmark.make_data(
-        tasks, SimpleNamespace(episodes=args.metaworld_episodes, workers=args.workers,
-                               max_episode_steps=args.max_episode_steps), quick=args.quick,
-        reference_episodes=args.reference_episodes)
-    return {"babyai": babyai, "metaworld": {"tasks": metaworld, "total_episodes": sum(
-        t["episodes"] for t in metaworld.values())}}
+    data = {}
+    if "babyai" in domains:
+        data["babyai"] = babyai_suite.make_data(SimpleNamespace(levels=args.levels, episodes=args.babyai_episodes,
+                                                                workers=args.workers))
+    if "metaworld" in domains:
+        tasks = metaworld_benchmark.make_data(
+            resolve_tasks(args.tasks), SimpleNamespace(episodes=args.metaworld_episodes, workers=args.workers,
+                                                       max_episode_steps=args.max_episode_steps),
+            quick=args.quick, reference_episodes=args.reference_episodes)
+        data["metaworld"] = {"tasks": tasks, "total_episodes": sum(t["episodes"] for t in tasks.values())}
+    return data
 
 
 def datasets_of(record: dict, domain: str) -> list[str]:
