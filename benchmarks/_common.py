@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
 
 DATASET_ID = "babyai/GoToLocal-bot-v0"
 LEVEL = "GoToLocal"
@@ -83,8 +84,12 @@ def machine_info(device: str) -> dict:
     """What the numbers were measured on."""
     import torch
 
+    from gato.training.run import cpu_has_bf16
+
     info = {
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_bf16": cpu_has_bf16(),  # bf16 autocast is fast only with these instructions
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
@@ -98,6 +103,16 @@ def machine_info(device: str) -> dict:
         info["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda_version"] = torch.version.cuda
     return info
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (None elsewhere): two machines of the same platform string can
+    differ in what they compute fast."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 def sync(device: str) -> None:

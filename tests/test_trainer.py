@@ -163,3 +163,34 @@ def test_loss_weighting_tasks_gives_each_task_its_share_of_rows_however_many_tok
     assert float(losses["tokens"]) == pytest.approx(float(per_target.mean()), rel=1e-5)
     # CartPole rows predict an action every few tokens, BabyAI rows one per grid: the two weightings differ
     assert abs(float(losses["tasks"]) - float(losses["tokens"])) > 1e-3
+
+
+X86_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbugs\t\t: spectre_v1\n"
+ARM_FEATURES = "processor\t: 0\nFeatures\t: fp asimd sve {extra}\n"
+
+
+@pytest.mark.parametrize("cpuinfo, native", [
+    (X86_FLAGS.format(extra=""), False),  # AVX-512 without its BF16 extension (this project's AMD dev machine)
+    (X86_FLAGS.format(extra="avx512_bf16"), True),
+    (X86_FLAGS.format(extra="amx_bf16 amx_tile"), True),
+    (ARM_FEATURES.format(extra=""), False),
+    (ARM_FEATURES.format(extra="bf16 i8mm"), True),
+])
+def test_bf16_on_a_cpu_without_its_instructions_warns_that_it_is_slower(cpuinfo, native, recwarn):
+    from gato.training.run import cpu_has_bf16, warn_if_emulated_bf16
+
+    assert cpu_has_bf16(cpuinfo) is native
+    warn_if_emulated_bf16("bf16", "cpu", cpuinfo)
+    warn_if_emulated_bf16("no", "cpu", cpuinfo)  # float32: nothing to say
+    warn_if_emulated_bf16("bf16", "cuda", cpuinfo)  # the GPU's bf16 is not the CPU's
+    messages = [str(w.message) for w in recwarn]
+    assert messages == ([] if native else [messages[0]])
+    assert native or "--mixed_precision bf16 on a CPU without bfloat16 instructions" in messages[0]
+
+
+def test_gato_train_with_bf16_on_such_a_cpu_warns_before_training(cartpole_task, tmp_path, monkeypatch):
+    from gato.training import run
+
+    monkeypatch.setattr(run, "cpu_has_bf16", lambda cpuinfo=None: False)
+    with pytest.warns(UserWarning, match="autocast emulates them"):
+        _train(cartpole_task, tmp_path, mixed_precision="bf16", training_steps=1, report_to="none")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from pathlib import Path
 
 from gato.data.catalogue import ensure_dataset
@@ -122,6 +123,33 @@ def check_trackers(names: list[str]) -> list[str]:
     return names
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+"""/proc/cpuinfo flags of bfloat16 instructions: x86's AVX-512 BF16 and AMX, Arm's BF16."""
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU computes in bfloat16 natively, from the flags in ``cpuinfo`` (default: /proc/cpuinfo);
+    None where there is no such file (not Linux): unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = {flag for line in cpuinfo.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for flag in line.split(":", 1)[1].split()}
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def warn_if_emulated_bf16(mixed_precision: str, device_type: str, cpuinfo: str | None = None) -> None:
+    """Warn when ``--mixed_precision bf16`` would run on a CPU without bfloat16 instructions: autocast then
+    emulates them, and a training step is several times slower than float32, not faster."""
+    if mixed_precision == "bf16" and device_type == "cpu" and cpu_has_bf16(cpuinfo) is False:
+        warnings.warn("--mixed_precision bf16 on a CPU without bfloat16 instructions (no "
+                      f"{', '.join(BF16_CPU_FLAGS)} in /proc/cpuinfo): autocast emulates them and a training step "
+                      "runs several times slower than float32 (`python benchmarks/throughput.py --configs small "
+                      "--mixed_precision no bf16` compares the two on this machine); leave the flag out", stacklevel=3)
+
+
 def build_trainer(args: TrainingArgs, tasks=None):
     """A ready Trainer for ``args`` (tasks built from ``args`` unless given)."""
     import torch
@@ -146,6 +174,7 @@ def build_trainer(args: TrainingArgs, tasks=None):
                               log_with=check_trackers(args.trackers()) or None,
                               project_config=ProjectConfiguration(project_dir=str(run_dir),
                                                                   logging_dir=str(run_dir / LOGS_DIR)))
+    warn_if_emulated_bf16(args.mixed_precision, accelerator.device.type)
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ValueError(f"{accelerator.distributed_type.value} from Accelerate's config is not used: shard with "
                          "`gato train --fsdp` (torch FSDP2), launched by torchrun or `accelerate launch --multi_gpu`")
