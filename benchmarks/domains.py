@@ -10,7 +10,9 @@ the BabyAI suite in one model, against each alone, at equal steps" is ``cost_of_
 minus alone, per domain; in the together run each domain gets about its share of the rows, by
 ``--task_sampling``). The three runs can also go in three processes side by side (``--runs babyai``, ``--runs
 metaworld``, ``--runs both``, each with its own ``--out``), joined afterwards by ``--merge``; a run killed with its
-session continues from its last saved state with the same command and ``--resume``.
+session continues from its last saved state with the same command and ``--resume``. ``cost_along_the_curve`` compares
+the runs at every step where both evaluated during training (each point keeps its per-task scores), so runs stopped
+before their final evaluation still give an equal-steps comparison.
 
 ``--sequence_length`` sets the context; the JSON records each domain's tokens per timestep and the timesteps a
 context holds (``gato inspect`` shows a dataset's layout: a Meta-World observation is one position, a BabyAI
@@ -83,7 +85,8 @@ def main() -> None:
                              "command, with --resume added; finished runs are kept, not repeated")
     parser.add_argument("--merge", nargs="+", metavar="JSON", default=None,
                         help="no training: join the runs of these JSONs (written by --runs in separate processes) "
-                             "into --out, with their side-by-side chart and cost of sharing")
+                             "into --out, with their side-by-side chart and cost of sharing (runs not finished: "
+                             "along their curve points only)")
     parser.add_argument("--sequence_length", type=int, default=1024,
                         help="context in tokens (1024: ~22 Meta-World timesteps, ~78 BabyAI ones)")
     parser.add_argument("--task_sampling", default="uniform", help="uniform, data or expert_gap (gato train's)")
@@ -131,6 +134,7 @@ def finish(record: dict, out: Path) -> None:
     and the chart; written to ``out``."""
     record["side_by_side"] = side_by_side(record)
     record["cost_of_sharing"] = cost_of_sharing(record)
+    record["cost_along_the_curve"] = cost_along_the_curve(record)
     if record["side_by_side"]:
         record["png"] = str(plot_side_by_side(record["side_by_side"], out.with_name(out.stem + "_domains.png")))
     write(out, record)
@@ -147,14 +151,15 @@ def merge(paths: list[str], out: Path) -> dict:
             sys.exit(f"--merge: cannot read {path} ({error}); give the JSONs that --out wrote")
         for run, entry in part.get("runs", {}).items():
             if "final" not in entry:
-                sys.exit(f"--merge: run {run!r} in {path} has no final evaluation yet; finish it (--resume) first")
+                C.log(f"--merge: run {run!r} in {path} has no final evaluation yet: only its curve points are "
+                      "compared (finish it with --resume for the final side by side)")
             if run in record["runs"]:
                 sys.exit(f"--merge: run {run!r} is in two of the JSONs; give each run once")
             record["runs"][run] = {**entry, "from": path}
         record.setdefault("data", {}).update(part.get("data") or {})  # each process made its runs' domains
         for key in ("machine", "args"):
             record.setdefault(key, part.get(key))
-    steps = {entry["steps"] for entry in record["runs"].values()}
+    steps = {entry["steps"] for entry in record["runs"].values() if "final" in entry}
     if len(steps) > 1:
         C.log(f"--merge: the runs stopped at different steps ({sorted(steps)}): not an equal-steps comparison")
     finish(record, out)
@@ -225,7 +230,8 @@ def train_run(run: str, args, record: dict, out: Path) -> None:
     def point(results: dict, trainer, reps: int) -> dict:
         reports = {d: domain_report(results, d, reps=reps) for d in RUNS[run]}  # a domain of one task too
         entry["points"].append({"step": trainer.step, "minutes": round(trainer.train_seconds / 60, 2), "domains": {
-            d: {"normalized": r["aggregate"], "success": r.get("success")} for d, r in reports.items()}})
+            d: {"normalized": r["aggregate"], "success": r.get("success"),
+                "tasks": {row["name"]: row["normalized"] for row in r["rows"]}} for d, r in reports.items()}})
         write(out, record)
         C.log(f"[{run}] step {trainer.step}: " + "; ".join(
             f"{d} normalised {r['aggregate']['mean']['value']:.3f}, success "
@@ -293,6 +299,37 @@ def cost_of_sharing(record: dict) -> dict:
         out[domain] = {key: {"alone": alone[key]["value"], "together": together[key]["value"],
                              "together_minus_alone": together[key]["value"] - alone[key]["value"]}
                        for key in ("normalized_mean", "normalized_iqm", "success_mean") if alone[key]}
+    return out
+
+
+def cost_along_the_curve(record: dict) -> dict:
+    """Per domain, at each step where its alone run and the shared run both evaluated during training: the mean
+    normalised score of each and together minus alone; where the points carry per-task scores, also the mean and
+    standard error of the per-task differences (a run killed before its final evaluation still compares)."""
+    import numpy as np
+
+    out = {}
+    for domain in ("babyai", "metaworld"):
+        alone, together = (record["runs"].get(run, {}) for run in (domain, "both"))
+        curves = [{}, {}]
+        for curve, entry in zip(curves, (alone, together)):
+            for point in entry.get("points", []):  # the first point of a step: training's own (a final repeats it)
+                if domain in point["domains"]:
+                    curve.setdefault(point["step"], point["domains"][domain])
+        rows = []
+        for step in sorted(set(curves[0]) & set(curves[1])):
+            a, t = curves[0][step], curves[1][step]
+            row = {"step": step, "alone": a["normalized"]["mean"]["value"],
+                   "together": t["normalized"]["mean"]["value"]}
+            row["together_minus_alone"] = row["together"] - row["alone"]
+            names = sorted(set(a.get("tasks", {})) & set(t.get("tasks", {})))
+            if len(names) > 1:
+                diffs = np.array([t["tasks"][n] - a["tasks"][n] for n in names])
+                row["per_task"] = {"tasks": len(names), "mean": float(diffs.mean()),
+                                   "standard_error": float(diffs.std(ddof=1) / np.sqrt(len(names)))}
+            rows.append(row)
+        if rows:
+            out[domain] = rows
     return out
 
 
