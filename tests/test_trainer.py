@@ -189,8 +189,15 @@ def test_bf16_on_a_cpu_without_its_instructions_warns_that_it_is_slower(cpuinfo,
 
 
 def test_gato_train_with_bf16_on_such_a_cpu_warns_before_training(cartpole_task, tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState
+
     from gato.training import run
 
     monkeypatch.setattr(run, "cpu_has_bf16", lambda cpuinfo=None: False)
-    with pytest.warns(UserWarning, match="autocast emulates them"):
-        _train(cartpole_task, tmp_path, mixed_precision="bf16", training_steps=1, report_to="none")
+    # Accelerate keeps one precision per process: reset before and after, so each test here starts clean.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        with pytest.warns(UserWarning, match="autocast emulates them"):
+            _train(cartpole_task, tmp_path, mixed_precision="bf16", training_steps=1, report_to="none")
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
