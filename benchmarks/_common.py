@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager, redirect_stdout
-from pathlib import Path
 
 DATASET_ID = "babyai/GoToLocal-bot-v0"
 LEVEL = "GoToLocal"
@@ -84,12 +83,13 @@ def machine_info(device: str) -> dict:
     """What the numbers were measured on."""
     import torch
 
-    from gato.training.run import cpu_has_bf16
+    from gato.training.run import cpu_has_bf16, read_cpuinfo
 
+    cpuinfo = read_cpuinfo()
     info = {
         "processor": platform.processor() or platform.machine(),
-        "cpu_model": cpu_model(),
-        "cpu_bf16": cpu_has_bf16(),  # bf16 autocast is fast only with these instructions
+        "cpu_model": cpu_model(cpuinfo),
+        "cpu_bf16": cpu_has_bf16(cpuinfo),  # bf16 autocast is fast only with these instructions
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
@@ -105,14 +105,11 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name from /proc/cpuinfo (None elsewhere): two machines of the same platform string can
-    differ in what they compute fast."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+def cpu_model(cpuinfo: str | None) -> str | None:
+    """The CPU's model name in the text of /proc/cpuinfo (None without one): two machines of the same platform
+    string can differ in what they compute fast."""
+    return next((line.split(":", 1)[1].strip() for line in (cpuinfo or "").splitlines()
+                 if line.startswith("model name")), None)
 
 
 def sync(device: str) -> None:

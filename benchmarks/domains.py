@@ -308,17 +308,19 @@ def cost_along_the_curve(record: dict) -> dict:
     standard error of the per-task differences (a run killed before its final evaluation still compares)."""
     import numpy as np
 
+    def by_step(entry: dict, domain: str) -> dict:
+        curve = {}
+        for point in entry.get("points", []):  # the first point of a step: training's own (a final repeats it)
+            if domain in point["domains"]:
+                curve.setdefault(point["step"], point["domains"][domain])
+        return curve
+
     out = {}
     for domain in ("babyai", "metaworld"):
-        alone, together = (record["runs"].get(run, {}) for run in (domain, "both"))
-        curves = [{}, {}]
-        for curve, entry in zip(curves, (alone, together)):
-            for point in entry.get("points", []):  # the first point of a step: training's own (a final repeats it)
-                if domain in point["domains"]:
-                    curve.setdefault(point["step"], point["domains"][domain])
+        alone, together = (by_step(record["runs"].get(run, {}), domain) for run in (domain, "both"))
         rows = []
-        for step in sorted(set(curves[0]) & set(curves[1])):
-            a, t = curves[0][step], curves[1][step]
+        for step in sorted(set(alone) & set(together)):
+            a, t = alone[step], together[step]
             row = {"step": step, "alone": a["normalized"]["mean"]["value"],
                    "together": t["normalized"]["mean"]["value"]}
             row["together_minus_alone"] = row["together"] - row["alone"]

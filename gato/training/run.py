@@ -127,14 +127,20 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 """/proc/cpuinfo flags of bfloat16 instructions: x86's AVX-512 BF16 and AMX, Arm's BF16."""
 
 
+def read_cpuinfo() -> str | None:
+    """The text of /proc/cpuinfo; None where there is no such file (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+
+
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool | None:
     """Whether this CPU computes in bfloat16 natively, from the flags in ``cpuinfo`` (default: /proc/cpuinfo);
-    None where there is no such file (not Linux): unknown."""
+    None where there is none (not Linux): unknown."""
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
+        return None
     flags = {flag for line in cpuinfo.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
              for flag in line.split(":", 1)[1].split()}
     return any(flag in flags for flag in BF16_CPU_FLAGS)
