@@ -81,6 +81,9 @@ class ControlTask:
         action_history_noise: probability that an action token of a training input is replaced
             by a random one of its range (targets stay clean); fights copying the last action
             (see ``gato.batch.corrupt_action_inputs``).
+        window_sampling: "fit" (default): a training window is a whole context of timesteps, anywhere in its
+            episode; "even": every timestep of an episode is in a window equally often, windows cut at the
+            episode's ends (see ``WindowSampler.window_bounds``).
         max_image_patches: the most patches each image takes, unless its field override says
             otherwise (a larger one is pooled; None: ``gato.codec.DEFAULT_MAX_PATCHES``).
         constant_text: "window" (default): a string observation that never changes within an episode
@@ -106,7 +109,7 @@ class ControlTask:
                  prompt_ep_proportion=defaults.PROMPT_EP_PROPORTION, prompt_type=defaults.PROMPT_TYPE,
                  field_overrides=None, eval_envs=defaults.EVAL_ENVS,
                  pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None, store=None,
-                 constant_text="window"):
+                 constant_text="window", window_sampling="fit"):
         if isinstance(dataset, str):
             # the data file is opened only if the episodes must be read (no store yet, or no store at all)
             dataset = load_minari(dataset, open_data=False)
@@ -116,7 +119,8 @@ class ControlTask:
         self.patch_size = int(patch_size if patch_size is not None else getattr(args, "patch_size", 4))
         self.constant_text = constant_text
         self.windows = WindowSampler(training_prompt_len_proportion, share_prompt_episodes, top_k_prompting,
-                                     prompt_ep_proportion, prompt_type, pack_windows, action_history_noise)
+                                     prompt_ep_proportion, prompt_type, pack_windows, action_history_noise,
+                                     window_sampling)
         self.eval_envs = eval_envs
         metadata = dataset.storage.metadata
         self.ref_min_score = metadata.get("ref_min_score")

@@ -23,6 +23,7 @@ from gato.data.episodes import EncodedEpisodes
 from gato.tasks import defaults
 
 PROMPT_TYPES = ("start", "end", "uniform")
+WINDOW_SAMPLINGS = ("fit", "even")
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,13 @@ class WindowSampler:
     prompt_type: str = defaults.PROMPT_TYPE
     pack_windows: bool = False
     action_history_noise: float = 0.0
+    window_sampling: str = "fit"
 
     def __post_init__(self):
         if self.prompt_type not in PROMPT_TYPES:
             raise ValueError(f"prompt_type must be one of {PROMPT_TYPES}, got {self.prompt_type!r}")
+        if self.window_sampling not in WINDOW_SAMPLINGS:
+            raise ValueError(f"window_sampling must be one of {WINDOW_SAMPLINGS}, got {self.window_sampling!r}")
         if not 0.0 <= self.prompt_ep_proportion <= 1.0 or not 0.0 < self.training_prompt_len_proportion < 1.0:
             raise ValueError("prompt_ep_proportion must be in [0, 1] and training_prompt_len_proportion in (0, 1)")
         if not 0.0 <= self.action_history_noise <= 1.0:
@@ -84,9 +88,24 @@ class WindowSampler:
             k = min(prompt_steps, lengths[p])
             segments.append(timesteps(episodes, codec, p, self._prompt_start(lengths[p], k, rng), k))
             room -= codec.window_tokens(k)
-        k = min(lengths[e], codec.timesteps_in(room))
-        segments.append(timesteps(episodes, codec, e, int(rng.integers(0, lengths[e] - k + 1)), k))
+        start, k = self.window_bounds(int(lengths[e]), codec.timesteps_in(room), rng)
+        segments.append(timesteps(episodes, codec, e, start, k))
         return segments
+
+    def window_bounds(self, length: int, room: int, rng) -> tuple[int, int]:
+        """(start, timesteps) of a window of an episode of ``length`` timesteps, at most ``room`` of them.
+
+        "fit": a whole window, anywhere it fits. An episode's first (and last) ``room - 1`` timesteps are then in
+        fewer windows than the rest: its first timestep in one start of ``length - room + 1``, though every
+        evaluation episode begins there, from an empty context. "even": the window may reach over either end of
+        the episode and is cut there, so every timestep is in a window equally often and a share of the windows
+        begin where the episode does, as in evaluation; the cut windows are shorter (packing fills the row)."""
+        k = min(length, room)
+        if self.window_sampling == "fit" or length <= room:
+            return int(rng.integers(0, length - k + 1)), k
+        start = int(rng.integers(1 - k, length))
+        first = max(start, 0)
+        return first, min(start + k, length) - first
 
     def _prompt_pool(self, episodes: EncodedEpisodes) -> np.ndarray:
         """Episodes a prompt may come from: all, or the ``top_k_prompting`` of highest return."""

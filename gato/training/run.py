@@ -85,6 +85,7 @@ def build_tasks(args: TrainingArgs, vocab=None) -> list:
             action_history_noise=args.history_noise(i),
             max_image_patches=args.max_image_patches or None,
             constant_text=args.constant_text,
+            window_sampling=args.window_sampling,
         ))
     return tasks
 
