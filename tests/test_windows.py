@@ -61,3 +61,14 @@ def test_even_windows_of_a_real_task_are_runs_of_its_episodes_and_start_them_mor
         firsts[sampling] = begins / len(rows)
     # 4 timesteps a context, episodes of 11-25: "fit" begins 1 window in ~14 at step 0, "even" ~3 in 17
     assert firsts["even"] > 1.8 * firsts["fit"]
+
+
+def test_the_choice_is_checked_and_kept_in_the_tasks_spec(cartpole_dataset, session_minari_root, monkeypatch):
+    from gato.tasks.control_task import ControlTask
+    from gato.training.arguments import TrainingArgs
+
+    with pytest.raises(ValueError, match="--window_sampling must be fit or even"):
+        TrainingArgs(window_sampling="uniform").validate()
+    task = ControlTask("cartpole", None, cartpole_dataset, 24, window_sampling="even")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))  # from_spec loads the dataset by id
+    assert ControlTask.from_spec(task.spec(), vocab=task.codec.vocab).windows.window_sampling == "even"
