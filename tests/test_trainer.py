@@ -201,3 +201,13 @@ def test_gato_train_with_bf16_on_such_a_cpu_warns_before_training(cartpole_task,
             _train(cartpole_task, tmp_path, mixed_precision="bf16", training_steps=1, report_to="none")
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_a_per_token_loss_is_not_warned_about_for_tasks_within_4x(babyai_step_task, cartpole_task, recwarn):
+    """BabyAI with its mission in every timestep fits 21 timesteps a row, CartPole 42, one action token each: 2x,
+    not warned about (a Meta-World task beside BabyAI levels is: tests/test_domains.py)."""
+    from gato.training.run import warn_if_loss_unbalanced
+
+    for weighting in ("tokens", "tasks"):
+        warn_if_loss_unbalanced([babyai_step_task, cartpole_task], 256, weighting)
+    assert not recwarn.list

@@ -157,6 +157,28 @@ def warn_if_emulated_bf16(mixed_precision: str, device_type: str, cpuinfo: str |
                       "--mixed_precision no bf16` compares the two on this machine); leave the flag out", stacklevel=3)
 
 
+LOSS_SHARE_RATIO = 4.0
+"""Predicted tokens a row, most over fewest among the control tasks, from which a per-token loss is warned about."""
+
+
+def warn_if_loss_unbalanced(tasks: list, context_len: int, loss_weighting: str) -> None:
+    """Warn when, under the per-token loss, one control task predicts many times the action tokens a row of
+    another: the few-token task then gets a sliver of the gradient. A BabyAI level (one action token a timestep,
+    ~14 a row) beside Meta-World (4, ~144) was never learnt that way; ``--loss_weighting tasks`` learnt it."""
+    if loss_weighting != "tokens":
+        return
+    per_row = {t.name: t.codec.timesteps_in(context_len) * len(t.codec.action_ranges)
+               for t in tasks if getattr(t, "codec", None) is not None}
+    if len(per_row) < 2:
+        return
+    most, fewest = max(per_row, key=per_row.get), min(per_row, key=per_row.get)
+    if per_row[most] >= LOSS_SHARE_RATIO * per_row[fewest]:
+        warnings.warn(f"the loss is per predicted token and {most} predicts ~{per_row[most]} action tokens a "
+                      f"training row against {fewest}'s ~{per_row[fewest]}: a row of {fewest} weighs "
+                      f"~{per_row[most] / per_row[fewest]:.0f}x less; `--loss_weighting tasks` gives each task its "
+                      "share of the rows (docs/EXPERIMENTS.md, 2026-12-08)", stacklevel=3)
+
+
 def build_trainer(args: TrainingArgs, tasks=None):
     """A ready Trainer for ``args`` (tasks built from ``args`` unless given)."""
     import torch
@@ -209,6 +231,7 @@ def build_trainer(args: TrainingArgs, tasks=None):
         control = build_tasks(args, model.vocab)
         tasks = control + language
         weights = args.mixture_weights(control_weights(args.task_sampling, control, args.task_weights))
+    warn_if_loss_unbalanced(tasks, args.sequence_length, args.loss_weighting)
     if args.fsdp:  # before the optimizer, which must hold the sharded parameters
         from gato.training.sharding import shard
 
