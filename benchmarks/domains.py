@@ -8,7 +8,9 @@ success with 95% bootstrap CIs from rliable (``gato eval``'s domain reports). Wi
 runs at the same ``--steps``: BabyAI alone, Meta-World alone, both together: the issue's "cost of adding MT50 to
 the BabyAI suite in one model, against each alone, at equal steps" is ``cost_of_sharing`` in the JSON (together
 minus alone, per domain; in the together run each domain gets about its share of the rows, by
-``--task_sampling``). The three runs can also go in three processes side by side (``--runs babyai``, ``--runs
+``--task_sampling``; give every run ``--train_args "--loss_weighting tasks"``: with the default per-token loss a
+Meta-World row predicts ~10x BabyAI's action tokens, and the shared model never learnt BabyAI, docs/EXPERIMENTS.md
+2026-12-08). The three runs can also go in three processes side by side (``--runs babyai``, ``--runs
 metaworld``, ``--runs both``, each with its own ``--out``), joined afterwards by ``--merge``; a run killed with its
 session continues from its last saved state with the same command and ``--resume``. ``cost_along_the_curve`` compares
 the runs at every step where both evaluated during training (each point keeps its per-task scores), so runs stopped
