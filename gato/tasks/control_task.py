@@ -109,7 +109,7 @@ class ControlTask:
                  prompt_ep_proportion=defaults.PROMPT_EP_PROPORTION, prompt_type=defaults.PROMPT_TYPE,
                  field_overrides=None, eval_envs=defaults.EVAL_ENVS,
                  pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None, store=None,
-                 constant_text="window", window_sampling="fit"):
+                 constant_text="window", window_sampling=defaults.WINDOW_SAMPLING):
         if isinstance(dataset, str):
             # the data file is opened only if the episodes must be read (no store yet, or no store at all)
             dataset = load_minari(dataset, open_data=False)

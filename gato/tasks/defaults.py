@@ -19,5 +19,11 @@ SHARE_PROMPT_EPISODES = True
 PROMPT_TYPE = "end"
 """Part of the prompt episode used: start, end or uniform."""
 
+WINDOW_SAMPLINGS = ("fit", "even")
+"""Where a training window falls: whole anywhere it fits, or every timestep equally often (``--window_sampling``)."""
+
+WINDOW_SAMPLING = "fit"
+"""The default of :data:`WINDOW_SAMPLINGS`."""
+
 TOP_K_PROMPTING = None
 """Prompt episodes come from the k best by return; None: from all (``--top_k 0``)."""

@@ -23,7 +23,6 @@ from gato.data.episodes import EncodedEpisodes
 from gato.tasks import defaults
 
 PROMPT_TYPES = ("start", "end", "uniform")
-WINDOW_SAMPLINGS = ("fit", "even")
 
 
 @dataclass(frozen=True)
@@ -38,13 +37,14 @@ class WindowSampler:
     prompt_type: str = defaults.PROMPT_TYPE
     pack_windows: bool = False
     action_history_noise: float = 0.0
-    window_sampling: str = "fit"
+    window_sampling: str = defaults.WINDOW_SAMPLING
 
     def __post_init__(self):
         if self.prompt_type not in PROMPT_TYPES:
             raise ValueError(f"prompt_type must be one of {PROMPT_TYPES}, got {self.prompt_type!r}")
-        if self.window_sampling not in WINDOW_SAMPLINGS:
-            raise ValueError(f"window_sampling must be one of {WINDOW_SAMPLINGS}, got {self.window_sampling!r}")
+        if self.window_sampling not in defaults.WINDOW_SAMPLINGS:
+            raise ValueError(f"window_sampling must be one of {defaults.WINDOW_SAMPLINGS}, "
+                             f"got {self.window_sampling!r}")
         if not 0.0 <= self.prompt_ep_proportion <= 1.0 or not 0.0 < self.training_prompt_len_proportion < 1.0:
             raise ValueError("prompt_ep_proportion must be in [0, 1] and training_prompt_len_proportion in (0, 1)")
         if not 0.0 <= self.action_history_noise <= 1.0:

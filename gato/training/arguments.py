@@ -58,9 +58,10 @@ class TrainingArgs:
     constant_text: str = _f("window", "window: a text observation that never changes within an episode (BabyAI's "
                                       "mission) is laid out in the first timestep of each window only; step: in "
                                       "every timestep (longer timesteps, fewer in a context)")
-    window_sampling: str = _f("fit", "fit: a training window is a whole context of timesteps anywhere in its "
-                                     "episode, so an episode's first timesteps are trained on least; even: every "
-                                     "timestep equally often, windows cut at the episode's ends")
+    window_sampling: str = _f(defaults.WINDOW_SAMPLING,
+                              "fit: a training window is a whole context of timesteps anywhere in its episode, so an "
+                              "episode's first timesteps are trained on least; even: every timestep equally often, "
+                              "windows cut at the episode's ends")
     # words and pictures: NEKO's flags; each *_prop is that kind's share of the rows of a batch, control gets the rest
     text_datasets: list = _f([], "text corpora for language modelling: text/pydoc (`gato data text` makes it) or "
                                  "local paths (a save_to_disk folder, parquet/jsonl/txt files)")
@@ -233,7 +234,8 @@ class TrainingArgs:
             (self.task_sampling in ("uniform", "data", "expert_gap"),
              "--task_sampling must be uniform, data or expert_gap"),
             (self.constant_text in ("window", "step"), "--constant_text must be window or step"),
-            (self.window_sampling in ("fit", "even"), "--window_sampling must be fit or even"),
+            (self.window_sampling in defaults.WINDOW_SAMPLINGS,
+             f"--window_sampling must be {' or '.join(defaults.WINDOW_SAMPLINGS)}"),
             (not self.task_weights or self.task_sampling == "uniform",
              f"--task_weights are explicit weights: drop them or --task_sampling {self.task_sampling}"),
             (len(self.action_history_noise) in (0, 1, len(self.control_datasets)),
