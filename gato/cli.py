@@ -349,10 +349,13 @@ def cmd_eval(ns) -> int:
         if suite_domain(suite) not in domains:
             raise ValueError(f"--suite {suite}: no {DOMAINS[suite_domain(suite)]['label']} task among the tasks "
                              f"evaluated ({' '.join(t.name for t in tasks)}); drop the suite or name its tasks")
+    if ns.starts == "data":
+        print("episodes start where the datasets' own episodes started (starts seen in training)")
     results, videos = {}, {}
     for task in tasks:
         results[task.name] = task.evaluate(policy, ns.episodes, deterministic=not ns.stochastic,
-                                           promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True)
+                                           promptless_eval=not ns.prompt, n_envs=ns.envs, progress=True,
+                                           starts=ns.starts)
         if ns.video and hasattr(task, "make_env"):
             gif = Path(ns.video) / (task.name.replace("/", "_") + ".gif")
             videos[task.name] = record_video(policy, task, gif, deterministic=not ns.stochastic)
@@ -362,7 +365,8 @@ def cmd_eval(ns) -> int:
     # each written under a temporary name and renamed: a kill leaves the previous file or the new one
     reports = report_domains(results, out, ns.suite)
     legacy = {"suite": babyai_suite_view(reports["babyai"])} if "babyai" in reports else {}  # the pre-domain key
-    atomic.write_json(out, {"checkpoint": str(checkpoint), "episodes": ns.episodes, "results": results,
+    atomic.write_json(out, {"checkpoint": str(checkpoint), "episodes": ns.episodes, "starts": ns.starts,
+                            "results": results,
                             "summary": summary, "videos": videos, **({"domains": reports} if reports else {}),
                             **legacy})
     chart = None
@@ -521,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--envs", type=int, default=16, help="environments stepped together")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of argmax")
     ev.add_argument("--prompt", action="store_true", help="prompt with an expert episode's end (NEKO style)")
+    from gato import seeds
+
+    ev.add_argument("--starts", choices=seeds.STARTS, default="evaluation",
+                    help="where episodes start: evaluation (default: seeds no dataset was made from, every start "
+                         "unseen) or data (the dataset's own episodes' seeds, starts the model trained on, as "
+                         "Meta-World's MT10/MT50 score; needs the datasets local)")
     ev.add_argument("--device", default="cpu", help="torch device")
     ev.add_argument("--out", default="", help="JSON output path (default: next to the checkpoint); the bar chart "
                     "goes beside it as .png")

@@ -141,6 +141,45 @@ def test_gato_eval_and_play_need_no_dataset(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_gato_eval_can_start_episodes_where_the_datas_own_started(trained, tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from gato.cli import main
+    from gato.data.episodes import demonstration_seeds, load_minari
+    from gato.policy.gato_policy import GatoPolicy
+    from gato.seeds import DATA
+    from gato.tasks.registry import load_tasks
+
+    checkpoint, dataset_id = str(trained["checkpoint"]), trained["dataset_id"]
+    out = tmp_path / "eval.json"
+    # the starts are read from the dataset: without it, an error naming it
+    assert main(["eval", checkpoint, "--episodes", "2", "--envs", "1", "--starts", "data", "--out", str(out)]) == 2
+    assert dataset_id in capsys.readouterr().err and not out.exists()
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(trained["backup"]))
+    starts = demonstration_seeds(dataset_id, 4)
+    assert len(set(starts)) == 4 and all(s in DATA for s in starts)
+    with pytest.raises(ValueError, match="which holds 4"):
+        demonstration_seeds(dataset_id, 5)
+    policy = GatoPolicy.from_pretrained(checkpoint)
+    task = load_tasks(checkpoint, policy.vocab)[0]
+    env = task.make_env()
+    for seed, episode in zip(starts, load_minari(dataset_id).iterate_episodes()):  # each seed replays its start
+        obs, _ = env.reset(seed=seed)
+        assert np.array_equal(obs["image"], episode.observations["image"][0])
+        assert obs["direction"] == episode.observations["direction"][0]
+        assert obs["mission"] == episode.observations["mission"][0]
+
+    records = task.evaluate_part(policy, 3, 0, 1, n_envs=2, starts="data")
+    assert sorted(r["seed"] for r in records) == starts[:3]
+    assert main(["eval", checkpoint, "--episodes", "3", "--envs", "2", "--starts", "data", "--out", str(out)]) == 0
+    assert "starts seen in training" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["starts"] == "data" and saved["results"][trained["task"]]["episodes"] == 3.0
+    assert saved["results"][trained["task"]] == task.summarize(records)
+
+
+@pytest.mark.slow
 def test_the_checkpoint_folder_is_a_hub_model_repo_with_its_evaluation_in_the_card(trained, no_network):
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results

@@ -83,6 +83,27 @@ def load_minari(dataset_id: str, open_data: bool = True):
     return dataset
 
 
+def demonstration_seeds(dataset_id: str, n: int) -> list[int]:
+    """The reset seeds of the first ``n`` episodes of local dataset ``dataset_id``, in stored order: the starts
+    (BabyAI's layout and mission, Meta-World's goal and objects) that a model trained on it has seen. Raises
+    ValueError where the dataset holds fewer episodes or did not record their seeds."""
+    dataset = load_minari(dataset_id, open_data=False)
+    if n > dataset.total_episodes:
+        raise ValueError(f"{n} episodes asked for from the starts of dataset {dataset_id!r}, which holds "
+                         f"{dataset.total_episodes}; ask for at most {dataset.total_episodes}")
+    indices = [int(i) for i in dataset.episode_indices[:n]]
+    try:
+        found = [m.get("seed") for m in dataset.storage.get_episode_metadata(indices)]
+    except _DAMAGE as e:
+        from minari.storage.datasets_root_dir import get_dataset_path
+
+        raise damaged(dataset_id, get_dataset_path(dataset_id), e) from e
+    if any(s is None for s in found):
+        raise ValueError(f"dataset {dataset_id!r} did not record the seed its episodes were reset with, so their "
+                         "starts cannot be played again; evaluate on the evaluation seeds instead")
+    return [int(s) for s in found]
+
+
 def _oversized(path) -> bool:
     """Whether an hdf5 dataset declares arrays longer than its metadata's step count allows (a damaged
     shape, which makes h5py try to allocate terabytes); False where that cannot be told."""

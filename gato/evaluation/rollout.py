@@ -6,6 +6,7 @@ then steps every env with the agent's batched actions until all of the round's e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -31,16 +32,17 @@ class RolloutResult:
 
 @torch.inference_mode()
 def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int = 8,
-            deterministic: bool = True, prompt=None, seed: int = seeds.EVALUATION.start, use_cache: bool = True,
+            deterministic: bool = True, prompt=None, seed: int | Sequence[int] = seeds.EVALUATION.start,
+            use_cache: bool = True,
             progress: bool = False, frames: list | None = None, observer=None,
             part: tuple[int, int] = (0, 1), compact: bool = True) -> RolloutResult:
     """Run ``n_episodes`` episodes of ``make_env()`` envs with ``policy``.
 
     ``prompt(n)`` returns a stream dict (n rows, one length) fed before each round, or None.
-    Episode i uses seed ``seed + i``. ``part`` = (p, k) plays only the episodes i = p, p + k, p + 2k, ...
-    (process p of k plays its share; with argmax actions each episode's result does not depend on which
-    process plays it). ``use_cache=False`` re-runs the whole context at every
-    step instead (how NEKO evaluates; kept to measure the cache against). With ``frames`` (a
+    Episode i uses seed ``seed + i``, or ``seed[i]`` where ``seed`` is a sequence of seeds. ``part`` = (p, k)
+    plays only the episodes i = p, p + k, p + 2k, ... (process p of k plays its share; with argmax actions each
+    episode's result does not depend on which process plays it). ``use_cache=False`` re-runs the whole context at
+    every step instead (how NEKO evaluates; kept to measure the cache against). With ``frames`` (a
     list), ``render()`` of the first env is appended to it at every step of its first episode.
     ``observer`` (optional) sees every round: ``observer.reset(envs)`` after each reset,
     ``observer.before_step(obs, actions, live)`` before each env step (the envs still in the
@@ -53,7 +55,13 @@ def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int
     """
     was_training = policy.training
     index, parts = part
-    episode_seeds = [seed + i for i in range(index, n_episodes, parts)]
+    if isinstance(seed, Sequence):
+        if len(seed) < n_episodes:
+            raise ValueError(f"{n_episodes} episodes asked for, {len(seed)} seeds given")
+        episode_seeds = [int(s) for s in seed[index:n_episodes:parts]]
+        seed = int(seed[0]) if len(seed) else 0  # the generator's seed
+    else:
+        episode_seeds = [seed + i for i in range(index, n_episodes, parts)]
     n_envs = max(1, min(n_envs, len(episode_seeds)))
     generator = torch.Generator(device=policy.device).manual_seed(seed + index)
     envs = gym.vector.SyncVectorEnv([make_env for _ in range(n_envs)])

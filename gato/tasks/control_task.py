@@ -27,7 +27,7 @@ from gato import envs, seeds
 from gato.codec import SpaceCodec, VocabMismatchError, space_mismatch, tokens_per_space
 from gato.codec_io import codec_to_dict
 from gato.data.episode_store import EpisodeStore, StoreUnavailableError, store_root
-from gato.data.episodes import DataStats, EncodedEpisodes, RawEpisodes, fit_codec, load_minari
+from gato.data.episodes import DataStats, EncodedEpisodes, RawEpisodes, demonstration_seeds, fit_codec, load_minari
 from gato.evaluation.rollout import rollout
 from gato.tasks import defaults
 from gato.tasks.windows import WindowSampler
@@ -258,30 +258,38 @@ class ControlTask:
 
     def evaluate(self, model, n_iterations: int, deterministic: bool = True, promptless_eval: bool = False,
                  n_envs: int | None = None, seed: int = seeds.EVALUATION.start, use_cache: bool = True,
-                 progress: bool = False, compact: bool = True) -> dict:
+                 progress: bool = False, compact: bool = True, starts: str = "evaluation") -> dict:
         """Run ``model`` (a bare GatoPolicy; an Accelerate-wrapped one is unwrapped) for
-        ``n_iterations`` episodes (episode i: seed ``seed + i``, all in ``gato.seeds.EVALUATION``)
-        and return mean_return, std_return, mean_episode_len, success_rate (share of episodes
+        ``n_iterations`` episodes (episode i: seed ``seed + i``, all in ``gato.seeds.EVALUATION``; with
+        ``starts="data"``, the seed of the dataset's episode i instead, a start seen in training: see
+        :data:`gato.seeds.STARTS`) and return mean_return, std_return, mean_episode_len, success_rate (share of episodes
         whose env reported ``info["success"]`` at some step, for envs that report it; else of episodes
         with positive return) and, when the dataset has reference returns,
         normalized_score = (return - random) / (expert - random). ``use_cache`` and ``compact``: see
         :func:`gato.evaluation.rollout.rollout`."""
         return self.summarize(self.evaluate_part(model, n_iterations, 0, 1, deterministic=deterministic,
                                                  promptless_eval=promptless_eval, n_envs=n_envs, seed=seed,
-                                                 use_cache=use_cache, progress=progress, compact=compact))
+                                                 use_cache=use_cache, progress=progress, compact=compact,
+                                                 starts=starts))
 
     def evaluate_part(self, model, n_iterations: int, part: int, parts: int, deterministic: bool = True,
                       promptless_eval: bool = False, n_envs: int | None = None, seed: int = seeds.EVALUATION.start,
-                      use_cache: bool = True, progress: bool = False, compact: bool = True) -> list[dict]:
+                      use_cache: bool = True, progress: bool = False, compact: bool = True,
+                      starts: str = "evaluation") -> list[dict]:
         """Process ``part`` of ``parts``' share of :meth:`evaluate`: episodes part, part + parts, ... of the
         ``n_iterations``; one record (seed, return, length) per episode, for :meth:`summarize`."""
         model = getattr(model, "module", model)
         codec = self.codec_for(model.vocab)  # its patch size is checked against the model's by the agent
-        seeds.EVALUATION.take(n_iterations, first=seed)  # refuses seeds outside the evaluation block
+        if starts not in seeds.STARTS:
+            raise ValueError(f"starts must be one of {', '.join(seeds.STARTS)}, not {starts!r}")
+        if starts == "data":
+            episode_seeds = demonstration_seeds(self.dataset_id, n_iterations)
+        else:
+            episode_seeds = seeds.EVALUATION.take(n_iterations, first=seed)  # refuses seeds outside its block
         prompt = None if promptless_eval else self.eval_prompt(codec, np.random.default_rng(seed), model.context_len,
                                                                model.device)
         result = rollout(model, codec, self.make_env, n_iterations, n_envs=n_envs or self.eval_envs,
-                         deterministic=deterministic, prompt=prompt, seed=seed, use_cache=use_cache,
+                         deterministic=deterministic, prompt=prompt, seed=episode_seeds, use_cache=use_cache,
                          progress=progress, part=(part, parts), compact=compact)
         records = [{"seed": s, "return": r, "length": n}
                    for s, r, n in zip(result.seeds, result.returns, result.lengths)]
