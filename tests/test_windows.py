@@ -72,3 +72,47 @@ def test_the_choice_is_checked_and_kept_in_the_tasks_spec(cartpole_dataset, sess
     task = ControlTask("cartpole", None, cartpole_dataset, 24, window_sampling="even")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))  # from_spec loads the dataset by id
     assert ControlTask.from_spec(task.spec(), vocab=task.codec.vocab).windows.window_sampling == "even"
+
+
+def test_an_episode_prefix_keeps_training_windows_in_each_episodes_first_timesteps(cartpole_dataset):
+    """With ``episode_prefix=6`` every row lies in its episode's first 6 timesteps, and episodes are drawn by the
+    part of them trained on (here equal parts: about equally often); without it, rows reach beyond."""
+    from gato.tasks.control_task import ControlTask
+    from gato.vocab import Vocab
+
+    ends, drawn = {}, {}
+    for prefix in (0, 6):
+        task = ControlTask("cartpole", gym.make("CartPole-v1"), cartpole_dataset, 24, Namespace(patch_size=4),
+                           episode_prefix=prefix)
+        episodes, S = task.episodes, task.tokens_per_timestep
+        assert episodes.lengths.min() > 6  # so the prefix cuts every episode
+        batch = task.sample_batch(800, Vocab(), 24, np.random.default_rng(2))
+        episode_of = np.repeat(np.arange(len(episodes.lengths)), episodes.lengths)
+        last, counts = [], np.zeros(len(episodes.lengths))
+        for r in batch.tokens:
+            row = r[r != Vocab().pad].reshape(-1, S)
+            lo = int(np.flatnonzero((episodes.steps == row[0]).all(1))[0])
+            last.append(lo + len(row) - 1 - episodes.starts[episode_of[lo]])  # the row's last timestep, in its episode
+            counts[episode_of[lo]] += 1
+        ends[prefix], drawn[prefix] = max(last), counts / counts.sum()
+    assert ends[6] == 5 and ends[0] > 5
+    share = 1 / len(drawn[6])
+    assert np.abs(drawn[6] - share).max() < 0.5 * share  # ~equal; by length (11-25 timesteps) without the prefix
+    lengths = task.episodes.lengths
+    assert np.corrcoef(drawn[0], lengths)[0, 1] > 0.5
+
+
+def test_an_episode_prefix_is_checked_and_kept_in_the_tasks_spec(cartpole_dataset, session_minari_root,
+                                                                  monkeypatch):
+    from gato.tasks.control_task import ControlTask
+    from gato.training.arguments import TrainingArgs
+
+    with pytest.raises(ValueError, match="--episode_prefix must be >= 0"):
+        TrainingArgs(episode_prefix=-1).validate()
+    with pytest.raises(ValueError, match="episode_prefix must be >= 0"):
+        WindowSampler(episode_prefix=-5)
+    task = ControlTask("cartpole", None, cartpole_dataset, 24, episode_prefix=8)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(session_minari_root))
+    for with_data in (True, False):  # rebuilt from its dataset, and from the spec alone (a checkpoint's task)
+        rebuilt = ControlTask.from_spec(task.spec(), vocab=task.codec.vocab, with_data=with_data)
+        assert rebuilt.windows.episode_prefix == 8

@@ -469,6 +469,7 @@ class EncodedEpisodes:
     starts: np.ndarray
     returns: np.ndarray
     inputs: np.ndarray | None = None
+    _prefix_cdfs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @functools.cached_property
     def lengths(self) -> np.ndarray:
@@ -480,9 +481,16 @@ class EncodedEpisodes:
         """Cumulative share of the timesteps up to each episode: ``length_cdf.searchsorted(u, "right")`` for
         u uniform in [0, 1) draws an episode in proportion to its length, in O(log E), exactly as
         ``rng.choice(E, p=lengths / lengths.sum())`` does with the same u."""
-        cdf = (self.lengths / self.lengths.sum()).cumsum()
-        cdf /= cdf[-1]
-        return cdf
+        return _cdf(self.lengths)
+
+    def prefix_cdf(self, prefix: int) -> np.ndarray:
+        """:attr:`length_cdf` counting only each episode's first ``prefix`` timesteps (0: all), computed once per
+        prefix."""
+        if not prefix:
+            return self.length_cdf
+        if prefix not in self._prefix_cdfs:
+            self._prefix_cdfs[prefix] = _cdf(np.minimum(self.lengths, prefix))
+        return self._prefix_cdfs[prefix]
 
     @functools.cached_property
     def return_order(self) -> np.ndarray:
@@ -600,6 +608,12 @@ class ChainedRows(LazyRows):
     def __array__(self, dtype=None, copy=None):
         joined = np.concatenate([np.asarray(p) for p in self.parts])
         return joined if dtype is None else joined.astype(dtype, copy=False)
+
+
+def _cdf(lengths: np.ndarray) -> np.ndarray:
+    cdf = (lengths / lengths.sum()).cumsum()
+    cdf /= cdf[-1]
+    return cdf
 
 
 def _first(obs, T: int):

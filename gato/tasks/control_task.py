@@ -84,6 +84,9 @@ class ControlTask:
         window_sampling: "fit" (default): a training window is a whole context of timesteps, anywhere in its
             episode; "even": every timestep of an episode is in a window equally often, windows cut at the
             episode's ends (see ``WindowSampler.window_bounds``).
+        episode_prefix: train on each episode's first this many timesteps only (0, default: all of them). For
+            episodes that run on after their goal is reached (Meta-World's hold the goal to step 500), so that
+            training windows are not mostly the holding.
         max_image_patches: the most patches each image takes, unless its field override says
             otherwise (a larger one is pooled; None: ``gato.codec.DEFAULT_MAX_PATCHES``).
         constant_text: "window" (default): a string observation that never changes within an episode
@@ -109,7 +112,8 @@ class ControlTask:
                  prompt_ep_proportion=defaults.PROMPT_EP_PROPORTION, prompt_type=defaults.PROMPT_TYPE,
                  field_overrides=None, eval_envs=defaults.EVAL_ENVS,
                  pack_windows=False, task_id=None, action_history_noise=0.0, max_image_patches=None, store=None,
-                 constant_text="window", window_sampling=defaults.WINDOW_SAMPLING):
+                 constant_text="window", window_sampling=defaults.WINDOW_SAMPLING,
+                 episode_prefix=defaults.EPISODE_PREFIX):
         if isinstance(dataset, str):
             # the data file is opened only if the episodes must be read (no store yet, or no store at all)
             dataset = load_minari(dataset, open_data=False)
@@ -120,7 +124,7 @@ class ControlTask:
         self.constant_text = constant_text
         self.windows = WindowSampler(training_prompt_len_proportion, share_prompt_episodes, top_k_prompting,
                                      prompt_ep_proportion, prompt_type, pack_windows, action_history_noise,
-                                     window_sampling)
+                                     window_sampling, episode_prefix)
         self.eval_envs = eval_envs
         metadata = dataset.storage.metadata
         self.ref_min_score = metadata.get("ref_min_score")

@@ -25,5 +25,9 @@ WINDOW_SAMPLINGS = ("fit", "even")
 WINDOW_SAMPLING = "fit"
 """The default of :data:`WINDOW_SAMPLINGS`."""
 
+EPISODE_PREFIX = 0
+"""Training windows come from each episode's first this many timesteps only; 0: from all of them
+(``--episode_prefix``)."""
+
 TOP_K_PROMPTING = None
 """Prompt episodes come from the k best by return; None: from all (``--top_k 0``)."""

@@ -38,6 +38,7 @@ class WindowSampler:
     pack_windows: bool = False
     action_history_noise: float = 0.0
     window_sampling: str = defaults.WINDOW_SAMPLING
+    episode_prefix: int = defaults.EPISODE_PREFIX
 
     def __post_init__(self):
         if self.prompt_type not in PROMPT_TYPES:
@@ -47,6 +48,8 @@ class WindowSampler:
                              f"got {self.window_sampling!r}")
         if not 0.0 <= self.prompt_ep_proportion <= 1.0 or not 0.0 < self.training_prompt_len_proportion < 1.0:
             raise ValueError("prompt_ep_proportion must be in [0, 1] and training_prompt_len_proportion in (0, 1)")
+        if self.episode_prefix < 0:
+            raise ValueError(f"episode_prefix must be >= 0 (0: whole episodes), got {self.episode_prefix}")
         if not 0.0 <= self.action_history_noise <= 1.0:
             raise ValueError(f"action_history_noise must be in [0, 1], got {self.action_history_noise}")
 
@@ -80,15 +83,17 @@ class WindowSampler:
         each a (steps, normalised patches, inputs) triple of consecutive timesteps (see :func:`timesteps`),
         each laid out from a whole first timestep (see ``StepLayout.run``)."""
         lengths = episodes.lengths
-        # episode in proportion to its length: rng.choice(E, p=lengths / total)'s draw, without its O(E) CDF
-        e = int(episodes.length_cdf.searchsorted(rng.random(), side="right"))
+        # episode in proportion to its length (of it that is trained on): rng.choice(E, p=lengths / total)'s draw,
+        # without its O(E) CDF
+        e = int(episodes.prefix_cdf(self.episode_prefix).searchsorted(rng.random(), side="right"))
         segments, room = [], context_len
         if prompt_steps > 0 and rng.random() < self.prompt_ep_proportion:
             p = e if self.share_prompt_episodes else int(pool[rng.integers(0, len(pool))])  # rng.choice(pool)
             k = min(prompt_steps, lengths[p])
             segments.append(timesteps(episodes, codec, p, self._prompt_start(lengths[p], k, rng), k))
             room -= codec.window_tokens(k)
-        start, k = self.window_bounds(int(lengths[e]), codec.timesteps_in(room), rng)
+        length = int(lengths[e]) if not self.episode_prefix else min(int(lengths[e]), self.episode_prefix)
+        start, k = self.window_bounds(length, codec.timesteps_in(room), rng)
         segments.append(timesteps(episodes, codec, e, start, k))
         return segments
 

@@ -62,6 +62,10 @@ class TrainingArgs:
                               "fit: a training window is a whole context of timesteps anywhere in its episode, so an "
                               "episode's first timesteps are trained on least; even: every timestep equally often, "
                               "windows cut at the episode's ends")
+    episode_prefix: int = _f(defaults.EPISODE_PREFIX,
+                             "train on each episode's first N timesteps only (0: all): for episodes that go on "
+                             "after their goal is reached (Meta-World's hold it to step 500), so that training "
+                             "windows are not mostly the holding")
     # words and pictures: NEKO's flags; each *_prop is that kind's share of the rows of a batch, control gets the rest
     text_datasets: list = _f([], "text corpora for language modelling: text/pydoc (`gato data text` makes it) or "
                                  "local paths (a save_to_disk folder, parquet/jsonl/txt files)")
@@ -236,6 +240,7 @@ class TrainingArgs:
             (self.constant_text in ("window", "step"), "--constant_text must be window or step"),
             (self.window_sampling in defaults.WINDOW_SAMPLINGS,
              f"--window_sampling must be {' or '.join(defaults.WINDOW_SAMPLINGS)}"),
+            (self.episode_prefix >= 0, "--episode_prefix must be >= 0 (0: whole episodes)"),
             (not self.task_weights or self.task_sampling == "uniform",
              f"--task_weights are explicit weights: drop them or --task_sampling {self.task_sampling}"),
             (len(self.action_history_noise) in (0, 1, len(self.control_datasets)),

@@ -86,6 +86,7 @@ def build_tasks(args: TrainingArgs, vocab=None) -> list:
             max_image_patches=args.max_image_patches or None,
             constant_text=args.constant_text,
             window_sampling=args.window_sampling,
+            episode_prefix=args.episode_prefix,
         ))
     return tasks
 
