@@ -366,9 +366,8 @@ def cmd_eval(ns) -> int:
     reports = report_domains(results, out, ns.suite)
     legacy = {"suite": babyai_suite_view(reports["babyai"])} if "babyai" in reports else {}  # the pre-domain key
     atomic.write_json(out, {"checkpoint": str(checkpoint), "episodes": ns.episodes, "starts": ns.starts,
-                            "results": results,
-                            "summary": summary, "videos": videos, **({"domains": reports} if reports else {}),
-                            **legacy})
+                            "results": results, "summary": summary, "videos": videos,
+                            **({"domains": reports} if reports else {}), **legacy})
     chart = None
     if summary["tasks_scored"]:
         chart = out.with_suffix(".png")

@@ -33,8 +33,7 @@ class RolloutResult:
 @torch.inference_mode()
 def rollout(policy, codec: SpaceCodec, make_env, n_episodes: int, *, n_envs: int = 8,
             deterministic: bool = True, prompt=None, seed: int | Sequence[int] = seeds.EVALUATION.start,
-            use_cache: bool = True,
-            progress: bool = False, frames: list | None = None, observer=None,
+            use_cache: bool = True, progress: bool = False, frames: list | None = None, observer=None,
             part: tuple[int, int] = (0, 1), compact: bool = True) -> RolloutResult:
     """Run ``n_episodes`` episodes of ``make_env()`` envs with ``policy``.
 
