@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt", action="store_true", help="prompt with an expert episode's end (NEKO style)")
     from gato import seeds
 
-    ev.add_argument("--starts", choices=seeds.STARTS, default="evaluation",
+    ev.add_argument("--starts", choices=seeds.STARTS, default=seeds.EVALUATION.name,
                     help="where episodes start: evaluation (default: seeds no dataset was made from, every start "
                          "unseen) or data (the dataset's own episodes' seeds, starts the model trained on, as "
                          "Meta-World's MT10/MT50 score; needs the datasets local)")

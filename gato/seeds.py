@@ -53,11 +53,12 @@ REFERENCE = SeedBlock("reference", 1_000_000_000, 2_000_000_000, "the random and
 BLOCKS = (DATA, EVALUATION, CORRECTIONS, REFERENCE)
 """Every block, in seed order."""
 
-STARTS = ("evaluation", "data")
-"""Where evaluation episodes start: ``"evaluation"`` (the default), seeds no dataset was made from, so every start
-is unseen (for Meta-World, goals and object places the data never showed); ``"data"``, the seeds of the dataset's own
-episodes, starts the model trained on: how Meta-World's MT10/MT50 score a policy (on the 50 goals it trained on),
-and, beside the default, how much of a score is generalisation to new starts."""
+STARTS = (EVALUATION.name, DATA.name)
+"""Where evaluation episodes start, named by the block of their seeds: ``"evaluation"`` (the default), seeds no
+dataset was made from, so every start is unseen (for Meta-World, goals and object places the data never showed);
+``"data"``, the seeds of the dataset's own episodes, starts the model trained on: how Meta-World's MT10/MT50 score a
+policy (on the 50 goals it trained on), and, beside the default, how much of a score is generalisation to new
+starts."""
 
 CORRECTION_ROUND_SEEDS = 100_000
 """Seeds of one DAgger round on one process."""

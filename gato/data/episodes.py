@@ -95,9 +95,7 @@ def demonstration_seeds(dataset_id: str, n: int) -> list[int]:
     try:
         found = [m.get("seed") for m in dataset.storage.get_episode_metadata(indices)]
     except _DAMAGE as e:
-        from minari.storage.datasets_root_dir import get_dataset_path
-
-        raise damaged(dataset_id, get_dataset_path(dataset_id), e) from e
+        raise damaged(dataset_id, Path(dataset.storage.data_path).parent, e) from e
     if any(s is None for s in found):
         raise ValueError(f"dataset {dataset_id!r} did not record the seed its episodes were reset with, so their "
                          "starts cannot be played again; evaluate on the evaluation seeds instead")

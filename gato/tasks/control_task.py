@@ -262,7 +262,7 @@ class ControlTask:
 
     def evaluate(self, model, n_iterations: int, deterministic: bool = True, promptless_eval: bool = False,
                  n_envs: int | None = None, seed: int = seeds.EVALUATION.start, use_cache: bool = True,
-                 progress: bool = False, compact: bool = True, starts: str = "evaluation") -> dict:
+                 progress: bool = False, compact: bool = True, starts: str = seeds.EVALUATION.name) -> dict:
         """Run ``model`` (a bare GatoPolicy; an Accelerate-wrapped one is unwrapped) for
         ``n_iterations`` episodes (episode i: seed ``seed + i``, all in ``gato.seeds.EVALUATION``; with
         ``starts="data"``, the seed of the dataset's episode i instead, a start seen in training: see
@@ -279,14 +279,14 @@ class ControlTask:
     def evaluate_part(self, model, n_iterations: int, part: int, parts: int, deterministic: bool = True,
                       promptless_eval: bool = False, n_envs: int | None = None, seed: int = seeds.EVALUATION.start,
                       use_cache: bool = True, progress: bool = False, compact: bool = True,
-                      starts: str = "evaluation") -> list[dict]:
+                      starts: str = seeds.EVALUATION.name) -> list[dict]:
         """Process ``part`` of ``parts``' share of :meth:`evaluate`: episodes part, part + parts, ... of the
         ``n_iterations``; one record (seed, return, length) per episode, for :meth:`summarize`."""
         model = getattr(model, "module", model)
         codec = self.codec_for(model.vocab)  # its patch size is checked against the model's by the agent
         if starts not in seeds.STARTS:
             raise ValueError(f"starts must be one of {', '.join(seeds.STARTS)}, not {starts!r}")
-        if starts == "data":
+        if starts == seeds.DATA.name:
             episode_seeds = demonstration_seeds(self.dataset_id, n_iterations)
         else:
             episode_seeds = seeds.EVALUATION.take(n_iterations, first=seed)  # refuses seeds outside its block
